@@ -1,0 +1,3 @@
+from mapsim.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""MAP models behind one interface (:class:`mapsim.models.base.MapModel`)."""
