@@ -1,0 +1,313 @@
+"""Analytic MAP models: the ideal gas (paper Eqs. 6-7) and the cold hard-core fluid (Eqs. 10-16).
+
+Both follow the canvas convention of :mod:`mapsim.models.base`.  Logits are
+given relative to class 0 (the empty class, logit 0): softmax is unchanged by a
+common shift, so the binary ideal gas with logits (0, ln(rho / (1 - rho))) is
+Eq. 7's symmetric form (-c_b1, c_b1) with c_b1 = (1/2) ln(rho / (1 - rho)).
+The outside class (id N_c) never counts as a particle.
+
+The hard-core model's rho_eff (Eq. 10) is not known in closed form; it is
+solved numerically by :func:`solve_rho_eff`, whose method and accuracy are
+described there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mapsim.errors import MapsimError
+from mapsim.models.base import MapModel, causal_offsets
+from mapsim.models.io import register_model
+
+BINARY_CLASSES: tuple[str, ...] = ("empty", "particle")
+
+
+def _check_classes(classes, n_expected: int | None, where: str) -> tuple[str, ...]:
+    names = tuple(str(c) for c in classes)
+    if len(names) < 2:
+        raise MapsimError(f"{where}: needs at least 2 class names, found {list(names)}")
+    if len(set(names)) != len(names):
+        raise MapsimError(f"{where}: repeated class names {list(names)}")
+    if n_expected is not None and len(names) != n_expected:
+        raise MapsimError(f"{where}: expected {n_expected} class names, found {list(names)}")
+    return names
+
+
+# ---------------------------------------------------------------------------
+# Ideal gas
+# ---------------------------------------------------------------------------
+@dataclass
+class IdealGasConfig:
+    """Ideal gas: every pixel independent, class k with probability ``densities[k-1]``.
+
+    Parameters
+    ----------
+    densities : tuple of float
+        Grid occupation density of each non-empty class 1 .. N_c-1 (the empty
+        class takes the rest); each > 0, sum < 1.
+    classes : tuple of str
+        Class names, index = class id; ``len(classes) == len(densities) + 1``.
+    """
+
+    densities: tuple[float, ...] = (0.05,)
+    classes: tuple[str, ...] = BINARY_CLASSES
+
+    def __post_init__(self) -> None:
+        if isinstance(self.densities, (int, float)):
+            self.densities = (self.densities,)
+        self.densities = tuple(float(d) for d in self.densities)
+        self.classes = _check_classes(self.classes, len(self.densities) + 1, "ideal gas classes")
+        for d in self.densities:
+            if not (math.isfinite(d) and 0.0 < d < 1.0):
+                raise MapsimError(f"ideal gas density must lie strictly between 0 and 1, found {d}")
+        if sum(self.densities) >= 1.0:
+            raise MapsimError(f"ideal gas densities must sum to less than 1, found {sum(self.densities):g}")
+
+
+@register_model
+class IdealGas(MapModel):
+    """Ideal gas (Eqs. 6-7): logits are the density bias alone, L_c = 0.
+
+    ``logits[k] = ln(rho_k / rho_0)`` with rho_0 = 1 - sum(rho_k), so the
+    probability of class k is exactly rho_k whatever the context.
+    """
+
+    kind = "ideal-gas"
+    config_class = IdealGasConfig
+
+    def __init__(self, config: IdealGasConfig) -> None:
+        super().__init__(len(config.classes), 0)
+        self.config = config
+        rho = np.array(config.densities, dtype=np.float64)
+        bias = np.concatenate([[0.0], np.log(rho / (1.0 - rho.sum()))])
+        # derived from the config, so not part of the state dict
+        self.register_buffer("bias", torch.tensor(bias, dtype=torch.float64), persistent=False)
+
+    def forward(self, canvas: torch.Tensor) -> torch.Tensor:
+        B, H, W = canvas.shape  # L = 0: the canvas is the sample
+        return self.bias.view(1, -1, 1, 1).expand(B, self.n_classes, H, W).clone()
+
+
+# ---------------------------------------------------------------------------
+# Hard-core fluid
+# ---------------------------------------------------------------------------
+@dataclass
+class HardCoreConfig:
+    """Cold hard-core fluid with exclusion range R_c (binary: empty, particle).
+
+    Parameters
+    ----------
+    rho_eff : float
+        Probability of a particle at a pixel with no earlier particle within
+        R_c (Eq. 10); in (0, 1).  Use :func:`hard_core_for_density` to get it
+        from a target density.
+    range : float
+        R_c: an earlier particle at Euclidean distance <= R_c forbids a
+        particle (>= 1; L_c = ceil(R_c)).
+    density : float or None
+        The density rho_eff was solved for (informational), if any.
+    classes : tuple of str
+        Two class names: empty, particle.
+    """
+
+    rho_eff: float = 0.05
+    range: float = 1.0
+    density: float | None = None
+    classes: tuple[str, ...] = BINARY_CLASSES
+
+    def __post_init__(self) -> None:
+        self.classes = _check_classes(self.classes, 2, "hard-core classes")
+        self.rho_eff = float(self.rho_eff)
+        self.range = float(self.range)
+        if not (math.isfinite(self.rho_eff) and 0.0 < self.rho_eff < 1.0):
+            raise MapsimError(f"hard-core rho_eff must lie strictly between 0 and 1, found {self.rho_eff}")
+        if not (math.isfinite(self.range) and self.range >= 1.0):
+            raise MapsimError(f"hard-core range R_c must be a finite number >= 1 (lattice spacing), found {self.range}")
+        if self.density is not None:
+            self.density = float(self.density)
+
+
+def hard_core_offsets(range_: float) -> list[tuple[int, int]]:
+    """Causal offsets (di, dj) within Euclidean distance <= R_c, raster order."""
+    L = math.ceil(range_)
+    r2 = range_ * range_ + 1e-9
+    return [(di, dj) for di, dj in causal_offsets(L) if di * di + dj * dj <= r2]
+
+
+@register_model
+class HardCore(MapModel):
+    """Hard-core fluid (Eqs. 10-16): p(particle) = 0 next to an earlier particle, else rho_eff.
+
+    Blocked pixels get the logit -inf for the particle class (Eq. 16,
+    c_11 = -inf); free pixels get ln(rho_eff / (1 - rho_eff)) (Eq. 15 up to
+    the common shift).  L_c = ceil(R_c).
+    """
+
+    kind = "hard-core"
+    config_class = HardCoreConfig
+
+    def __init__(self, config: HardCoreConfig) -> None:
+        L = math.ceil(config.range)
+        super().__init__(2, L)
+        self.config = config
+        kernel = torch.zeros(1, 1, L + 1, 2 * L + 1, dtype=torch.float64)
+        for di, dj in hard_core_offsets(config.range):
+            kernel[0, 0, L + di, L + dj] = 1.0
+        self.register_buffer("kernel", kernel, persistent=False)
+        r = config.rho_eff
+        self.free_logit = math.log(r / (1.0 - r))
+
+    def forward(self, canvas: torch.Tensor) -> torch.Tensor:
+        occ = (canvas == 1).to(self.kernel.dtype).unsqueeze(1)  # (B, 1, H+L, W+2L); outside is not a particle
+        n_near = torch.nn.functional.conv2d(occ, self.kernel)  # (B, 1, H, W): earlier particles within R_c
+        particle = torch.where(n_near > 0.5, torch.tensor(-math.inf, dtype=occ.dtype, device=occ.device),
+                               torch.tensor(self.free_logit, dtype=occ.dtype, device=occ.device))
+        return torch.cat([torch.zeros_like(particle), particle], dim=1)  # (B, 2, H, W)
+
+
+# ---------------------------------------------------------------------------
+# Solving rho_eff for a target density
+# ---------------------------------------------------------------------------
+@dataclass
+class RhoEffSolution:
+    """Result of :func:`solve_rho_eff`.
+
+    Attributes
+    ----------
+    rho_eff : float
+    density : float
+        Bulk density of the hard-core MAP at ``rho_eff`` on the solver's lattices.
+    stderr : float
+        Standard error of ``density`` (spread over independent lattices).
+    max_density : float
+        Bulk density at rho_eff -> 1 (the most the model can reach).
+    """
+
+    rho_eff: float
+    density: float
+    stderr: float
+    max_density: float
+    replica_densities: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+
+
+def _bulk_density_kernel():
+    import numba
+
+    @numba.njit(cache=False)
+    def kernel(u, rho_eff, di, dj, margin):  # pragma: no cover - compiled
+        R, H, W = u.shape
+        out = np.zeros(R)
+        for r in range(R):
+            occ = np.zeros((H, W), dtype=np.uint8)
+            acc = 0.0
+            count = 0
+            for i in range(H):
+                for j in range(W):
+                    free = True
+                    for k in range(di.shape[0]):
+                        a = i + di[k]
+                        b = j + dj[k]
+                        if a >= 0 and b >= 0 and b < W and occ[a, b] == 1:  # off-lattice = outside, never a particle
+                            free = False
+                            break
+                    p = rho_eff if free else 0.0
+                    if u[r, i, j] < p:
+                        occ[i, j] = 1
+                    if i >= margin and j >= margin and j < W - margin:
+                        acc += p  # Rao-Blackwellised: E[x_ij | context] instead of x_ij
+                        count += 1
+            out[r] = acc / count
+        return out
+
+    return kernel
+
+
+_KERNEL = None
+
+
+def bulk_density(rho_eff: float, range_: float, u: np.ndarray, margin: int | None = None) -> np.ndarray:
+    """Bulk density of the hard-core MAP on each lattice driven by the uniforms ``u``.
+
+    Parameters
+    ----------
+    rho_eff, range_ : float
+    u : ndarray, shape (R, H, W)
+        Uniforms of R independent lattices (outside boundary).
+    margin : int, optional
+        Pixels this close to the top, left or right edge are left out (default 4 * L_c + 4).
+
+    Returns
+    -------
+    ndarray, shape (R,)
+        Mean over bulk pixels of p(particle | context) per lattice.
+    """
+    global _KERNEL
+    if _KERNEL is None:
+        _KERNEL = _bulk_density_kernel()
+    offs = np.array(hard_core_offsets(range_), dtype=np.int64).reshape(-1, 2)
+    L = math.ceil(range_)
+    margin = 4 * L + 4 if margin is None else margin
+    return _KERNEL(np.ascontiguousarray(u, dtype=np.float64), float(rho_eff), offs[:, 0].copy(), offs[:, 1].copy(), margin)
+
+
+def solve_rho_eff(density: float, range_: float, *, seed: int = 0, n_lattices: int = 8, size: int = 256,
+                  tol: float = 1e-7) -> RhoEffSolution:
+    """rho_eff for which the hard-core MAP's bulk density equals ``density``.
+
+    Method: the density is a function of rho_eff with no closed form, so it is
+    estimated on ``n_lattices`` lattices of ``size`` x ``size`` sampled with
+    the same fixed uniforms for every trial rho_eff (common random numbers,
+    which make the estimate a deterministic, nearly monotone function), from
+    the bulk pixels only (``4 L_c + 4`` pixels from the top, left and right
+    edges are left out: near the outside boundary fewer earlier particles
+    block, so the density there is higher), using the Rao-Blackwellised
+    estimate mean(p(particle | context)).  Bisection on [density, 1) then
+    solves for rho_eff.
+
+    Accuracy: the solved rho_eff reproduces ``density`` to the statistical
+    error of the estimate, reported as ``stderr`` (the spread over lattices
+    divided by sqrt(n_lattices)); with the defaults (0.5 M pixels) it is about
+    0.1 % of the density (measured: 0.07 % at density 0.05, R_c = 1 and 2;
+    0.3 % at density 0.01, R_c = 3), and bisection adds at most ``tol``.
+
+    Raises
+    ------
+    MapsimError
+        If ``density`` is not in (0, 1) or exceeds what the model can reach.
+    """
+    density = float(density)
+    if not (math.isfinite(density) and 0.0 < density < 1.0):
+        raise MapsimError(f"hard-core density must lie strictly between 0 and 1, found {density}")
+    HardCoreConfig(rho_eff=0.5, range=range_)  # validates the range
+    u = np.random.default_rng(seed).random((n_lattices, size, size))
+
+    def f(r: float) -> float:
+        return float(bulk_density(r, range_, u).mean())
+
+    hi = 1.0 - 1e-9
+    max_density = f(hi)
+    if density >= max_density:
+        raise MapsimError(
+            f"hard-core density {density:g} is not reachable with range R_c = {range_:g}: "
+            f"the most the model can reach is about {max_density:.4g}")
+    lo = density  # blocking only lowers the density, so rho_eff >= density
+    while hi - lo > tol:
+        mid = 0.5 * (lo + hi)
+        if f(mid) < density:
+            lo = mid
+        else:
+            hi = mid
+    rho = 0.5 * (lo + hi)
+    reps = bulk_density(rho, range_, u)
+    return RhoEffSolution(rho, float(reps.mean()), float(reps.std(ddof=1) / math.sqrt(n_lattices)), max_density, reps)
+
+
+def hard_core_for_density(density: float, range_: float = 1.0, classes=BINARY_CLASSES, *, seed: int = 0,
+                          **solver_kw) -> HardCore:
+    """A hard-core model whose sampled bulk density equals ``density`` (see :func:`solve_rho_eff`)."""
+    sol = solve_rho_eff(density, range_, seed=seed, **solver_kw)
+    return HardCore(HardCoreConfig(rho_eff=sol.rho_eff, range=range_, density=density, classes=tuple(classes)))
