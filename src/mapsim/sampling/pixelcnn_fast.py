@@ -1,0 +1,369 @@
+"""Cached, front-parallel exact sampler for the Gated PixelCNN (CPU, numba).
+
+Every layer's activation at a canvas position is computed exactly once, and
+all pixels on the anti-diagonal front (:mod:`mapsim.sampling.front`) of all
+samples are drawn at the same step.
+
+Schedule.  A *lane* is one sample row (canvas row R = L + r of sample k).  At
+step t lane R sits at canvas column C = t - (L+1) r + (2p - L) and, for every
+layer m = 1..n (p = kernel // 2, L = n p):
+
+* computes the vertical stack v_m and its vertical-to-horizontal term at
+  column C + (n - m) p (the vertical stack runs ahead: v_m needs v_{m-1} up to p
+  columns further right, and the row above only up to column C + L, which the
+  previous lane, L + 1 columns ahead, has drawn);
+* computes the horizontal stack h_m at column C (it needs h_{m-1} at C-p..C);
+* when C is a sample column (L <= C < L + W), applies the output layers and
+  draws the pixel with the shared uniforms.
+
+Lanes start at C = 2p - L so the leftmost vertical positions (inside the side
+padding) are covered.  Rows above the sample (the boundary) are known, so their
+vertical stacks are computed once, up front, with the model's own convolutions.
+Caches are rings: p + 1 + ceil((W + 2L - 2p) / (L + 1)) rows of vertical
+activations (full width), L + 1 columns of vertical-to-horizontal terms and
+p + 1 columns of horizontal activations per lane; memory does not grow with H.
+
+Lanes of one step are independent, so they are split across threads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numba
+import numpy as np
+import torch
+from numba import njit, prange
+
+from mapsim.models.pixelcnn import GatedPixelCNN, gate
+from mapsim.sampling.common import Boundary, check_beta
+from mapsim.sampling.front import n_steps
+from mapsim.sampling.reference import SampleResult, prepare
+
+
+def _weights(model: GatedPixelCNN, dt):
+    """Repack the model's parameters as matrices for the kernel."""
+    cfg = model.config
+    n, p, k, F, S = cfg.layers, model.p, cfg.kernel, cfg.filters, cfg.out_width
+    C0 = cfg.n_classes + 1
+
+    def a(t):
+        return np.ascontiguousarray(t.detach().cpu().numpy().astype(dt))
+
+    w = {}
+    wv0 = model.v_convs[0].weight  # (2F, C0, p, k)
+    w["T1v"] = a(wv0.permute(2, 3, 1, 0).reshape(p * k, C0, 2 * F))
+    w["b1v"] = a(model.v_convs[0].bias)
+    wh0 = model.h_convs[0].weight  # (2F, C0, 1, p)
+    w["T1h"] = a(wh0[:, :, 0, :].permute(2, 1, 0))  # (p, C0, 2F)
+    nv = max(n - 1, 1)
+    Wv = np.zeros(((p + 1) * k * F, 2 * F, nv), dt)
+    bv = np.zeros((2 * F, nv), dt)
+    Wh = np.zeros(((p + 1) * F, 2 * F, nv), dt)
+    for m in range(1, n):
+        Wv[:, :, m - 1] = a(model.v_convs[m].weight.permute(2, 3, 1, 0).reshape((p + 1) * k * F, 2 * F))
+        bv[:, m - 1] = a(model.v_convs[m].bias)
+        Wh[:, :, m - 1] = a(model.h_convs[m].weight[:, :, 0, :].permute(2, 1, 0).reshape((p + 1) * F, 2 * F))
+    # layer-major contiguous blocks
+    w["Wv"] = np.ascontiguousarray(Wv.transpose(2, 0, 1))
+    w["bv"] = np.ascontiguousarray(bv.T)
+    w["Wh"] = np.ascontiguousarray(Wh.transpose(2, 0, 1))
+    w["Wvh"] = np.stack([a(model.v2h[m].weight[:, :, 0, 0].T) for m in range(n)])
+    # the horizontal conv bias is folded into the vertical-to-horizontal term
+    w["bvh"] = np.stack([a(model.v2h[m].bias + model.h_convs[m].bias) for m in range(n)])
+    w["Wres"] = np.stack([a(model.h_res[m].weight[:, :, 0, 0].T) for m in range(n)])
+    w["bres"] = np.stack([a(model.h_res[m].bias) for m in range(n)])
+    w["Wskip"] = a(torch.cat([model.skips[m].weight[:, :, 0, 0].T for m in range(n)], 0))  # (nF, S)
+    w["bskip"] = a(sum(model.skips[m].bias for m in range(n)))
+    w["W1"] = a(model.out1.weight[:, :, 0, 0].T)
+    w["b1"] = a(model.out1.bias)
+    w["W2"] = a(model.out2.weight[:, :, 0, 0].T)
+    w["b2"] = a(model.out2.bias)
+    return w
+
+
+@torch.no_grad()
+def _boundary_vertical(model: GatedPixelCNN, top: np.ndarray, dt) -> np.ndarray:
+    """Vertical activations of layers 1..n-1 on the last p boundary rows.
+
+    Returns
+    -------
+    ndarray, shape (n-1, K, p, Wc, F)
+        Layer m's activation at canvas rows L-p..L-1; columns outside the layer's
+        valid range are zero (never read).
+    """
+    n, p, F = model.config.layers, model.p, model.config.filters
+    K, L, Wc = top.shape
+    out = np.zeros((max(n - 1, 1), K, p, Wc, F), dt)
+    if n == 1:
+        return out
+    x = model.one_hot(torch.as_tensor(top, dtype=torch.long))
+    v = gate(model.v_convs[0](x[:, :, :-1, :]))  # rows [p, L)
+    for m in range(1, n):
+        # v is layer m (1-based) at rows [m p, L), columns [m p, Wc - m p)
+        out[m - 1, :, :, m * p : Wc - m * p, :] = v[:, :, -p:, :].permute(0, 2, 3, 1).numpy().astype(dt)
+        if m < n - 1:
+            v = gate(model.v_convs[m](v))
+    return out
+
+
+@njit(cache=True, fastmath=False)
+def _gate(a, F):
+    out = np.empty((a.shape[0], F), a.dtype)
+    for i in range(a.shape[0]):
+        for f in range(F):
+            out[i, f] = math.tanh(a[i, f]) / (1.0 + math.exp(-a[i, F + f]))
+    return out
+
+
+@njit(cache=True)
+def _lanes_step(lk, lR, lC, canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, bv, Wh, Wvh, bvh, Wres, bres,
+                Wskip, bskip, W1, b1, W2, b2, beta, n, p, L, W, RB, RV):
+    """Advance the given lanes by one step (see the module docstring)."""
+    nl = lk.shape[0]
+    k = 2 * p + 1
+    F = Wres.shape[1]
+    Wc = canvas.shape[2]
+    dt = V.dtype
+    G = np.zeros((nl, n * F), dt)
+    # ---- vertical stack, running ahead
+    for m in range(1, n + 1):
+        idx = np.empty(nl, np.int64)
+        nt = 0
+        for i in range(nl):
+            cv = lC[i] + (n - m) * p
+            if cv >= m * p and cv < Wc - m * p:
+                idx[nt] = i
+                nt += 1
+        if nt == 0:
+            continue
+        if m == 1:
+            vpre = np.empty((nt, 2 * F), dt)
+            for t in range(nt):
+                i = idx[t]
+                kk, R, cv = lk[i], lR[i], lC[i] + (n - 1) * p
+                for c in range(2 * F):
+                    vpre[t, c] = b1v[c]
+                for dr in range(p):
+                    for dc in range(k):
+                        cls = canvas[kk, R - p + dr, cv - p + dc]
+                        row = T1v[dr * k + dc, cls]
+                        for c in range(2 * F):
+                            vpre[t, c] += row[c]
+        else:
+            D = (p + 1) * k * F
+            A = np.empty((nt, D), dt)
+            for t in range(nt):
+                i = idx[t]
+                kk, R, cv = lk[i], lR[i], lC[i] + (n - m) * p
+                q = 0
+                for dr in range(p + 1):
+                    slot = (R - p + dr) % RB
+                    for dc in range(k):
+                        src = V[m - 2, kk, slot, cv - p + dc]
+                        for f in range(F):
+                            A[t, q] = src[f]
+                            q += 1
+            vpre = np.dot(A, Wv[m - 2])
+            for t in range(nt):
+                for c in range(2 * F):
+                    vpre[t, c] += bv[m - 2, c]
+        vh = np.dot(vpre, Wvh[m - 1])
+        if m < n:
+            vg = _gate(vpre, F)
+        for t in range(nt):
+            i = idx[t]
+            kk, slot, cv = lk[i], lR[i] % RB, lC[i] + (n - m) * p
+            dst = VH[m - 1, kk, slot, cv % RV]
+            for c in range(2 * F):
+                dst[c] = vh[t, c] + bvh[m - 1, c]
+            if m < n:
+                for f in range(F):
+                    V[m - 1, kk, slot, cv, f] = vg[t, f]
+    # ---- horizontal stack at column C
+    for m in range(1, n + 1):
+        idx = np.empty(nl, np.int64)
+        nt = 0
+        for i in range(nl):
+            if lC[i] >= m * p and lC[i] < L + W:
+                idx[nt] = i
+                nt += 1
+        if nt == 0:
+            continue
+        hpre = np.empty((nt, 2 * F), dt)
+        if m == 1:
+            for t in range(nt):
+                i = idx[t]
+                kk, R, C = lk[i], lR[i], lC[i]
+                src = VH[0, kk, R % RB, C % RV]
+                for c in range(2 * F):
+                    hpre[t, c] = src[c]
+                for w in range(p):
+                    row = T1h[w, canvas[kk, R, C - p + w]]
+                    for c in range(2 * F):
+                        hpre[t, c] += row[c]
+        else:
+            A = np.empty((nt, (p + 1) * F), dt)
+            for t in range(nt):
+                i = idx[t]
+                kk, slot, C = lk[i], lR[i] % RB, lC[i]
+                for w in range(p + 1):
+                    src = HS[m - 2, kk, slot, (C - p + w) % (p + 1)]
+                    for f in range(F):
+                        A[t, w * F + f] = src[f]
+            hpre = np.dot(A, Wh[m - 2])
+            for t in range(nt):
+                i = idx[t]
+                src = VH[m - 1, lk[i], lR[i] % RB, lC[i] % RV]
+                for c in range(2 * F):
+                    hpre[t, c] += src[c]
+        g = _gate(hpre, F)
+        if m < n:
+            h = np.dot(g, Wres[m - 1])
+            for t in range(nt):
+                i = idx[t]
+                kk, slot, C = lk[i], lR[i] % RB, lC[i]
+                dst = HS[m - 1, kk, slot, C % (p + 1)]
+                if m == 1:
+                    for f in range(F):
+                        dst[f] = h[t, f] + bres[m - 1, f]
+                else:
+                    prev = HS[m - 2, kk, slot, C % (p + 1)]
+                    for f in range(F):
+                        dst[f] = h[t, f] + bres[m - 1, f] + prev[f]
+        for t in range(nt):
+            i = idx[t]
+            for f in range(F):
+                G[i, (m - 1) * F + f] = g[t, f]
+    # ---- output layers and draws for lanes on sample columns
+    idx = np.empty(nl, np.int64)
+    nt = 0
+    for i in range(nl):
+        if lC[i] >= L and lC[i] < L + W:
+            idx[nt] = i
+            nt += 1
+    if nt == 0:
+        return
+    Gd = np.empty((nt, n * F), dt)
+    for t in range(nt):
+        Gd[t] = G[idx[t]]
+    s = np.dot(Gd, Wskip)
+    for t in range(nt):
+        for c in range(s.shape[1]):
+            s[t, c] = max(s[t, c] + bskip[c], 0.0)
+    o = np.dot(s, W1)
+    for t in range(nt):
+        for c in range(o.shape[1]):
+            o[t, c] = max(o[t, c] + b1[c], 0.0)
+    lg = np.dot(o, W2)
+    nc = lg.shape[1]
+    for t in range(nt):
+        i = idx[t]
+        kk, R, C = lk[i], lR[i], lC[i]
+        mx = -np.inf
+        for c in range(nc):
+            z = beta * (np.float64(lg[t, c]) + np.float64(b2[c]))
+            if z > mx:
+                mx = z
+        tot = 0.0
+        for c in range(nc):
+            tot += math.exp(beta * (np.float64(lg[t, c]) + np.float64(b2[c])) - mx)
+        lse = mx + math.log(tot)
+        u = U[kk, R - L, C - L]
+        cum = 0.0
+        chosen = nc - 1
+        for c in range(nc):
+            cum += math.exp(beta * (np.float64(lg[t, c]) + np.float64(b2[c])) - lse)
+            if cum > u:
+                chosen = c
+                break
+        canvas[kk, R, C] = chosen
+        logp_out[kk, R - L, C - L] = beta * (np.float64(lg[t, chosen]) + np.float64(b2[chosen])) - lse
+
+
+@njit(cache=True, parallel=True)
+def _run_steps(t0, t1, K, H, canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, bv, Wh, Wvh, bvh, Wres, bres,
+               Wskip, bskip, W1, b1, W2, b2, beta, n, p, L, W, RB, RV, nchunks):
+    cmin = 2 * p - L
+    span = L + W - cmin  # columns a lane visits
+    lag = L + 1
+    for t in range(t0, t1):
+        r1 = min(H, t // lag + 1)
+        r0 = max(0, -((span - 1 - t) // lag))
+        nr = r1 - r0
+        if nr <= 0:
+            continue
+        nl = K * nr
+        lk = np.empty(nl, np.int64)
+        lR = np.empty(nl, np.int64)
+        lC = np.empty(nl, np.int64)
+        q = 0
+        for r in range(r0, r1):
+            for kk in range(K):
+                lk[q] = kk
+                lR[q] = L + r
+                lC[q] = t - lag * r + cmin
+                q += 1
+        nch = min(nchunks, nl)
+        for ch in prange(nch):
+            lo = ch * nl // nch
+            hi = (ch + 1) * nl // nch
+            _lanes_step(lk[lo:hi], lR[lo:hi], lC[lo:hi], canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, bv,
+                        Wh, Wvh, bvh, Wres, bres, Wskip, bskip, W1, b1, W2, b2, beta, n, p, L, W, RB, RV)
+
+
+def total_steps(height: int, width: int, context_range: int, p: int) -> int:
+    """Steps of the cached sampler (lanes start 2L - 2p columns before the sample)."""
+    return n_steps(height, width, context_range) + 2 * context_range - 2 * p
+
+
+def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, width: int, *, seed=0,
+                           beta: float = 1.0, boundary: Boundary | None = None, u: np.ndarray | None = None,
+                           progress=None, threads: int | None = None) -> SampleResult:
+    """Exact samples from a Gated PixelCNN with cached activations (CPU).
+
+    Same contract as :func:`mapsim.sampling.reference.sample_reference`; computes
+    in the model's floating-point precision.  ``threads`` defaults to numba's
+    thread count.
+    """
+    beta = check_beta(beta)
+    K, H, W = n_samples, height, width
+    cfg = model.config
+    n, p, F = cfg.layers, model.p, cfg.filters
+    L = model.context_range
+    u, top = prepare(model, K, H, W, seed, boundary, u)
+    dt = np.float64 if model.dtype == torch.float64 else np.float32
+    w = _weights(model, dt)
+    Wc = W + 2 * L
+    lanes_max = -(-(W + 2 * L - 2 * p) // (L + 1))
+    RB = p + 1 + lanes_max
+    RV = L + 1
+    nv = max(n - 1, 1)
+    V = np.zeros((nv, K, RB, Wc, F), dt)
+    VH = np.zeros((n, K, RB, RV, 2 * F), dt)
+    HS = np.zeros((nv, K, RB, p + 1, F), dt)
+    bvert = _boundary_vertical(model, top, dt)
+    for j in range(p):
+        V[:, :, (L - p + j) % RB] = bvert[:, :, j]
+    canvas = np.full((K, H + L, Wc), model.outside_class, np.uint8)
+    canvas[:, :L, :] = top
+    canvas[:, L:, L : L + W] = 0
+    logp = np.zeros((K, H, W), np.float32)
+    T = total_steps(H, W, L, p)
+    nthreads = threads or numba.get_num_threads()
+    chunk = max(1, min(T, 64))
+    old = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(nthreads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        for t0 in range(0, T, chunk):
+            t1 = min(T, t0 + chunk)
+            _run_steps(t0, t1, K, H, canvas, u, logp, V, VH, HS, w["T1v"], w["b1v"], w["T1h"], w["Wv"], w["bv"],
+                       w["Wh"], w["Wvh"], w["bvh"], w["Wres"], w["bres"], w["Wskip"], w["bskip"], w["W1"], w["b1"],
+                       w["W2"], w["b2"], float(beta), n, p, L, W, RB, RV, nthreads)
+            if progress is not None:
+                progress(t1 / T)
+    finally:
+        numba.set_num_threads(old)
+    grids = canvas[:, L:, L : L + W].copy()
+    return SampleResult(grids, logp, top)
