@@ -1,0 +1,770 @@
+"""Structure statistics of lattice samples: density, g(r), neighbours, clusters, energy, S(k).
+
+Every statistic is computed for one *class* (e.g. ``particle``) from an
+occupation array ``occupied`` of shape (n, H, W), bool: True where the grid
+holds that class (see :func:`occupancy`).  Analysis objects follow the freud
+pattern: settings go to the constructor, ``compute(occupied)`` returns
+``self`` and the results are read-only properties.  Each object keeps the
+*per-sample* sufficient statistics (pair counts, histogram counts, cluster
+sizes) as well as the pooled result, so that a statistic of any subset of
+samples can be formed cheaply (:mod:`mapsim.analysis.compare` relies on this
+for its bootstrap noise floor).
+
+Boundaries
+----------
+``periodic=True`` treats each sample as a torus (what lattice Monte Carlo
+simulates).  ``periodic=False`` (*open*) treats it as a window cut from a
+larger system: nothing is assumed outside the window, so every estimator
+below uses only the pairs, neighbourhoods and clusters that the window
+shows.  Open estimators are valid for periodic samples too (they just use
+less of the data); that is why :func:`is_periodic` defaults to open when the
+metadata does not say.
+
+This module is NumPy/SciPy only; it never imports torch or :mod:`mapsim.models`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import numpy as np
+from scipy import fft as sfft
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from mapsim.errors import MapsimError
+from mapsim.lattice import Dataset
+
+DEFAULT_R_MAX = 10
+"""Default range of g(r) in lattice spacings (clipped to what the samples allow)."""
+
+# Forward half of each neighbourhood: every nearest-neighbour bond (or
+# neighbour pair) is reached exactly once from one of its two ends.
+_FORWARD = {4: ((0, 1), (1, 0)), 8: ((0, 1), (1, 0), (1, 1), (1, -1))}
+_FULL = {
+    4: ((0, 1), (0, -1), (1, 0), (-1, 0)),
+    8: ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1)),
+}
+
+# Keep FFT work arrays of a chunk of samples below this many complex numbers
+# (4 M x 16 bytes = 64 MiB), so large generated samples do not exhaust memory.
+_FFT_CHUNK_ELEMENTS = 4 * 1024 * 1024
+
+
+# --------------------------------------------------------------------------------------
+# inputs
+
+
+def default_class(dataset: Dataset) -> int:
+    """The class analysed when none is named: ``particle`` if present, else id 1.
+
+    Raises
+    ------
+    MapsimError
+        If the dataset has a single class only.
+    """
+    if "particle" in dataset.classes:
+        return dataset.classes.index("particle")
+    if dataset.n_classes < 2:
+        raise MapsimError(f"dataset has only the class {list(dataset.classes)}; nothing to analyse")
+    return 1
+
+
+def resolve_class(dataset: Dataset, name: str | int | None) -> int:
+    """Class id for a name, id or digit string; ``None`` gives :func:`default_class`."""
+    if name is None:
+        return default_class(dataset)
+    return dataset.class_id(name)
+
+
+def occupancy(grids: np.ndarray, class_id: int) -> np.ndarray:
+    """Where the grids hold ``class_id``.
+
+    Parameters
+    ----------
+    grids : ndarray of int, shape (n, H, W) or (H, W)
+    class_id : int
+
+    Returns
+    -------
+    ndarray of bool, shape (n, H, W)
+    """
+    g = np.asarray(grids)
+    if g.ndim == 2:
+        g = g[None]
+    if g.ndim != 3:
+        raise MapsimError(f"grids: expected shape (n, H, W) or (H, W), found shape {g.shape}")
+    return g == class_id
+
+
+def is_periodic(metadata: Mapping[str, Any] | None, override: bool | None = None) -> bool:
+    """Whether samples are periodic: ``override`` if given, else the metadata, else open.
+
+    Looks for ``metadata["params"]["periodic"]`` (what the Monte Carlo writer
+    records) and then a top-level ``metadata["periodic"]``.  Absent either,
+    samples are treated as open: open estimators stay correct for periodic
+    data, the converse is not true.
+    """
+    if override is not None:
+        return bool(override)
+    if not metadata:
+        return False
+    params = metadata.get("params")
+    if isinstance(params, Mapping) and "periodic" in params:
+        return bool(params["periodic"])
+    if "periodic" in metadata:
+        return bool(metadata["periodic"])
+    return False
+
+
+def max_r_allowed(shape: tuple[int, int], periodic: bool) -> int:
+    """Largest g(r) range a sample shape supports.
+
+    Periodic: ``min(H, W) // 2`` (beyond it a displacement is no longer its own
+    minimum image).  Open: ``min(H, W) - 1`` (beyond it no pair fits in a row
+    or column).
+    """
+    h, w = shape
+    return max(min(h, w) // 2, 0) if periodic else max(min(h, w) - 1, 0)
+
+
+def check_r_max(r_max: int | None, shape: tuple[int, int], periodic: bool, where: str = "samples") -> int:
+    """Validate ``r_max`` (None: ``min(DEFAULT_R_MAX, allowed)``)."""
+    limit = max_r_allowed(shape, periodic)
+    if r_max is None:
+        r_max = min(DEFAULT_R_MAX, limit)
+    r_max = int(r_max)
+    if r_max < 1:
+        raise MapsimError(f"r_max must be at least 1, found {r_max} ({where} of shape {shape})")
+    if r_max > limit:
+        kind = "periodic" if periodic else "open"
+        raise MapsimError(f"r_max {r_max} too large for {kind} {where} of shape {shape}: at most {limit}")
+    return r_max
+
+
+# --------------------------------------------------------------------------------------
+# lattice distances and FFT autocorrelation
+
+
+def lattice_r2(r_max: int) -> np.ndarray:
+    """Squared distances r² = dy² + dx² ≤ r_max² that occur on the square lattice.
+
+    Returns
+    -------
+    ndarray of int64, shape (n_bins,)
+        Sorted: 1, 2, 4, 5, 8, 9, 10, 13, ... (3, 6, 7, 11, ... are no sums of two squares).
+    """
+    d = np.arange(-r_max, r_max + 1)
+    r2 = (d[:, None] ** 2 + d[None, :] ** 2).ravel()
+    r2 = np.unique(r2)
+    return r2[(r2 > 0) & (r2 <= r_max * r_max)]
+
+
+def _displacements(r_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All displacement vectors 0 < |d| ≤ r_max and the r² bin of each.
+
+    Returns
+    -------
+    dy, dx : ndarray of int64, shape (n_disp,)
+    bin_index : ndarray of int64, shape (n_disp,)
+        Index into :func:`lattice_r2`.
+    """
+    d = np.arange(-r_max, r_max + 1)
+    dy, dx = np.meshgrid(d, d, indexing="ij")
+    dy, dx = dy.ravel(), dx.ravel()
+    r2 = dy**2 + dx**2
+    keep = (r2 > 0) & (r2 <= r_max * r_max)
+    dy, dx, r2 = dy[keep], dx[keep], r2[keep]
+    bins = np.searchsorted(lattice_r2(r_max), r2)
+    return dy, dx, bins
+
+
+def autocorrelation(x: np.ndarray, periodic: bool, r_max: int) -> np.ndarray:
+    """Pair counts C[s, d] = Σ_i x[s, i] x[s, i + d] for every |dy|, |dx| ≤ r_max, by FFT.
+
+    Parameters
+    ----------
+    x : ndarray of bool or float, shape (n, H, W)
+    periodic : bool
+        Circular (torus) or linear (open window) autocorrelation.  The open
+        case zero-pads to at least (H + r_max, W + r_max), so no wrapped pair
+        reaches a lag ≤ r_max.
+    r_max : int
+
+    Returns
+    -------
+    ndarray of float64, shape (n, 2 r_max + 1, 2 r_max + 1)
+        ``C[s, r_max + dy, r_max + dx]``; integer valued up to FFT rounding.
+    """
+    n, h, w = x.shape
+    shape = (h, w) if periodic else (sfft.next_fast_len(h + r_max, real=True), sfft.next_fast_len(w + r_max, real=True))
+    lags = np.arange(-r_max, r_max + 1)
+    iy = lags % shape[0]
+    ix = lags % shape[1]
+    out = np.empty((n, lags.size, lags.size))
+    chunk = max(1, _FFT_CHUNK_ELEMENTS // (shape[0] * shape[1]))
+    for start in range(0, n, chunk):
+        block = np.asarray(x[start : start + chunk], dtype=np.float64)
+        f = sfft.rfft2(block, s=shape)  # (b, P, Q//2+1)
+        ac = sfft.irfft2(f.real**2 + f.imag**2, s=shape)  # (b, P, Q)
+        out[start : start + chunk] = ac[:, iy][:, :, ix]
+    return out
+
+
+def available_pairs(shape: tuple[int, int], periodic: bool, r_max: int) -> np.ndarray:
+    """A[d]: number of site pairs (i, i + d) that lie inside one sample, |dy|, |dx| ≤ r_max.
+
+    Periodic: H·W for every d.  Open: the autocorrelation of the all-ones
+    mask, i.e. (H - |dy|)(W - |dx|).
+
+    Returns
+    -------
+    ndarray of float64, shape (2 r_max + 1, 2 r_max + 1)
+    """
+    h, w = shape
+    if periodic:
+        return np.full((2 * r_max + 1, 2 * r_max + 1), float(h * w))
+    return np.rint(autocorrelation(np.ones((1, h, w), dtype=bool), False, r_max)[0])
+
+
+# --------------------------------------------------------------------------------------
+# analysis objects
+
+
+class _Analysis:
+    """Gives a clear error when results are read before ``compute``."""
+
+    _computed = False
+
+    def _need(self) -> None:
+        if not self._computed:
+            raise RuntimeError(f"{type(self).__name__}: call compute() before reading results")
+
+
+class PairCorrelation(_Analysis):
+    """Radial pair-correlation function g(r), binned by exact lattice distances.
+
+    For sample s with N_s occupied sites among M = H·W, the pair count at
+    displacement d ≠ 0 is C_s(d) = Σ_i n_i n_{i+d} (ordered pairs, by FFT).
+    If the N_s particles were placed uniformly at random (ideal lattice gas)
+    its expectation would be E_s(d) = A(d) N_s (N_s - 1) / (M (M - 1)), with
+    A(d) the number of site pairs at displacement d inside the sample (M when
+    periodic; (H - |dy|)(W - |dx|) when open).  Then
+
+        g(r) = Σ_s Σ_{|d| = r} C_s(d) / Σ_s Σ_{|d| = r} E_s(d),
+
+    which is exactly 1 in expectation, at every r, for random occupation with
+    any particle number; the N(N-1) rather than N² normalisation removes the
+    1/N bias of a fixed particle number.  Samples without a pair contribute
+    nothing; an r with no expected pairs at all gives NaN.
+
+    Parameters
+    ----------
+    r_max : int
+        Largest distance, in lattice spacings; bins are every r² ≤ r_max²
+        that is a sum of two squares.
+    periodic : bool
+        Boundary of the samples (see module docstring).
+    """
+
+    def __init__(self, r_max: int = DEFAULT_R_MAX, periodic: bool = False) -> None:
+        self.r_max = int(r_max)
+        self.periodic = bool(periodic)
+
+    def compute(self, occupied: np.ndarray) -> "PairCorrelation":
+        """Compute from ``occupied`` of shape (n, H, W) (bool); returns self."""
+        occ = np.asarray(occupied, dtype=bool)
+        n, h, w = occ.shape
+        r_max = check_r_max(self.r_max, (h, w), self.periodic)
+        dy, dx, bins = _displacements(r_max)
+        n_bins = lattice_r2(r_max).size
+        ac = np.rint(autocorrelation(occ, self.periodic, r_max))[:, r_max + dy, r_max + dx]  # (n, n_disp)
+        avail = available_pairs((h, w), self.periodic, r_max)[r_max + dy, r_max + dx]  # (n_disp,)
+        m = h * w
+        counts = occ.reshape(n, -1).sum(axis=1).astype(np.float64)
+        pair_prob = counts * (counts - 1) / (m * (m - 1)) if m > 1 else np.zeros(n)
+        self._pairs = np.zeros((n, n_bins))
+        np.add.at(self._pairs.T, bins, ac.T)
+        self._avail = np.bincount(bins, weights=avail, minlength=n_bins)  # (n_bins,)
+        self._expected = pair_prob[:, None] * self._avail[None, :]
+        self._r2 = lattice_r2(r_max)
+        self._computed = True
+        return self
+
+    @property
+    def r2(self) -> np.ndarray:
+        """Squared bin distances, shape (n_bins,), int64."""
+        self._need()
+        return self._r2
+
+    @property
+    def r(self) -> np.ndarray:
+        """Bin distances sqrt(r2) in lattice spacings, shape (n_bins,)."""
+        self._need()
+        return np.sqrt(self._r2)
+
+    @property
+    def pair_counts(self) -> np.ndarray:
+        """Ordered pair counts per sample and bin, shape (n, n_bins)."""
+        self._need()
+        return self._pairs
+
+    @property
+    def expected_counts(self) -> np.ndarray:
+        """Ideal-gas expectation of :attr:`pair_counts` given each N_s, shape (n, n_bins)."""
+        self._need()
+        return self._expected
+
+    @property
+    def site_pairs(self) -> np.ndarray:
+        """Σ_{|d| = r} A(d): site pairs per sample in each bin, shape (n_bins,)."""
+        self._need()
+        return self._avail
+
+    @property
+    def g(self) -> np.ndarray:
+        """g(r) pooled over all samples, shape (n_bins,)."""
+        self._need()
+        return pooled_g(self._pairs, self._expected)
+
+    @property
+    def g_per_sample(self) -> np.ndarray:
+        """g(r) of each sample alone, shape (n, n_bins); NaN where N_s < 2."""
+        self._need()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self._expected > 0, self._pairs / np.where(self._expected > 0, self._expected, 1), np.nan)
+
+
+def pooled_g(pairs: np.ndarray, expected: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
+    """g(r) of a subset of samples from per-sample counts (see :class:`PairCorrelation`).
+
+    Parameters
+    ----------
+    pairs, expected : ndarray, shape (n, n_bins)
+    index : ndarray of int or bool, optional
+        Samples to pool (all by default).
+
+    Returns
+    -------
+    ndarray of float64, shape (n_bins,); NaN where no pair is expected.
+    """
+    if index is not None:
+        pairs, expected = pairs[index], expected[index]
+    num = pairs.sum(axis=0)
+    den = expected.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+class NeighbourCounts(_Analysis):
+    """How many of the 4 and of the 8 nearest neighbours of each particle are particles.
+
+    Periodic samples count every particle, wrapping around the edges.  Open
+    samples count only particles whose whole 3×3 neighbourhood lies inside
+    the sample (rows and columns 1 .. H-2, 1 .. W-2): a pixel outside the
+    window is unknown, not empty, so border particles would otherwise be
+    biased towards fewer neighbours.
+
+    Parameters
+    ----------
+    periodic : bool
+    """
+
+    def __init__(self, periodic: bool = False) -> None:
+        self.periodic = bool(periodic)
+
+    def compute(self, occupied: np.ndarray) -> "NeighbourCounts":
+        """Compute from ``occupied`` of shape (n, H, W) (bool); returns self."""
+        occ = np.asarray(occupied, dtype=bool)
+        n, h, w = occ.shape
+        self._counts = {}
+        for k in (4, 8):
+            if self.periodic:
+                nb = sum(np.roll(occ, (-dy, -dx), axis=(1, 2)).astype(np.int8) for dy, dx in _FULL[k])
+                centre = occ
+            else:
+                pad = np.pad(occ, ((0, 0), (1, 1), (1, 1)))
+                nb = sum(pad[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].astype(np.int8) for dy, dx in _FULL[k])
+                centre = occ.copy()
+                centre[:, [0, -1], :] = False
+                centre[:, :, [0, -1]] = False
+            s, _, _ = np.nonzero(centre)
+            vals = nb[centre].astype(np.int64)
+            self._counts[k] = np.bincount(s * (k + 1) + vals, minlength=n * (k + 1)).reshape(n, k + 1)
+        h_in, w_in = (h, w) if self.periodic else (max(h - 2, 0), max(w - 2, 0))
+        self._sites = h_in * w_in
+        self._computed = True
+        return self
+
+    @property
+    def counts4(self) -> np.ndarray:
+        """Particles with 0..4 particle neighbours among the 4, per sample, shape (n, 5), int64."""
+        self._need()
+        return self._counts[4]
+
+    @property
+    def counts8(self) -> np.ndarray:
+        """Particles with 0..8 particle neighbours among the 8, per sample, shape (n, 9), int64."""
+        self._need()
+        return self._counts[8]
+
+    @property
+    def hist4(self) -> np.ndarray:
+        """Fraction of counted particles with 0..4 particle neighbours (of 4), shape (5,)."""
+        self._need()
+        return normalised(self._counts[4].sum(axis=0))
+
+    @property
+    def hist8(self) -> np.ndarray:
+        """Fraction of counted particles with 0..8 particle neighbours (of 8), shape (9,)."""
+        self._need()
+        return normalised(self._counts[8].sum(axis=0))
+
+    @property
+    def sites_per_sample(self) -> int:
+        """Sites whose particles are counted, per sample (H·W, or (H-2)(W-2) when open)."""
+        self._need()
+        return self._sites
+
+
+def normalised(counts: np.ndarray) -> np.ndarray:
+    """``counts / counts.sum()`` (float64); all NaN when the total is zero."""
+    c = np.asarray(counts, dtype=np.float64)
+    total = c.sum()
+    return c / total if total > 0 else np.full(c.shape, np.nan)
+
+
+class ClusterSizes(_Analysis):
+    """Sizes of connected clusters of particles.
+
+    Clusters are labelled with :func:`scipy.ndimage.label` (4- or
+    8-connected); with ``periodic=True`` labels that touch across an edge
+    (including diagonally across a corner for 8-connectivity) are merged by a
+    union over the wrap (connected components of the label graph), so a
+    cluster crossing an edge, or winding round the torus, counts once.
+
+    Parameters
+    ----------
+    connectivity : {4, 8}
+    periodic : bool
+    """
+
+    def __init__(self, connectivity: int = 4, periodic: bool = False) -> None:
+        if connectivity not in (4, 8):
+            raise MapsimError(f"cluster connectivity must be 4 or 8, found {connectivity}")
+        self.connectivity = int(connectivity)
+        self.periodic = bool(periodic)
+
+    def compute(self, occupied: np.ndarray) -> "ClusterSizes":
+        """Compute from ``occupied`` of shape (n, H, W) (bool); returns self."""
+        occ = np.asarray(occupied, dtype=bool)
+        n = occ.shape[0]
+        structure = np.zeros((3, 3, 3), dtype=bool)  # no connection along the sample axis
+        structure[1] = ndimage.generate_binary_structure(2, 1 if self.connectivity == 4 else 2)
+        labels, n_labels = ndimage.label(occ, structure=structure)  # (n, H, W); 0 = background
+        if n_labels == 0:
+            self._sizes = np.zeros(0, dtype=np.int64)
+            self._sample = np.zeros(0, dtype=np.int64)
+        else:
+            comp = np.arange(n_labels + 1)
+            if self.periodic:
+                src, dst = [], []
+                for dy, dx in _FORWARD[self.connectivity]:
+                    other = np.roll(labels, (-dy, -dx), axis=(1, 2))
+                    touch = (labels > 0) & (other > 0) & (labels != other)  # only across the wrap
+                    src.append(labels[touch])
+                    dst.append(other[touch])
+                src, dst = np.concatenate(src), np.concatenate(dst)
+                if src.size:
+                    graph = coo_matrix((np.ones(src.size), (src, dst)), shape=(n_labels + 1, n_labels + 1))
+                    _, comp = connected_components(graph, directed=False)
+            label_sample = np.zeros(n_labels + 1, dtype=np.int64)
+            flat = labels.reshape(n, -1)
+            s_idx = np.broadcast_to(np.arange(n)[:, None], flat.shape)
+            label_sample[flat[flat > 0]] = s_idx[flat > 0]
+            sizes_per_label = np.bincount(labels.ravel(), minlength=n_labels + 1)
+            roots, inverse = np.unique(comp[1:], return_inverse=True)
+            self._sizes = np.bincount(inverse, weights=sizes_per_label[1:]).astype(np.int64)
+            self._sample = np.zeros(roots.size, dtype=np.int64)
+            self._sample[inverse] = label_sample[1:]
+            order = np.lexsort((self._sizes, self._sample))
+            self._sizes, self._sample = self._sizes[order], self._sample[order]
+        self._n = n
+        self._computed = True
+        return self
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Size (number of sites) of every cluster, shape (n_clusters,), int64, sorted within samples."""
+        self._need()
+        return self._sizes
+
+    @property
+    def sample_index(self) -> np.ndarray:
+        """Sample each cluster belongs to, shape (n_clusters,), int64."""
+        self._need()
+        return self._sample
+
+    @property
+    def size_counts(self) -> np.ndarray:
+        """Number of clusters of each size 0..max, pooled, shape (max_size + 1,), int64."""
+        self._need()
+        return np.bincount(self._sizes, minlength=1)
+
+    def per_sample(self) -> list[np.ndarray]:
+        """Cluster sizes of each sample (list of n arrays)."""
+        self._need()
+        return [self._sizes[self._sample == s] for s in range(self._n)]
+
+
+class StructureFactor(_Analysis):
+    """Radially averaged structure factor S(k) of the occupied sites.
+
+    S(k) = Σ_s |ρ_s(k)|² / Σ_s N_s with ρ_s(k) = Σ_j (n_j - N_s / M) e^{-i k·r_j},
+    over the lattice wave vectors k = 2π (p/H, q/W), k ≠ 0, averaged in
+    shells of width Δk = 2π / min(H, W) up to |k| = π√2.  With this
+    normalisation the ideal lattice gas gives S(k) = 1 - ρ (site exclusion).
+    The FFT treats each sample as periodic; for open samples S(k) is smeared
+    by the window (no taper is applied).
+    """
+
+    def compute(self, occupied: np.ndarray) -> "StructureFactor":
+        """Compute from ``occupied`` of shape (n, H, W) (bool); returns self."""
+        occ = np.asarray(occupied, dtype=bool)
+        n, h, w = occ.shape
+        power = np.zeros((h, w))
+        chunk = max(1, _FFT_CHUNK_ELEMENTS // (h * w))
+        for start in range(0, n, chunk):
+            x = occ[start : start + chunk].astype(np.float64)
+            x -= x.mean(axis=(1, 2), keepdims=True)
+            f = sfft.fft2(x)
+            power += (f.real**2 + f.imag**2).sum(axis=0)
+        total = occ.sum()
+        ky = 2 * np.pi * np.fft.fftfreq(h)
+        kx = 2 * np.pi * np.fft.fftfreq(w)
+        kk = np.hypot(ky[:, None], kx[None, :])
+        dk = 2 * np.pi / min(h, w)
+        edges = np.arange(0.5 * dk, np.pi * math.sqrt(2) + dk, dk)
+        idx = np.digitize(kk.ravel(), edges) - 1
+        ok = (idx >= 0) & (idx < edges.size - 1)
+        nb = edges.size - 1
+        s_sum = np.bincount(idx[ok], weights=power.ravel()[ok], minlength=nb)
+        k_sum = np.bincount(idx[ok], weights=kk.ravel()[ok], minlength=nb)
+        cnt = np.bincount(idx[ok], minlength=nb)
+        keep = cnt > 0
+        self._k = k_sum[keep] / cnt[keep]
+        self._s = s_sum[keep] / cnt[keep] / total if total > 0 else np.full(int(keep.sum()), np.nan)
+        self._computed = True
+        return self
+
+    @property
+    def k(self) -> np.ndarray:
+        """Mean |k| of each shell (radians per lattice spacing), shape (n_bins,)."""
+        self._need()
+        return self._k
+
+    @property
+    def S(self) -> np.ndarray:  # noqa: N802 (physics name)
+        """S(k) per shell, shape (n_bins,); NaN if there are no particles."""
+        self._need()
+        return self._s
+
+
+# --------------------------------------------------------------------------------------
+# scalar statistics
+
+
+def densities(occupied: np.ndarray) -> np.ndarray:
+    """Fraction of sites occupied in each sample, shape (n,), float64."""
+    occ = np.asarray(occupied, dtype=bool)
+    return occ.reshape(occ.shape[0], -1).mean(axis=1)
+
+
+def bond_counts(a: np.ndarray, b: np.ndarray, periodic: bool) -> np.ndarray:
+    """Σ over nearest-neighbour bonds {i, j} (each once) of a_i b_j + b_i a_j, per sample.
+
+    For ``a is b`` this is twice the number of a-a bonds; see :func:`nn_pair_density`.
+
+    Parameters
+    ----------
+    a, b : ndarray of bool, shape (n, H, W)
+    periodic : bool
+        Include the bonds across the edges.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+    """
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    total = np.zeros(a.shape[0], dtype=np.int64)
+    for axis in (1, 2):
+        if periodic:
+            if a.shape[axis] < 2:
+                continue  # a ring of one site has no bond
+            # on a ring of two sites the two bonds (inside and across the edge) join the same sites
+            a_next, b_next = np.roll(a, -1, axis=axis), np.roll(b, -1, axis=axis)
+            total += (a * b_next + b * a_next).sum(axis=(1, 2))
+        else:
+            sl0 = [slice(None)] * 3
+            sl1 = [slice(None)] * 3
+            sl0[axis] = slice(None, -1)
+            sl1[axis] = slice(1, None)
+            a0, a1, b0, b1 = a[tuple(sl0)], a[tuple(sl1)], b[tuple(sl0)], b[tuple(sl1)]
+            total += (a0 * b1 + b0 * a1).sum(axis=(1, 2))
+    return total
+
+
+def nn_pair_density(occupied: np.ndarray, periodic: bool) -> np.ndarray:
+    """Nearest-neighbour particle-particle bonds per site, per sample, shape (n,).
+
+    Each bond counts once; ideal lattice gas: 2ρ² (periodic), a little less when open.
+    """
+    occ = np.asarray(occupied, dtype=bool)
+    sites = occ.shape[1] * occ.shape[2]
+    return bond_counts(occ, occ, periodic) / 2 / sites
+
+
+@dataclass(frozen=True)
+class Hamiltonian:
+    """Nearest-neighbour lattice Hamiltonian of the paper's Monte Carlo (Eq. 22).
+
+    H = e_nn Σ_<ij> n_i n_j + e_ll Σ_<ij> l_i l_j + e_nl Σ_<ij> (n_i l_j + l_i n_j) + mu Σ_i l_i,
+    sums over nearest-neighbour bonds <ij> (each bond once) and over sites i;
+    n = particle, l = solvent.  Energies in units of k_B T_ref.
+    """
+
+    e_nn: float = 0.0
+    e_ll: float = 0.0
+    e_nl: float = 0.0
+    mu: float = 0.0
+
+    @classmethod
+    def from_mapping(cls, params: Any) -> "Hamiltonian":
+        """Build from a mapping or an object with attributes ``e_nn, e_ll, e_nl, mu`` (missing = 0)."""
+        get = params.get if isinstance(params, Mapping) else (lambda k, d=None: getattr(params, k, d))
+        vals = {}
+        for name in ("e_nn", "e_ll", "e_nl", "mu"):
+            v = get(name, 0.0)
+            try:
+                vals[name] = float(v if v is not None else 0.0)
+            except (TypeError, ValueError):
+                raise MapsimError(f"Hamiltonian parameter {name}: expected a number, found {v!r}") from None
+            if not math.isfinite(vals[name]):
+                raise MapsimError(f"Hamiltonian parameter {name}: expected a finite number, found {v!r}")
+        return cls(**vals)
+
+    @staticmethod
+    def in_mapping(params: Any) -> bool:
+        """Whether ``params`` names at least one Hamiltonian parameter."""
+        return isinstance(params, Mapping) and any(k in params for k in ("e_nn", "e_ll", "e_nl", "mu"))
+
+
+def energy_per_site(grids: np.ndarray, hamiltonian: Hamiltonian, periodic: bool,
+                    particle_id: int = 1, solvent_id: int | None = 2) -> np.ndarray:
+    """Energy of each sample under ``hamiltonian``, divided by the number of sites.
+
+    Parameters
+    ----------
+    grids : ndarray of int, shape (n, H, W)
+        Class ids (Monte Carlo convention: empty 0, particle 1, solvent 2).
+    hamiltonian : Hamiltonian
+    periodic : bool
+        Include bonds across the edges (open: only bonds inside the sample).
+    particle_id, solvent_id : int
+        Class ids of n and l; ``solvent_id=None`` when there is no solvent.
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+    """
+    g = np.asarray(grids)
+    if g.ndim == 2:
+        g = g[None]
+    n_occ = g == particle_id
+    l_occ = g == solvent_id if solvent_id is not None else np.zeros_like(n_occ)
+    e = (
+        hamiltonian.e_nn * bond_counts(n_occ, n_occ, periodic) / 2
+        + hamiltonian.e_ll * bond_counts(l_occ, l_occ, periodic) / 2
+        + hamiltonian.e_nl * bond_counts(n_occ, l_occ, periodic)
+        + hamiltonian.mu * l_occ.reshape(g.shape[0], -1).sum(axis=1)
+    )
+    return e / (g.shape[1] * g.shape[2])
+
+
+# --------------------------------------------------------------------------------------
+# everything at once
+
+
+def analyze(dataset: Dataset, class_name: str | int | None = None, *, periodic: bool | None = None,
+            r_max: int | None = None, hamiltonian: Hamiltonian | None = None) -> dict[str, Any]:
+    """All statistics of one dataset for one class, as a JSON-ready dict.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    class_name : str or int, optional
+        Class to analyse (default :func:`default_class`).
+    periodic : bool, optional
+        Override of :func:`is_periodic` on the metadata.
+    r_max : int, optional
+        Range of g(r) (default ``min(10, allowed)``).
+    hamiltonian : Hamiltonian, optional
+        Energy per site is reported when given, or when ``metadata["params"]``
+        names Hamiltonian parameters.
+
+    Returns
+    -------
+    dict
+        ``class``, ``periodic``, ``n_samples``, ``shape``, ``density_mean``,
+        ``density_std``, ``densities`` (n,), ``r``, ``r2``, ``g_r`` (n_bins,),
+        ``neighbours4`` (5,), ``neighbours8`` (9,), ``cluster_sizes4`` and
+        ``cluster_sizes8`` (counts of each size), mean cluster sizes,
+        ``nn_pairs_per_site`` (mean), ``energy_per_site`` (mean, or None),
+        ``k`` and ``S_k``.
+    """
+    cid = resolve_class(dataset, class_name)
+    per = is_periodic(dataset.metadata, periodic)
+    r_max = check_r_max(r_max, dataset.shape, per, "samples")
+    occ = occupancy(dataset.grids, cid)
+    rho = densities(occ)
+    pc = PairCorrelation(r_max, per).compute(occ)
+    nbc = NeighbourCounts(per).compute(occ)
+    cl4 = ClusterSizes(4, per).compute(occ)
+    cl8 = ClusterSizes(8, per).compute(occ)
+    sk = StructureFactor().compute(occ)
+    if hamiltonian is None and Hamiltonian.in_mapping(dataset.metadata.get("params")):
+        hamiltonian = Hamiltonian.from_mapping(dataset.metadata["params"])
+    energy = None
+    if hamiltonian is not None:
+        pid = dataset.classes.index("particle") if "particle" in dataset.classes else 1
+        sid = dataset.classes.index("solvent") if "solvent" in dataset.classes else None
+        energy = float(energy_per_site(dataset.grids, hamiltonian, per, pid, sid).mean())
+    return {
+        "class": dataset.classes[cid],
+        "class_id": cid,
+        "periodic": per,
+        "n_samples": dataset.n_samples,
+        "shape": list(dataset.shape),
+        "density_mean": float(rho.mean()),
+        "density_std": float(rho.std(ddof=1)) if rho.size > 1 else 0.0,
+        "densities": rho,
+        "r_max": r_max,
+        "r2": pc.r2,
+        "r": pc.r,
+        "g_r": pc.g,
+        "neighbours4": nbc.hist4,
+        "neighbours8": nbc.hist8,
+        "cluster_sizes4": cl4.size_counts,
+        "cluster_sizes8": cl8.size_counts,
+        "cluster_mean4": float(cl4.sizes.mean()) if cl4.sizes.size else None,
+        "cluster_mean8": float(cl8.sizes.mean()) if cl8.sizes.size else None,
+        "nn_pairs_per_site": float(nn_pair_density(occ, per).mean()),
+        "energy_per_site": energy,
+        "hamiltonian": None if hamiltonian is None else asdict(hamiltonian),
+        "k": sk.k,
+        "S_k": sk.S,
+    }
