@@ -1,0 +1,270 @@
+"""Run Monte Carlo samples: initial state, sweeps with schedules, parallel samples.
+
+Sample ``k`` of a run with seed ``s`` uses ``SeedSequence(s, spawn_key=(k,))``
+alone (its first child places the particles, its second seeds the kernel's
+xoshiro256** stream), so a dataset does not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from mapsim.errors import MapsimError
+from mapsim.lattice import MC_CLASSES, Dataset
+from mapsim.montecarlo import kernels as K
+from mapsim.montecarlo.params import SimParams, mu_schedule, preset_params, temperature_schedule
+from mapsim.montecarlo.rng import sample_seed_sequence, xoshiro_state
+
+__all__ = ["LatticeState", "simulate", "run_sample", "check_size", "HAMILTONIAN"]
+
+HAMILTONIAN = "H = e_nn*sum_<ij> n_i n_j + e_ll*sum_<ij> l_i l_j + e_nl*sum_<ij> (n_i l_j + l_i n_j) + mu*sum_i l_i"
+
+#: |ΔE| below ``TOL_REL * energy_scale`` counts as ΔE = 0 (only matters at T = 0).
+TOL_REL = 1e-9
+
+
+def check_size(height: int, width: int, periodic: bool) -> None:
+    """Raise MapsimError unless the lattice size suits the boundary kind."""
+    for name, v in (("height", height), ("width", width)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise MapsimError(f"lattice {name}: expected a positive integer, found {v!r}")
+    if periodic and min(height, width) < 3:
+        raise MapsimError(
+            f"lattice size {height}x{width}: periodic boundaries need at least 3 sites per direction "
+            "(use periodic=false for smaller lattices)")
+    if height * width >= 2**31 - 1:
+        raise MapsimError(f"lattice size {height}x{width}: too many sites (at most 2**31 - 2)")
+
+
+@dataclass
+class LatticeState:
+    """The mutable state of one run, in the kernels' flat encoding.
+
+    Attributes
+    ----------
+    params : SimParams
+    height, width : int
+    nbr : int32 array (N, 4)
+        Neighbour table (:func:`kernels.neighbour_table`).
+    state : uint8 array (N + 1,)
+        Site codes (lattice-gas codes without solvent, 0/1/2 with solvent); entry N is the wall.
+    pos : int32 array (n_particles,)
+        Site of each particle.
+    rng : uint64 array (4,)
+        xoshiro256** state.
+    """
+
+    params: SimParams
+    height: int
+    width: int
+    nbr: np.ndarray
+    state: np.ndarray
+    pos: np.ndarray
+    rng: np.ndarray
+
+    @classmethod
+    def from_grid(cls, grid: np.ndarray, params: SimParams, rng_state: np.ndarray) -> "LatticeState":
+        """Wrap a given (H, W) grid of 0/1/2 states (2 only with solvent).
+
+        Particles get ids in raster order.
+        """
+        g = np.asarray(grid)
+        if g.ndim != 2:
+            raise MapsimError(f"grid: expected shape (H, W), found {g.shape}")
+        h, w = g.shape
+        check_size(h, w, params.periodic)
+        top = 2 if params.solvent else 1
+        if g.dtype.kind not in "uib" or (g.size and (g.min() < 0 or g.max() > top)):
+            raise MapsimError(f"grid: expected integer site states 0..{top}, found dtype {g.dtype} "
+                              f"values {g.min()}..{g.max()}")
+        flat = g.ravel().astype(np.uint8)
+        nbr = K.neighbour_table(h, w, params.periodic)
+        pos = np.flatnonzero(flat == K.PARTICLE).astype(np.int32)
+        if params.solvent:
+            state = np.empty(flat.size + 1, np.uint8)
+            state[:-1] = flat
+            state[-1] = K.WALL
+        else:
+            state = K.lg_encode(flat, nbr)
+        return cls(params, h, w, nbr, state, pos, np.array(rng_state, np.uint64).copy())
+
+    @classmethod
+    def initial(cls, params: SimParams, height: int, width: int, ss: np.random.SeedSequence) -> "LatticeState":
+        """Particles at uniformly random distinct sites; with solvent, every other site liquid."""
+        check_size(height, width, params.periodic)
+        init_ss, kernel_ss = ss.spawn(2)
+        n = height * width
+        n_part = params.n_particles(n)
+        sites = np.random.default_rng(init_ss).permutation(n)[:n_part]
+        grid = np.full(n, K.SOLVENT if params.solvent else K.EMPTY, np.uint8)
+        grid[sites] = K.PARTICLE
+        st = cls.from_grid(grid.reshape(height, width), params, xoshiro_state(kernel_ss))
+        st.pos = sites.astype(np.int32)  # ids in placement order
+        return st
+
+    def grid(self, keep_solvent: bool | None = None) -> np.ndarray:
+        """Current configuration as class ids, uint8 (H, W); solvent -> empty unless kept."""
+        n = self.height * self.width
+        if self.params.solvent:
+            g = self.state[:n].copy()
+            keep = self.params.keep_solvent if keep_solvent is None else keep_solvent
+            if not keep:
+                g[g == K.SOLVENT] = K.EMPTY
+        else:
+            g = self.state[:n] & np.uint8(1)
+        return g.reshape(self.height, self.width)
+
+    def run(self, T: np.ndarray, mu: np.ndarray | None = None, mobility: int | None = None) -> tuple[int, int]:
+        """Run ``len(T)`` sweeps at the given per-sweep temperatures (and mu).
+
+        Returns
+        -------
+        (accepted_flips, accepted_hops)
+        """
+        p = self.params
+        T = np.ascontiguousarray(T, np.float64)
+        mob = p.mobility if mobility is None else int(mobility)
+        tol = TOL_REL * p.energy_scale
+        if p.solvent:
+            mu = np.full(T.size, p.mu) if mu is None else np.ascontiguousarray(mu, np.float64)
+            flips, hops = K.sv_run_sweeps(self.state, self.nbr, self.pos, p.e_nn, p.e_ll, p.e_nl,
+                                          T, mu, mob, tol, self.rng)
+            return int(flips), int(hops)
+        return 0, int(K.lg_run_sweeps(self.state, self.nbr, self.pos, p.e_nn, T, mob, tol, self.rng))
+
+
+def run_sample(params: SimParams, height: int, width: int, seed: int, k: int) -> tuple[np.ndarray, dict[str, float]]:
+    """Simulate sample ``k`` of a run with ``seed``.
+
+    Returns
+    -------
+    grid : uint8 array (H, W)
+        Class ids (0 empty, 1 particle, 2 solvent if ``keep_solvent``).
+    stats : dict
+        Acceptance ratios ``hop_acceptance`` and (with solvent) ``flip_acceptance``.
+    """
+    st = LatticeState.initial(params, height, width, sample_seed_sequence(seed, k))
+    flips, hops = st.run(temperature_schedule(params), mu_schedule(params))
+    n_hop_attempts = params.sweeps * params.mobility * st.pos.size
+    stats = {"hop_acceptance": hops / n_hop_attempts if n_hop_attempts else 0.0}
+    if params.solvent:
+        n_flip = params.sweeps * height * width
+        stats["flip_acceptance"] = flips / n_flip if n_flip else 0.0
+    return st.grid(), stats
+
+
+def _task(params_dict: dict, height: int, width: int, seed: int, k: int):
+    return k, *run_sample(SimParams.from_dict(params_dict), height, width, seed, k)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel on a tiny lattice."""
+    ss = np.random.SeedSequence(0)
+    for solvent in (False, True):
+        p = SimParams(e_nn=-1.0, e_ll=-1.0 if solvent else 0.0, e_nl=-1.0 if solvent else 0.0,
+                      mu=1.0 if solvent else 0.0, density=0.3, sweeps=1, solvent=solvent)
+        st = LatticeState.initial(p, 3, 3, ss)
+        st.run(temperature_schedule(p), mu_schedule(p))
+
+
+def simulate(
+    params_or_preset: SimParams | str,
+    n_samples: int,
+    height: int,
+    width: int | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: Callable[[int], object] | None = None,
+    *,
+    preset: str | None = None,
+) -> Dataset:
+    """Independent Monte Carlo samples, in parallel processes.
+
+    Parameters
+    ----------
+    params_or_preset : SimParams or str
+        Parameters, or the name of a preset in :data:`PRESETS` (with its defaults).
+    n_samples : int, >= 1
+    height, width : int
+        Lattice size; ``width`` defaults to ``height``.
+    seed : int, >= 0
+        Sample ``k`` depends only on ``(seed, k)``.
+    workers : int, optional
+        Worker processes (default ``os.cpu_count()``); 1 runs in this process.
+        The output does not depend on it.
+    progress : callable, optional
+        Called with 1 each time a sample finishes (e.g. a tqdm bar's ``update``).
+    preset : str, optional
+        Preset name to record in the metadata when ``params_or_preset`` is a
+        SimParams derived from it.
+
+    Returns
+    -------
+    Dataset
+        ``grids`` uint8 (n_samples, H, W); classes ``("empty", "particle")``, or
+        ``("empty", "particle", "solvent")`` with ``keep_solvent``; metadata with the
+        generator, every parameter, seed, size and package version.
+    """
+    from mapsim import __version__
+
+    if isinstance(params_or_preset, str):
+        preset = params_or_preset
+        params = preset_params(params_or_preset)
+    elif isinstance(params_or_preset, SimParams):
+        params = params_or_preset
+    else:
+        raise MapsimError(f"simulate: expected SimParams or a preset name, found {type(params_or_preset).__name__}")
+    width = height if width is None else width
+    check_size(height, width, params.periodic)
+    if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        raise MapsimError(f"number of samples: expected a positive integer, found {n_samples!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise MapsimError(f"seed: expected a non-negative integer, found {seed!r}")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise MapsimError(f"workers: expected a positive integer, found {workers!r}")
+    workers = min(int(workers), int(n_samples))
+
+    grids = np.empty((n_samples, height, width), np.uint8)
+    stats: list[dict[str, float]] = [{}] * n_samples
+    warm_up()  # compile once here so worker processes load the kernels from numba's cache
+    if workers == 1:
+        for k in range(n_samples):
+            grids[k], stats[k] = run_sample(params, height, width, int(seed), k)
+            if progress is not None:
+                progress(1)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_task, params.to_dict(), height, width, int(seed), k) for k in range(n_samples)]
+            try:
+                for fut in cf.as_completed(futures):
+                    k, g, s = fut.result()
+                    grids[k], stats[k] = g, s
+                    if progress is not None:
+                        progress(1)
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+
+    classes = MC_CLASSES if params.keep_solvent else MC_CLASSES[:2]
+    metadata = {
+        "generator": "mapsim.montecarlo",
+        "preset": preset,
+        "params": params.to_dict(),
+        "seed": int(seed),
+        "height": int(height),
+        "width": int(width),
+        "n_samples": int(n_samples),
+        "mapsim_version": __version__,
+        "hamiltonian": HAMILTONIAN,
+        "acceptance": {key: float(np.mean([s[key] for s in stats])) for key in stats[0]},
+    }
+    return Dataset(grids, classes, metadata)

@@ -1,0 +1,445 @@
+"""Numba kernels: Metropolis particle hops and solvent flips on a flat square lattice.
+
+Layout
+------
+A lattice of ``H x W`` sites is stored flat (``s = y * W + x``) with one extra site
+``N = H * W`` at the end: the *wall*. ``nbr[s, d]`` (shape ``(N, 4)``, directions
+up, down, left, right) is the neighbour of ``s``; with open boundaries a missing
+neighbour is the wall, which can never be entered and interacts with nothing.
+
+Two site encodings are used:
+
+* **particle-only systems** (``lg_*``, lattice gas): ``state[s] = occupied | (m << 1)``
+  where ``m`` is the number of occupied neighbours, kept up to date on every
+  accepted hop; the wall has bit 0 set so hops into it are rejected like hops onto
+  a particle. ΔE of a hop is then ``e_nn * (m_t - 1 - m_s)``: two loads.
+* **systems with solvent** (``sv_*``): ``state[s]`` in {EMPTY=0 (vapour), PARTICLE=1,
+  SOLVENT=2 (liquid)}, the wall is WALL=4, so ``v & 1`` counts particles and
+  ``(v >> 1) & 1`` counts liquid among neighbours.
+
+Acceptance
+----------
+Metropolis, ``p = min(1, exp(-ΔE / T))``. ΔE takes only a few values per move
+type, so each kernel reads a precomputed table indexed by the local neighbour
+counts (``*_index`` functions below; ``*_delta_table`` gives the matching ΔE).
+A table entry is ``p`` in fixed point: ``hi = floor(p * 2**30)`` compared with a
+30-bit field of the move's random number, and on a tie (probability 2**-30) a
+second draw against ``lo``, the next 64 bits of ``p``; so ``p`` is used to double
+precision at the cost of one draw per move.
+
+**T = 0**: moves with ΔE <= 0 are accepted (ΔE = 0 too, so diffusion on flat
+terrain does not freeze), moves with ΔE > 0 rejected; ΔE counts as 0 within
+``tol`` (rounding of sums of couplings). This is the T -> 0 limit of Metropolis.
+
+Random numbers
+--------------
+One xoshiro256** draw per attempt, split into fields: bits 32-63 pick the particle
+(or site) by multiply-shift, bits 30-31 the direction, bits 0-29 the acceptance
+test. The multiply-shift pick is uniform to within N / 2**32; since the reverse
+move picks the same particle (or site), detailed balance holds regardless.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from mapsim.montecarlo.rng import xoshiro_next
+
+EMPTY, PARTICLE, SOLVENT, WALL = 0, 1, 2, 4
+
+_MASK30 = np.uint64((1 << 30) - 1)
+_ONE30 = float(1 << 30)
+_TWO64 = 18446744073709551616.0
+_MAX_LO = 18446744073709549568.0  # largest double below 2**64
+_U32 = np.uint64(32)
+_U30 = np.uint64(30)
+_U3 = np.uint64(3)
+
+# ---------------------------------------------------------------------------
+# geometry
+
+
+def neighbour_table(height: int, width: int, periodic: bool) -> np.ndarray:
+    """Neighbour indices of a flat ``height x width`` lattice.
+
+    Returns
+    -------
+    ndarray of int32, shape (H*W, 4)
+        ``[s, d]`` = neighbour of site ``s`` in direction d (up, down, left, right);
+        with open boundaries a missing neighbour is the wall site ``H*W``.
+    """
+    n = height * width
+    y, x = np.divmod(np.arange(n), width)
+    out = np.empty((n, 4), np.int64)
+    if periodic:
+        out[:, 0] = ((y - 1) % height) * width + x
+        out[:, 1] = ((y + 1) % height) * width + x
+        out[:, 2] = y * width + (x - 1) % width
+        out[:, 3] = y * width + (x + 1) % width
+    else:
+        out[:, 0] = np.where(y > 0, (y - 1) * width + x, n)
+        out[:, 1] = np.where(y < height - 1, (y + 1) * width + x, n)
+        out[:, 2] = np.where(x > 0, y * width + x - 1, n)
+        out[:, 3] = np.where(x < width - 1, y * width + x + 1, n)
+    return out.astype(np.int32)
+
+
+# ---------------------------------------------------------------------------
+# acceptance tables
+
+
+@njit(cache=True)
+def fill_thresholds(dE, T, tol, hi, lo):
+    """Fixed-point Metropolis probabilities for an array of energy changes.
+
+    Parameters
+    ----------
+    dE : float64 array (K,)
+    T : float, >= 0
+    tol : float
+        |ΔE| <= tol counts as 0 (matters only at T = 0).
+    hi, lo : uint64 arrays (K,), written
+        ``hi = floor(p 2**30)``, ``lo = floor(frac(p 2**30) 2**64)``.
+    """
+    for k in range(dE.shape[0]):
+        e = dE[k]
+        if e <= tol:
+            p = 1.0
+        elif T <= 0.0:
+            p = 0.0
+        else:
+            p = math.exp(-e / T)
+        x = p * _ONE30
+        h = math.floor(x)
+        f = (x - h) * _TWO64
+        if f > _MAX_LO:
+            f = _MAX_LO
+        hi[k] = np.uint64(h)
+        lo[k] = np.uint64(f)
+
+
+def acceptance_tables(dE: np.ndarray, T: float, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(hi, lo)`` fixed-point acceptance probabilities for ``dE`` (see module doc)."""
+    dE = np.ascontiguousarray(dE, np.float64).ravel()
+    hi = np.empty(dE.size, np.uint64)
+    lo = np.empty(dE.size, np.uint64)
+    fill_thresholds(dE, float(T), float(tol), hi, lo)
+    return hi, lo
+
+
+def acceptance_probability(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The probabilities encoded by ``(hi, lo)`` (for tests and diagnostics)."""
+    return (hi.astype(np.float64) + lo.astype(np.float64) / _TWO64) / _ONE30
+
+
+# ---------------------------------------------------------------------------
+# particle-only systems (lattice gas)
+
+LG_TABLE_SIZE = 128
+
+
+@njit(cache=True)
+def lg_delta_table(e_nn):
+    """ΔE of a hop for each table index of :func:`lg_index`. Shape (128,).
+
+    Index ``(code_t & 15) * 8 + m_s``; for an empty target ``code_t = 2 m_t`` and
+    ΔE = ``e_nn * (m_t - 1 - m_s)`` (the target's count includes the mover).
+    Odd ``code_t`` (target occupied, or the wall) gives +inf: never accepted.
+    Putting the target's occupancy into the table index removes the
+    unpredictable occupied/empty branch from the hot loop.
+    """
+    out = np.full(LG_TABLE_SIZE, np.inf)
+    for m_t in range(1, 5):
+        for m_s in range(4):
+            out[(2 * m_t) * 8 + m_s] = e_nn * (m_t - 1 - m_s)
+    return out
+
+
+@njit(inline="always", cache=True)
+def lg_index(code_target, code_source):
+    """Table index of a hop from the target's and the source's site codes."""
+    return (np.int64(code_target) & 15) * 8 + (np.int64(code_source) >> 1)
+
+
+def lg_encode(occupied: np.ndarray, nbr: np.ndarray) -> np.ndarray:
+    """Lattice-gas site codes from an occupancy array.
+
+    Parameters
+    ----------
+    occupied : array of bool or 0/1, shape (N,)
+    nbr : int32 array (N, 4) from :func:`neighbour_table`
+
+    Returns
+    -------
+    ndarray of uint8, shape (N + 1,)
+        ``occupied | (occupied neighbours << 1)``; entry N is the wall (code 1).
+    """
+    occ = np.asarray(occupied, np.uint8).ravel()
+    n = occ.size
+    ext = np.concatenate([occ, np.zeros(1, np.uint8)])
+    counts = ext[nbr].sum(axis=1).astype(np.uint8)
+    state = np.empty(n + 1, np.uint8)
+    state[:n] = occ | (counts << 1)
+    state[n] = 1
+    return state
+
+
+@njit(cache=True)
+def lg_hop_attempts(state, nbr, pos, thr_hi, thr_lo, n_attempts, rng):
+    """``n_attempts`` Metropolis hop attempts of random particles to a random neighbour.
+
+    Parameters
+    ----------
+    state : uint8 array (N + 1,), updated
+        Lattice-gas codes (:func:`lg_encode`).
+    nbr : int32 array (N, 4)
+    pos : int32 array (n_particles,), updated
+        Site of each particle.
+    thr_hi, thr_lo : uint64 arrays (128,)
+        Acceptance tables for :func:`lg_delta_table`.
+    n_attempts : int
+    rng : uint64 array (4,), updated
+        xoshiro256** state.
+
+    Returns
+    -------
+    int
+        Number of accepted hops.
+    """
+    npart = pos.shape[0]
+    if npart == 0:
+        return 0
+    npu = np.uint64(npart)
+    s0, s1, s2, s3 = rng[0], rng[1], rng[2], rng[3]
+    accepted = 0
+    for _ in range(n_attempts):
+        r, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
+        p = np.int64(((r >> _U32) * npu) >> _U32)
+        d = np.int64((r >> _U30) & _U3)
+        site = pos[p]
+        tgt = nbr[site, d]
+        st = state[tgt]
+        ss = state[site]
+        k = lg_index(st, ss)
+        a = r & _MASK30
+        h = thr_hi[k]
+        if a >= h:
+            if a > h:
+                continue
+            r2, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
+            if r2 >= thr_lo[k]:
+                continue
+        state[site] = ss - 1
+        state[tgt] = st + 1
+        for j in range(4):
+            state[nbr[site, j]] -= 2
+        for j in range(4):
+            state[nbr[tgt, j]] += 2
+        pos[p] = tgt
+        accepted += 1
+    rng[0], rng[1], rng[2], rng[3] = s0, s1, s2, s3
+    return accepted
+
+
+@njit(cache=True)
+def lg_run_sweeps(state, nbr, pos, e_nn, T_schedule, mobility, tol, rng):
+    """Sweeps of a particle-only system; sweep ``i`` runs at ``T_schedule[i]``.
+
+    A sweep is ``mobility * n_particles`` hop attempts.
+
+    Returns
+    -------
+    int
+        Accepted hops.
+    """
+    dE = lg_delta_table(e_nn)
+    hi = np.empty(LG_TABLE_SIZE, np.uint64)
+    lo = np.empty(LG_TABLE_SIZE, np.uint64)
+    n_per_sweep = mobility * pos.shape[0]
+    accepted = 0
+    T_prev = -1.0
+    for i in range(T_schedule.shape[0]):
+        T = T_schedule[i]
+        if T != T_prev:
+            fill_thresholds(dE, T, tol, hi, lo)
+            T_prev = T
+        accepted += lg_hop_attempts(state, nbr, pos, hi, lo, n_per_sweep, rng)
+    return accepted
+
+
+# ---------------------------------------------------------------------------
+# systems with solvent
+
+SV_HOP_TABLE_SIZE = 49
+SV_FLIP_TABLE_SIZE = 50
+
+
+@njit(inline="always", cache=True)
+def sv_counts(state, nbr, s):
+    """(particle, liquid) neighbour counts of site ``s``."""
+    n = 0
+    l = 0
+    for d in range(4):
+        v = np.int64(state[nbr[s, d]])
+        n += v & 1
+        l += (v >> 1) & 1
+    return n, l
+
+
+@njit(inline="always", cache=True)
+def sv_hop_index(state, nbr, s, t):
+    """Table index of the exchange of a particle at ``s`` with liquid at ``t``.
+
+    With full neighbour counts (n, l): ``x = n_t - 1 - n_s``, ``y = l_t - l_s + 1``,
+    both in -3..3; index ``(x + 3) * 7 + (y + 3)``.
+    """
+    ns, ls = sv_counts(state, nbr, s)
+    nt, lt = sv_counts(state, nbr, t)
+    return (nt - ns + 2) * 7 + (lt - ls + 4)
+
+
+@njit(cache=True)
+def sv_hop_delta_table(e_nn, e_ll, e_nl):
+    """ΔE of a particle-liquid exchange per :func:`sv_hop_index`. Shape (49,).
+
+    ΔE = (e_nn - e_nl) x + (e_nl - e_ll) y: the s-t bond (particle-liquid before
+    and after) and the number of liquid sites are unchanged.
+    """
+    out = np.empty(SV_HOP_TABLE_SIZE, np.float64)
+    for i in range(7):
+        for j in range(7):
+            out[i * 7 + j] = (e_nn - e_nl) * (i - 3) + (e_nl - e_ll) * (j - 3)
+    return out
+
+
+@njit(inline="always", cache=True)
+def sv_flip_index(state, nbr, s):
+    """Table index of the liquid <-> vapour flip of non-particle site ``s``.
+
+    ``(liquid now) * 25 + n * 5 + l`` with (n, l) the neighbour counts.
+    """
+    n, l = sv_counts(state, nbr, s)
+    return (np.int64(state[s]) >> 1) * 25 + n * 5 + l
+
+
+@njit(cache=True)
+def sv_flip_delta_table(e_ll, e_nl, mu):
+    """ΔE of a solvent flip per :func:`sv_flip_index`. Shape (50,).
+
+    Vapour -> liquid: ``mu + e_ll l + e_nl n``; liquid -> vapour: the negative.
+    """
+    out = np.empty(SV_FLIP_TABLE_SIZE, np.float64)
+    for n in range(5):
+        for l in range(5):
+            e = mu + e_ll * l + e_nl * n
+            out[n * 5 + l] = e
+            out[25 + n * 5 + l] = -e
+    return out
+
+
+@njit(cache=True)
+def sv_flip_attempts(state, nbr, n_sites, thr_hi, thr_lo, n_attempts, rng):
+    """``n_attempts`` liquid <-> vapour flip attempts at uniformly random sites.
+
+    A pick of a particle site counts as a rejected attempt. Returns the number accepted.
+    """
+    nsu = np.uint64(n_sites)
+    s0, s1, s2, s3 = rng[0], rng[1], rng[2], rng[3]
+    accepted = 0
+    for _ in range(n_attempts):
+        r, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
+        s = np.int64(((r >> _U32) * nsu) >> _U32)
+        c = state[s]
+        if c & 1:
+            continue
+        k = sv_flip_index(state, nbr, s)
+        a = r & _MASK30
+        h = thr_hi[k]
+        if a >= h:
+            if a > h:
+                continue
+            r2, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
+            if r2 >= thr_lo[k]:
+                continue
+        state[s] = c ^ 2
+        accepted += 1
+    rng[0], rng[1], rng[2], rng[3] = s0, s1, s2, s3
+    return accepted
+
+
+@njit(cache=True)
+def sv_hop_attempts(state, nbr, pos, thr_hi, thr_lo, n_attempts, rng):
+    """``n_attempts`` particle hops, each an exchange with a liquid neighbour.
+
+    Hops towards vapour, a particle or the wall are rejected. Returns the number accepted.
+    """
+    npart = pos.shape[0]
+    if npart == 0:
+        return 0
+    npu = np.uint64(npart)
+    s0, s1, s2, s3 = rng[0], rng[1], rng[2], rng[3]
+    accepted = 0
+    for _ in range(n_attempts):
+        r, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
+        p = np.int64(((r >> _U32) * npu) >> _U32)
+        d = np.int64((r >> _U30) & _U3)
+        site = pos[p]
+        tgt = nbr[site, d]
+        if state[tgt] != SOLVENT:
+            continue
+        k = sv_hop_index(state, nbr, site, tgt)
+        a = r & _MASK30
+        h = thr_hi[k]
+        if a >= h:
+            if a > h:
+                continue
+            r2, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
+            if r2 >= thr_lo[k]:
+                continue
+        state[site] = SOLVENT
+        state[tgt] = PARTICLE
+        pos[p] = tgt
+        accepted += 1
+    rng[0], rng[1], rng[2], rng[3] = s0, s1, s2, s3
+    return accepted
+
+
+@njit(cache=True)
+def sv_run_sweeps(state, nbr, pos, e_nn, e_ll, e_nl, T_schedule, mu_schedule, mobility, tol, rng):
+    """Sweeps of a system with solvent; sweep ``i`` runs at ``T_schedule[i]``, ``mu_schedule[i]``.
+
+    A sweep is ``N`` flip attempts at random sites, then ``mobility * n_particles``
+    hop attempts. Each part satisfies detailed balance, so their composition
+    leaves the Boltzmann distribution invariant.
+
+    Returns
+    -------
+    (int, int)
+        Accepted flips and accepted hops.
+    """
+    n_sites = nbr.shape[0]
+    dE_hop = sv_hop_delta_table(e_nn, e_ll, e_nl)
+    hop_hi = np.empty(SV_HOP_TABLE_SIZE, np.uint64)
+    hop_lo = np.empty(SV_HOP_TABLE_SIZE, np.uint64)
+    flip_hi = np.empty(SV_FLIP_TABLE_SIZE, np.uint64)
+    flip_lo = np.empty(SV_FLIP_TABLE_SIZE, np.uint64)
+    n_hops = mobility * pos.shape[0]
+    flips = 0
+    hops = 0
+    T_prev = -1.0
+    mu_prev = math.nan
+    for i in range(T_schedule.shape[0]):
+        T = T_schedule[i]
+        mu = mu_schedule[i]
+        if T != T_prev or mu != mu_prev:
+            fill_thresholds(sv_flip_delta_table(e_ll, e_nl, mu), T, tol, flip_hi, flip_lo)
+        if T != T_prev:
+            fill_thresholds(dE_hop, T, tol, hop_hi, hop_lo)
+        T_prev = T
+        mu_prev = mu
+        flips += sv_flip_attempts(state, nbr, n_sites, flip_hi, flip_lo, n_sites, rng)
+        hops += sv_hop_attempts(state, nbr, pos, hop_hi, hop_lo, n_hops, rng)
+    return flips, hops
