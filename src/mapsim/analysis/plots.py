@@ -1,0 +1,140 @@
+"""Figures of structure statistics and comparisons (matplotlib, no pyplot state).
+
+Every function returns a :class:`matplotlib.figure.Figure`; write it with
+:func:`mapsim.fileio.save_figure_atomic`.  Curves are passed as
+``{label: values}`` so one function draws one dataset or several overlaid.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+# Class colours by name (Monte Carlo classes); other classes take the fallback palette.
+_CLASS_COLOURS = {"empty": "#ffffff", "particle": "#1f1f1f", "solvent": "#8ecae6"}
+_FALLBACK = ["#ffffff", "#1f1f1f", "#8ecae6", "#e76f51", "#2a9d8f", "#e9c46a", "#9b5de5", "#f15bb5"]
+_LINE_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"]
+
+
+def class_colormap(classes: Sequence[str]) -> ListedColormap:
+    """One colour per class id (empty white, particle black, solvent light blue)."""
+    cols = [_CLASS_COLOURS.get(c, _FALLBACK[i % len(_FALLBACK)]) for i, c in enumerate(classes)]
+    return ListedColormap(cols)
+
+
+def draw_grid(ax, grid: np.ndarray, classes: Sequence[str], title: str | None = None) -> None:
+    """Draw one sample (H, W) of class ids on ``ax`` with :func:`class_colormap`."""
+    ax.imshow(grid, cmap=class_colormap(classes), vmin=-0.5, vmax=len(classes) - 0.5, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_edgecolor("#888888")
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def plot_g_r(r: np.ndarray, curves: Mapping[str, np.ndarray], title: str = "pair correlation") -> Figure:
+    """g(r) of one or more datasets at the lattice distances r, shape (n_bins,)."""
+    fig = Figure(figsize=(6, 4), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    for i, (label, g) in enumerate(curves.items()):
+        ax.plot(r, g, marker="o" if i == 0 else "s", ms=4, lw=1.2, color=_LINE_COLOURS[i % 4], label=label,
+                alpha=1.0 if i == 0 else 0.85, mfc="none" if i else None)
+    ax.axhline(1.0, color="#999999", lw=0.8, ls="--")
+    ax.set_xlabel("r (lattice spacings)")
+    ax.set_ylabel("g(r)")
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    return fig
+
+
+def plot_neighbours(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "particle neighbours") -> Figure:
+    """Histograms of particle neighbours among 4 and among 8, grouped bars per dataset.
+
+    ``curves[label] = (hist4 (5,), hist8 (9,))``.
+    """
+    fig = Figure(figsize=(9, 3.6), dpi=110, layout="constrained")
+    axes = fig.subplots(1, 2)
+    k = len(curves)
+    width = 0.8 / max(k, 1)
+    for ax, which, n in ((axes[0], 0, 4), (axes[1], 1, 8)):
+        x = np.arange(n + 1)
+        for i, (label, hists) in enumerate(curves.items()):
+            ax.bar(x - 0.4 + width * (i + 0.5), hists[which], width=width, color=_LINE_COLOURS[i % 4], label=label)
+        ax.set_xticks(x)
+        ax.set_xlabel(f"particle neighbours among {n}")
+        ax.set_ylabel("fraction of particles")
+        ax.set_yscale("log")
+        ax.legend(frameon=False, fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_distributions(clusters: Mapping[str, np.ndarray], dens: Mapping[str, np.ndarray],
+                       connectivity: int = 4) -> Figure:
+    """Cluster-size distributions (one size per cluster) and per-sample densities.
+
+    ``clusters[label]``: cluster sizes, shape (n_clusters,); ``dens[label]``: densities, shape (n,).
+    """
+    fig = Figure(figsize=(9, 3.6), dpi=110, layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    for i, (label, sizes) in enumerate(clusters.items()):
+        if sizes.size == 0:
+            continue
+        counts = np.bincount(sizes)
+        s = np.nonzero(counts)[0]
+        ax1.plot(s, counts[s] / sizes.size, "o-" if i == 0 else "s--", ms=3, lw=1, color=_LINE_COLOURS[i % 4],
+                 label=label)
+    largest = max((int(v.max()) for v in clusters.values() if v.size), default=1)
+    if largest > 30:
+        ax1.set_xscale("log")
+        ax1.xaxis.set_major_formatter(ScalarFormatter())
+        ax1.xaxis.set_minor_formatter(NullFormatter())
+    ax1.set_yscale("log")
+    ax1.set_xlabel(f"cluster size ({connectivity}-connected)")
+    ax1.set_ylabel("fraction of clusters")
+    ax1.legend(frameon=False, fontsize=8)
+    allv = np.concatenate([np.asarray(v, float) for v in dens.values()]) if dens else np.zeros(0)
+    bins = np.linspace(allv.min(), allv.max() + 1e-12, 21) if allv.size else 10
+    for i, (label, d) in enumerate(dens.items()):
+        ax2.hist(d, bins=bins, density=True, histtype="step", lw=1.5, color=_LINE_COLOURS[i % 4], label=label)
+    ax2.set_xlabel("density per sample")
+    ax2.set_ylabel("probability density")
+    ax2.legend(frameon=False, fontsize=8)
+    return fig
+
+
+def plot_structure_factor(k: np.ndarray, S: np.ndarray) -> Figure:  # noqa: N803
+    """Radially averaged S(k) against |k| (radians per lattice spacing)."""
+    fig = Figure(figsize=(6, 4), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(k, S, "o-", ms=3, lw=1)
+    ax.set_xlabel("|k| (rad / lattice spacing)")
+    ax.set_ylabel("S(k)")
+    ax.set_title("structure factor")
+    return fig
+
+
+def plot_examples(panels: Sequence[tuple[str, np.ndarray]], classes: Sequence[str],
+                  skip_rows: Mapping[int, int] | None = None) -> Figure:
+    """Example samples side by side.
+
+    Parameters
+    ----------
+    panels : sequence of (title, grid (H, W))
+    classes : sequence of str
+    skip_rows : dict, optional
+        Panel index -> rows dropped from the top in the analysis (drawn as a red line).
+    """
+    n = len(panels)
+    fig = Figure(figsize=(3.2 * n, 3.6), dpi=110, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, n))
+    for i, (ax, (title, grid)) in enumerate(zip(axes, panels)):
+        draw_grid(ax, grid, classes, title)
+        if skip_rows and skip_rows.get(i):
+            ax.axhline(skip_rows[i] - 0.5, color="#d62728", lw=1.2)
+    return fig
