@@ -215,7 +215,7 @@ def _bulk_density_kernel():
                             free = False
                             break
                     p = rho_eff if free else 0.0
-                    if u[r, i, j] < p:
+                    if u[r, i, j] >= 1.0 - p:  # the draw rule: class 1 iff u >= p(class 0)
                         occ[i, j] = 1
                     if i >= margin and j >= margin and j < W - margin:
                         acc += p  # Rao-Blackwellised: E[x_ij | context] instead of x_ij
