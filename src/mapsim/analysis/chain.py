@@ -52,7 +52,6 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from scipy.special import logsumexp
-from scipy.stats import chi2 as chi2_dist
 
 from mapsim.errors import MapsimError
 
@@ -504,6 +503,8 @@ def markov_chi2(counts: np.ndarray, pi: np.ndarray, P: sp.spmatrix) -> dict:
     -------
     dict with ``chi2``, ``dof``, ``p_value``, ``n_visits``, ``tv`` (empirical vs exact)
     """
+    from scipy.stats import chi2 as chi2_dist
+
     counts = np.asarray(counts, dtype=np.float64)
     n = counts.sum()
     Pd = P.toarray() if sp.issparse(P) else np.asarray(P)
@@ -787,12 +788,45 @@ def row_codes(grids: np.ndarray, n_classes: int) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # Drawing
 # ---------------------------------------------------------------------------
-def plot_state_graph(chain: MarkovChain, ax=None, title: str | None = None, show_probs: bool = True):
+def de_bruijn_order(alphabet: int, length: int) -> np.ndarray:
+    """Context states in the order of a de Bruijn cycle (each is followed by one of its successors).
+
+    The windows of the lexicographically least de Bruijn sequence B(A, L)
+    (FKM algorithm) visit every state once along edges of the context chain,
+    so drawing the states on a circle in this order puts A^L of the edges
+    between neighbours and keeps the state graph readable.
+    """
+    A, L = int(alphabet), int(length)
+    if L == 0:
+        return np.zeros(1, dtype=np.int64)
+    a = [0] * (A * L + 1)
+    seq: list[int] = []
+
+    def db(t: int, p: int) -> None:
+        if t > L:
+            if L % p == 0:
+                seq.extend(a[1 : p + 1])
+        else:
+            a[t] = a[t - p]
+            db(t + 1, p)
+            for j in range(a[t - p] + 1, A):
+                a[t] = j
+                db(t + 1, t)
+
+    db(1, 1)
+    cyc = np.array(seq + seq[: L - 1], dtype=np.int64)
+    win = np.lib.stride_tricks.sliding_window_view(cyc, L)
+    return encode_states(win, A)
+
+
+def plot_state_graph(chain: MarkovChain, ax=None, title: str | None = None, show_probs: bool = True,
+                     order: np.ndarray | None = None):
     """Draw the directed state graph (edges where P > 0) like the paper's Fig. 4.
 
-    Nodes sit on a circle in state order; self-loops are drawn outside it;
-    edge width grows with the transition probability; transient states are
-    grey and each closed class gets its own colour.  Imports matplotlib.
+    Nodes sit on a circle (in ``order``, e.g. :func:`de_bruijn_order`;
+    default state order); self-loops are drawn outside it; edge width grows
+    with the transition probability, which labels each edge; transient
+    states are grey and each closed class gets its own colour.  Imports matplotlib.
 
     Returns
     -------
@@ -806,47 +840,55 @@ def plot_state_graph(chain: MarkovChain, ax=None, title: str | None = None, show
     n = chain.n_states
     labels = chain.labels or [str(i) for i in range(n)]
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 5))
-    ang = np.pi / 2 - 2 * np.pi * np.arange(n) / n
+        _, ax = plt.subplots(figsize=(5.5, 5.5))
+    order = np.arange(n) if order is None else np.asarray(order)
+    pos = np.empty(n, dtype=np.int64)
+    pos[order] = np.arange(n)
+    ang = np.pi / 2 - 2 * np.pi * pos / n
     xy = np.stack([np.cos(ang), np.sin(ang)], axis=1)
-    r_node = 0.13 if n <= 8 else 0.09
-    palette = plt.get_cmap("tab10")
-    colour = ["0.8"] * n
-    for k, c in enumerate(chain.closed_classes_):
-        for s in c:
-            colour[s] = palette(k % 10)
-    coo = chain.P.tocoo()
-    for a, b, p in zip(coo.row, coo.col, coo.data):
-        lw = 0.6 + 2.4 * p
-        if a == b:
-            out = xy[a] * (1.0 + 2.2 * r_node)
-            loop = plt.Circle(tuple(out), 1.2 * r_node, fill=False, lw=lw, color="k", zorder=1)
-            ax.add_patch(loop)
-            tip = xy[a] * (1.0 + r_node) + 0.0
-            ax.annotate("", xy=tuple(tip), xytext=tuple(out + 0.05 * np.array([-xy[a][1], xy[a][0]])),
-                        arrowprops=dict(arrowstyle="-|>", lw=lw, color="k", shrinkA=0, shrinkB=0))
-            if show_probs:
-                lp = xy[a] * (1.0 + 3.6 * r_node)
-                ax.text(lp[0], lp[1], f"{p:.2f}", ha="center", va="center", fontsize=7, color="0.3")
-            continue
-        arrow = FancyArrowPatch(tuple(xy[a]), tuple(xy[b]), arrowstyle="-|>", mutation_scale=12, lw=lw,
-                                connectionstyle="arc3,rad=0.18", shrinkA=28 if n <= 8 else 18,
-                                shrinkB=28 if n <= 8 else 18, color="k", zorder=1)
-        ax.add_patch(arrow)
-        if show_probs:
-            mid = 0.5 * (xy[a] + xy[b])
-            d = xy[b] - xy[a]
-            nrm = np.array([d[1], -d[0]]) / (np.linalg.norm(d) + 1e-12)
-            lp = mid + 0.12 * np.linalg.norm(d) * nrm
-            ax.text(lp[0], lp[1], f"{p:.2f}", ha="center", va="center", fontsize=7, color="0.3")
-    for s in range(n):
-        ax.add_patch(plt.Circle(tuple(xy[s]), r_node, color=colour[s], ec="k", zorder=2))
-        ax.text(xy[s][0], xy[s][1], labels[s], ha="center", va="center", fontsize=9 if n <= 8 else 7, zorder=3)
-    lim = 1.0 + 4.2 * r_node
+    r_node = min(0.16, 0.9 * np.pi / max(n, 1))
+    lim = 1.0 + 4.0 * r_node
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
     ax.axis("off")
+    fig = ax.figure
+    bbox = ax.get_window_extent().transformed(fig.dpi_scale_trans.inverted())
+    pt_per_unit = min(bbox.width, bbox.height) * 72.0 / (2 * lim)
+    shrink = r_node * pt_per_unit + 1.5
+    palette = plt.get_cmap("tab10")
+    colour = ["0.82"] * n
+    for k, c in enumerate(chain.closed_classes_):
+        for s in c:
+            colour[s] = palette(k % 10)
+    fs = 9 if n <= 8 else 7
+    coo = chain.P.tocoo()
+    for a, b, p in zip(coo.row, coo.col, coo.data):
+        lw = 0.6 + 2.0 * p
+        if a == b:
+            out = xy[a]
+            tang = np.array([-out[1], out[0]])
+            p1 = out * (1 + 0.6 * r_node) + 0.75 * r_node * tang
+            p2 = out * (1 + 0.6 * r_node) - 0.75 * r_node * tang
+            arrow = FancyArrowPatch(tuple(p1), tuple(p2), arrowstyle="-|>", mutation_scale=10, lw=lw,
+                                    connectionstyle="arc3,rad=-1.6", shrinkA=0, shrinkB=0, color="k", zorder=1)
+            ax.add_patch(arrow)
+            lab = out * (1 + 2.7 * r_node)
+        else:
+            arrow = FancyArrowPatch(tuple(xy[a]), tuple(xy[b]), arrowstyle="-|>", mutation_scale=12, lw=lw,
+                                    connectionstyle="arc3,rad=0.15", shrinkA=shrink, shrinkB=shrink, color="k",
+                                    zorder=1)
+            ax.add_patch(arrow)
+            d = xy[b] - xy[a]
+            ctrl = 0.5 * (xy[a] + xy[b]) + 0.15 * np.array([d[1], -d[0]])
+            t = 0.4  # quadratic Bezier point, nearer the source so opposite edges get separate labels
+            lab = (1 - t) ** 2 * xy[a] + 2 * t * (1 - t) * ctrl + t**2 * xy[b]
+        if show_probs:
+            ax.text(lab[0], lab[1], f"{p:.2f}", ha="center", va="center", fontsize=fs - 2, color="0.25", zorder=4,
+                    bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.85))
+    for s in range(n):
+        ax.add_patch(plt.Circle(tuple(xy[s]), r_node, fc=colour[s], ec="k", zorder=2))
+        ax.text(xy[s][0], xy[s][1], labels[s], ha="center", va="center", fontsize=fs, zorder=3)
     if title:
         ax.set_title(title, fontsize=10)
     return ax
@@ -874,3 +916,155 @@ def plot_tv(chain: MarkovChain, ax=None, boundary_curve: np.ndarray | None = Non
     ax.set_ylabel("total-variation distance to stationarity")
     ax.legend(fontsize=8)
     return ax
+
+
+# ---------------------------------------------------------------------------
+# One call: build, analyse, sample, compare
+# ---------------------------------------------------------------------------
+MAX_CHI2_STATES = 1024
+
+
+@dataclass
+class ChainAnalysis:
+    """Everything :func:`analyze_context_chain` found.
+
+    Attributes
+    ----------
+    chain : MarkovChain
+        Computed.
+    table : ndarray (A^L, A)
+        p(next symbol | context state); symbols are pixels (1D) or rows (2D recast).
+    n_classes, length : int
+        N_c and L_c.
+    width : int or None
+        Sample width of the 2D recast (None: 1D MAP).
+    summary : dict
+        JSON-ready results.
+    boundary_curve : ndarray or None
+        TV to stationarity from the outside boundary, indexed by steps after the first L_c.
+    counts : ndarray or None
+        Visits of every state in the sampled sequences.
+    """
+
+    chain: MarkovChain
+    table: np.ndarray
+    n_classes: int
+    length: int
+    width: int | None
+    summary: dict
+    boundary_curve: np.ndarray | None = None
+    counts: np.ndarray | None = None
+
+
+def _names(labels: list[str], idx, limit: int = 256) -> list[str]:
+    return [labels[i] for i in list(idx)[:limit]]
+
+
+def verdict(chain: MarkovChain) -> str:
+    """One sentence on what the chain's structure means for convergence."""
+    n_tr = len(chain.transient_states_)
+    n_cl = len(chain.closed_classes_)
+    if n_cl > 1:
+        return (f"reducible with {n_cl} closed classes: no unique equilibrium, the start (boundary) decides "
+                f"which class the sequence ends in")
+    if not chain.aperiodic_:
+        return f"periodic with period {chain.period_}: the state distribution oscillates and does not converge"
+    if chain.irreducible_:
+        return "irreducible and aperiodic: converges to its unique stationary distribution from every start"
+    return (f"reducible: {n_tr} transient state(s) (contexts of probability 0 under hard zeros) are left and "
+            f"never re-entered; one closed aperiodic class, so it still converges to a unique stationary "
+            f"distribution")
+
+
+def analyze_context_chain(table: np.ndarray, n_classes: int, length: int, width: int | None = None, *,
+                          cond: Conditionals | None = None, seed: int | np.random.Generator = 0,
+                          n_sequences: int = 16, n_steps: int = 4000, max_steps: int = 1000) -> ChainAnalysis:
+    """Analyse the context chain of a 1D MAP or of the 2D row recast, and check it by sampling.
+
+    Parameters
+    ----------
+    table : ndarray (A^L, A)
+        ``table_1d(cond)``, a given/random/fitted 1D table (A = N_c), or
+        ``row_table(cond, W)`` (A = N_c^W).
+    n_classes, length : int
+        N_c and L_c.
+    width : int, optional
+        W of the 2D recast; None for a 1D MAP.
+    cond : Conditionals, optional
+        The pixel conditionals the table came from.  When given, sequences are
+        sampled pixel by pixel from them (the MAP rule itself, not the table)
+        and the convergence from the outside boundary is computed.
+    seed : int or Generator
+        Seeds the start states and the draws.
+    n_sequences, n_steps : int
+        M independent sequences of T steps (pixels, or rows), each started in a
+        state drawn from the exact stationary distribution; 0 steps: no sampling.
+    max_steps : int
+        Longest TV curve.
+
+    Returns
+    -------
+    ChainAnalysis
+    """
+    A = n_classes if width is None else n_classes**width
+    labels = state_labels(n_classes, length, width or 1)
+    P = context_transition_matrix(table)
+    chain = MarkovChain(P, labels, max_steps=max_steps).compute()
+    s = chain.summary()
+    s["closed_classes"] = [_names(labels, c) for c in chain.closed_classes_[:16]]
+    s["n_closed_classes"] = len(chain.closed_classes_)
+    s["transient_states"] = _names(labels, chain.transient_states_)
+    s["n_transient_states"] = int(len(chain.transient_states_))
+    s["self_connected_states"] = _names(labels, chain.self_connected_)
+    s["n_self_connected_states"] = int(len(chain.self_connected_))
+    s["diameter_bound"] = length
+    s["diameter_within_bound"] = None if chain.diameter_ is None else bool(chain.diameter_ <= length)
+    closed_diam = None
+    if len(chain.closed_classes_) == 1:
+        c = chain.closed_classes_[0]
+        closed_diam = MarkovChain._diameter((P[c][:, c] > 0).astype(np.int8).tocsr())
+    s["closed_class_diameter"] = closed_diam
+    s["verdict"] = verdict(chain)
+    unit = "pixels" if width is None else "rows"
+    s["step_unit"] = unit
+
+    boundary_curve = None
+    s["boundary_mixing_steps"] = None
+    if cond is not None and chain.stationary_ is not None:
+        p0 = boundary_start(cond, 1, length) if width is None else boundary_start(cond, length, width)
+        boundary_curve, t = chain.mixing_from(p0)
+        s["boundary_mixing_steps"] = None if t is None else length + t
+        s["boundary_tv_at_first_state"] = float(boundary_curve[0])
+
+    counts = None
+    for k in ("sampled_visits", "stationary_tv_vs_sampled", "chi2", "chi2_dof", "chi2_p_value"):
+        s[k] = None
+    pi = chain.stationary_
+    if pi is not None and n_steps > 0:
+        rng = _rng(seed)
+        M = int(n_sequences)
+        start = rng.choice(len(pi), size=M, p=pi)
+        digits = decode_states(n_classes, length * (width or 1), start)  # (M, L*W)
+        if width is None:
+            if cond is None:
+                seq = sample_table_sequences(table, n_steps, M, rng, start)
+            else:
+                g = sample_rows(cond, M, 1, n_steps, rng, left=digits[:, None, :])
+                seq = np.concatenate([digits, g[:, 0, :]], axis=1)
+            counts = context_counts(seq, n_classes, length)
+        else:
+            top = np.full((M, length, width + 2 * length), n_classes, dtype=np.int64)
+            top[:, :, length : length + width] = digits.reshape(M, length, width)
+            g = sample_rows(cond, M, n_steps, width, rng, top=top)
+            codes = np.concatenate([row_codes(digits.reshape(M, length, width), n_classes), row_codes(g, n_classes)], axis=1)
+            counts = context_counts(codes, A, length)
+        s["sampled_sequences"] = M
+        s["sampled_steps"] = int(n_steps)
+        s["sampled_visits"] = int(counts.sum())
+        s["stationary_tv_vs_sampled"] = float(tv_distance(counts / counts.sum(), pi))
+        if chain.n_states <= MAX_CHI2_STATES:
+            res = markov_chi2(counts, pi, P)
+            s["chi2"], s["chi2_dof"], s["chi2_p_value"] = res["chi2"], res["dof"], res["p_value"]
+        s["chi2_method"] = ("Markov-chain CLT covariance (fundamental matrix); runs started from the exact "
+                            "stationary distribution")
+    return ChainAnalysis(chain, np.asarray(table), n_classes, length, width, s, boundary_curve, counts)

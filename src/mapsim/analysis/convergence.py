@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import math
 import numpy as np
-from scipy.stats import t as student_t
 
 from mapsim.errors import MapsimError
 
@@ -118,6 +117,8 @@ class RowConvergence:
         lp = np.asarray(log_probs, dtype=np.float64)
         if lp.ndim != 3:
             raise MapsimError(f"log_probs must have shape (K, H, W), found shape {lp.shape}")
+        from scipy.stats import t as student_t
+
         K, H, W = lp.shape
         if K < 2:
             raise MapsimError(f"row convergence needs at least 2 samples for standard errors, found {K}")
