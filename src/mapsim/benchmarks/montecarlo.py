@@ -51,9 +51,11 @@ class NumpyLatticeGas:
     and 2 apart across it do not interact and can be updated at once: 16 bond
     sublattices (2 orientations x 4 x 2 offsets) cover every bond once per sweep.
     Each update is a Metropolis exchange across a bond (symmetric proposal), so
-    the Boltzmann distribution is preserved. One sweep considers every particle
-    in each of its 4 directions: ``4 * n_particles`` attempted hops, the same
-    unit as the numba kernel's (a hop onto an occupied site counts as rejected).
+    the Boltzmann distribution is preserved. Attempted hops are counted as the
+    numba kernel counts them: one per (particle, direction) considered, a hop
+    onto an occupied site counting as rejected; a bond holding one particle is
+    one attempt, two particles two. A sweep so makes about ``4 * n_particles``
+    attempts (exactly that if no particle moved during the sweep).
 
     Parameters
     ----------
@@ -87,7 +89,7 @@ class NumpyLatticeGas:
                     self.bonds.append((s, t))
 
     def sweep(self) -> int:
-        """One sweep over all bonds; returns the number of attempted hops (4 per particle)."""
+        """One sweep over all bonds; returns the number of attempted hops (about 4 per particle)."""
         occ, nbr = self.occ, self.nbr
         attempts = 0
         for s, t in self.bonds:
