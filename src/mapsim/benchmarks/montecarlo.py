@@ -139,11 +139,11 @@ def run(args: argparse.Namespace) -> dict:
     st = LatticeState.initial(p, size, size, np.random.SeedSequence(12345))
     hi, lo = K.acceptance_tables(K.lg_delta_table(p.e_nn), p.T, 1e-9 * p.energy_scale)
     n_part = st.pos.size
-    K.lg_hop_attempts(st.state, st.nbr, st.pos, hi, lo, 20 * n_part, st.rng)  # equilibrate a little
+    K.lg_hop_attempts(st.state, size, True, st.pos, hi, lo, 20 * n_part, st.rng)  # equilibrate a little
     acc = [0]
 
     def numba_run():
-        acc[0] = K.lg_hop_attempts(st.state, st.nbr, st.pos, hi, lo, args.attempts, st.rng)
+        acc[0] = K.lg_hop_attempts(st.state, size, True, st.pos, hi, lo, args.attempts, st.rng)
 
     t_numba, c_numba = _best(numba_run, args.repeats)
     numba_rate = args.attempts / t_numba

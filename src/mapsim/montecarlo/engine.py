@@ -52,8 +52,9 @@ class LatticeState:
     height, width : int
     nbr : int32 array (N, 4)
         Neighbour table (:func:`kernels.neighbour_table`).
-    state : uint8 array (N + 1,)
-        Site codes (lattice-gas codes without solvent, 0/1/2 with solvent); entry N is the wall.
+    state : uint8 array
+        Site codes: without solvent the lattice-gas codes, shape (N,); with solvent
+        0/1/2 plus the wall entry N, shape (N + 1,) (see :mod:`kernels`).
     pos : int32 array (n_particles,)
         Site of each particle.
     rng : uint64 array (4,)
@@ -91,7 +92,7 @@ class LatticeState:
             state[:-1] = flat
             state[-1] = K.WALL
         else:
-            state = K.lg_encode(flat, nbr)
+            state = K.lg_encode(flat, nbr, w)
         return cls(params, h, w, nbr, state, pos, np.array(rng_state, np.uint64).copy())
 
     @classmethod
@@ -136,7 +137,7 @@ class LatticeState:
             flips, hops = K.sv_run_sweeps(self.state, self.nbr, self.pos, p.e_nn, p.e_ll, p.e_nl,
                                           T, mu, mob, tol, self.rng)
             return int(flips), int(hops)
-        return 0, int(K.lg_run_sweeps(self.state, self.nbr, self.pos, p.e_nn, T, mob, tol, self.rng))
+        return 0, int(K.lg_run_sweeps(self.state, self.width, p.periodic, self.pos, p.e_nn, T, mob, tol, self.rng))
 
 
 def run_sample(params: SimParams, height: int, width: int, seed: int, k: int) -> tuple[np.ndarray, dict[str, float]]:

@@ -2,20 +2,19 @@
 
 Layout
 ------
-A lattice of ``H x W`` sites is stored flat (``s = y * W + x``) with one extra site
-``N = H * W`` at the end: the *wall*. ``nbr[s, d]`` (shape ``(N, 4)``, directions
-up, down, left, right) is the neighbour of ``s``; with open boundaries a missing
-neighbour is the wall, which can never be entered and interacts with nothing.
+A lattice of ``H x W`` sites is stored flat (``s = y * W + x``); directions are
+up, down, left, right. Two site encodings are used:
 
-Two site encodings are used:
-
-* **particle-only systems** (``lg_*``, lattice gas): ``state[s] = occupied | (m << 1)``
-  where ``m`` is the number of occupied neighbours, kept up to date on every
-  accepted hop; the wall has bit 0 set so hops into it are rejected like hops onto
-  a particle. ΔE of a hop is then ``e_nn * (m_t - 1 - m_s)``: two loads.
+* **particle-only systems** (``lg_*``, lattice gas): ``state[s] = occupied | m << 1
+  | edges << 4`` (N entries) where ``m`` is the number of occupied neighbours, kept
+  up to date on every accepted hop, and ``edges`` marks the directions that leave
+  the box. ΔE of a hop is ``e_nn * (m_t - 1 - m_s)``, from the two sites' codes
+  alone, and neighbours come from the edge bits (no table lookups).
 * **systems with solvent** (``sv_*``): ``state[s]`` in {EMPTY=0 (vapour), PARTICLE=1,
-  SOLVENT=2 (liquid)}, the wall is WALL=4, so ``v & 1`` counts particles and
-  ``(v >> 1) & 1`` counts liquid among neighbours.
+  SOLVENT=2 (liquid)}, plus one extra entry ``N = H * W``, the *wall* (WALL=4).
+  ``nbr[s, d]`` (shape ``(N, 4)``) is the neighbour of ``s``; with open boundaries
+  a missing neighbour is the wall, which can never be entered and interacts with
+  nothing. ``v & 1`` counts particles and ``(v >> 1) & 1`` liquid among neighbours.
 
 Acceptance
 ----------
@@ -139,17 +138,18 @@ def acceptance_probability(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
 # particle-only systems (lattice gas)
 
 LG_TABLE_SIZE = 128
+_FLAG_SHIFT = 4  # bits 4..7 of a lattice-gas code: site is on the edge crossed by direction 0..3
 
 
 @njit(cache=True)
 def lg_delta_table(e_nn):
     """ΔE of a hop for each table index of :func:`lg_index`. Shape (128,).
 
-    Index ``(code_t & 15) * 8 + m_s``; for an empty target ``code_t = 2 m_t`` and
+    Index ``(code_t & 15) * 8 + m_s``; for an empty target ``code_t & 15 = 2 m_t`` and
     ΔE = ``e_nn * (m_t - 1 - m_s)`` (the target's count includes the mover).
-    Odd ``code_t`` (target occupied, or the wall) gives +inf: never accepted.
-    Putting the target's occupancy into the table index removes the
-    unpredictable occupied/empty branch from the hot loop.
+    Odd ``code_t`` (target occupied) gives +inf: never accepted. Putting the
+    target's occupancy into the table index removes the unpredictable
+    occupied/empty branch from the hot loop.
     """
     out = np.full(LG_TABLE_SIZE, np.inf)
     for m_t in range(1, 5):
@@ -161,41 +161,64 @@ def lg_delta_table(e_nn):
 @njit(inline="always", cache=True)
 def lg_index(code_target, code_source):
     """Table index of a hop from the target's and the source's site codes."""
-    return (np.int64(code_target) & 15) * 8 + (np.int64(code_source) >> 1)
+    return (np.int64(code_target) & 15) * 8 + ((np.int64(code_source) >> 1) & 7)
 
 
-def lg_encode(occupied: np.ndarray, nbr: np.ndarray) -> np.ndarray:
+@njit(inline="always", cache=True)
+def lg_edge(code, d):
+    """1 if the site with lattice-gas ``code`` lies on the edge crossed by direction d."""
+    return (np.int64(code) >> (_FLAG_SHIFT + d)) & 1
+
+
+@njit(inline="always", cache=True)
+def lg_neighbour(site, code, d, off, wrap):
+    """Neighbour of ``site`` in direction d on a periodic lattice (branch-free).
+
+    With open boundaries the caller must first reject ``lg_edge(code, d) == 1``.
+    """
+    return site + off[d] + wrap[d] * lg_edge(code, d)
+
+
+def lg_encode(occupied: np.ndarray, nbr: np.ndarray, width: int) -> np.ndarray:
     """Lattice-gas site codes from an occupancy array.
 
     Parameters
     ----------
     occupied : array of bool or 0/1, shape (N,)
-    nbr : int32 array (N, 4) from :func:`neighbour_table`
+    nbr : int32 array (N, 4) from :func:`neighbour_table` (fixes the boundary kind)
+    width : int
+        Lattice width W (N = H * W).
 
     Returns
     -------
-    ndarray of uint8, shape (N + 1,)
-        ``occupied | (occupied neighbours << 1)``; entry N is the wall (code 1).
+    ndarray of uint8, shape (N,)
+        ``occupied | m << 1 | edges << 4``: occupancy, the number ``m`` of occupied
+        neighbours, and one bit per direction whose step leaves the H x W box.
+        Neighbours are computed from these bits instead of read from a table,
+        which keeps the hot loop's memory to the codes and the particle list.
     """
     occ = np.asarray(occupied, np.uint8).ravel()
     n = occ.size
+    height = n // width
     ext = np.concatenate([occ, np.zeros(1, np.uint8)])
     counts = ext[nbr].sum(axis=1).astype(np.uint8)
-    state = np.empty(n + 1, np.uint8)
-    state[:n] = occ | (counts << 1)
-    state[n] = 1
-    return state
+    y, x = np.divmod(np.arange(n), width)
+    edges = (y == 0) * 1 + (y == height - 1) * 2 + (x == 0) * 4 + (x == width - 1) * 8
+    return (occ | (counts << 1) | (edges << _FLAG_SHIFT)).astype(np.uint8)
 
 
 @njit(cache=True)
-def lg_hop_attempts(state, nbr, pos, thr_hi, thr_lo, n_attempts, rng):
+def lg_hop_attempts(state, width, periodic, pos, thr_hi, thr_lo, n_attempts, rng):
     """``n_attempts`` Metropolis hop attempts of random particles to a random neighbour.
 
     Parameters
     ----------
-    state : uint8 array (N + 1,), updated
+    state : uint8 array (N,), updated
         Lattice-gas codes (:func:`lg_encode`).
-    nbr : int32 array (N, 4)
+    width : int
+        Lattice width W.
+    periodic : bool
+        Periodic boundaries; else a hop off the lattice is rejected.
     pos : int32 array (n_particles,), updated
         Site of each particle.
     thr_hi, thr_lo : uint64 arrays (128,)
@@ -212,6 +235,7 @@ def lg_hop_attempts(state, nbr, pos, thr_hi, thr_lo, n_attempts, rng):
     npart = pos.shape[0]
     if npart == 0:
         return 0
+    off, wrap = lg_steps(width, state.shape[0])
     npu = np.uint64(npart)
     s0, s1, s2, s3 = rng[0], rng[1], rng[2], rng[3]
     accepted = 0
@@ -219,10 +243,12 @@ def lg_hop_attempts(state, nbr, pos, thr_hi, thr_lo, n_attempts, rng):
         r, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
         p = np.int64(((r >> _U32) * npu) >> _U32)
         d = np.int64((r >> _U30) & _U3)
-        site = pos[p]
-        tgt = nbr[site, d]
-        st = state[tgt]
+        site = np.int64(pos[p])
         ss = state[site]
+        if not periodic and lg_edge(ss, d):
+            continue
+        tgt = lg_neighbour(site, ss, d, off, wrap)
+        st = state[tgt]
         k = lg_index(st, ss)
         a = r & _MASK30
         h = thr_hi[k]
@@ -235,9 +261,11 @@ def lg_hop_attempts(state, nbr, pos, thr_hi, thr_lo, n_attempts, rng):
         state[site] = ss - 1
         state[tgt] = st + 1
         for j in range(4):
-            state[nbr[site, j]] -= 2
+            if periodic or not lg_edge(ss, j):
+                state[lg_neighbour(site, ss, j, off, wrap)] -= 2
         for j in range(4):
-            state[nbr[tgt, j]] += 2
+            if periodic or not lg_edge(st, j):
+                state[lg_neighbour(tgt, st, j, off, wrap)] += 2
         pos[p] = tgt
         accepted += 1
     rng[0], rng[1], rng[2], rng[3] = s0, s1, s2, s3
@@ -245,7 +273,24 @@ def lg_hop_attempts(state, nbr, pos, thr_hi, thr_lo, n_attempts, rng):
 
 
 @njit(cache=True)
-def lg_run_sweeps(state, nbr, pos, e_nn, T_schedule, mobility, tol, rng):
+def lg_steps(width, n_sites):
+    """Per-direction site offsets and wrap corrections for :func:`lg_neighbour`.
+
+    Returns
+    -------
+    off, wrap : int64 arrays (4,)
+        The neighbour of ``s`` in direction d is ``s + off[d]``, plus ``wrap[d]``
+        when ``s`` lies on the edge that direction d crosses (periodic lattices).
+    """
+    off = np.empty(4, np.int64)
+    wrap = np.empty(4, np.int64)
+    off[0], off[1], off[2], off[3] = -width, width, -1, 1
+    wrap[0], wrap[1], wrap[2], wrap[3] = n_sites, -n_sites, width, -width
+    return off, wrap
+
+
+@njit(cache=True)
+def lg_run_sweeps(state, width, periodic, pos, e_nn, T_schedule, mobility, tol, rng):
     """Sweeps of a particle-only system; sweep ``i`` runs at ``T_schedule[i]``.
 
     A sweep is ``mobility * n_particles`` hop attempts.
@@ -266,7 +311,7 @@ def lg_run_sweeps(state, nbr, pos, e_nn, T_schedule, mobility, tol, rng):
         if T != T_prev:
             fill_thresholds(dE, T, tol, hi, lo)
             T_prev = T
-        accepted += lg_hop_attempts(state, nbr, pos, hi, lo, n_per_sweep, rng)
+        accepted += lg_hop_attempts(state, width, periodic, pos, hi, lo, n_per_sweep, rng)
     return accepted
 
 
