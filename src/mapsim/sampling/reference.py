@@ -52,7 +52,7 @@ def prepare(model: MapModel, n_samples: int, height: int, width: int, seed, boun
 @torch.no_grad()
 def sample_reference(model: MapModel, n_samples: int, height: int, width: int, *, seed: int | np.random.Generator = 0,
                      beta: float = 1.0, boundary: Boundary | None = None, u: np.ndarray | None = None,
-                     window: bool = True, progress=None) -> SampleResult:
+                     window: bool = True, progress=None, stop_after_rows: int | None = None) -> SampleResult:
     """Generate samples pixel by pixel in raster order.
 
     Parameters
@@ -72,6 +72,8 @@ def sample_reference(model: MapModel, n_samples: int, height: int, width: int, *
         Evaluate a minimal crop per pixel (True) or the whole canvas (False).
     progress : callable, optional
         Called with the number of rows finished.
+    stop_after_rows : int, optional
+        Stop after this many rows (the rest stay 0); for timing the naive sampler.
 
     Returns
     -------
@@ -99,5 +101,7 @@ def sample_reference(model: MapModel, n_samples: int, height: int, width: int, *
             logp_out[:, i, j] = logp[np.arange(K), k]
         if progress is not None:
             progress(i + 1)
+        if stop_after_rows is not None and i + 1 >= stop_after_rows:
+            break
     grids = canvas[:, L:, L : L + W].cpu().numpy().astype(np.uint8)
     return SampleResult(grids, logp_out, top)

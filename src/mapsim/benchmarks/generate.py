@@ -1,0 +1,115 @@
+"""``mapsim bench generate``: fast exact generation against naive generation.
+
+Model: Gated PixelCNN, 20 layers, kernel 3, 32 filters (L_c = 20), N_c = 2,
+random weights (speed does not depend on training).  Figures:
+
+* ``seconds_1024``: one 1024 x 1024 sample with the cached sampler;
+* ``seconds_batch_256``: a batch of 64 samples of 256 x 256;
+* ``gflops``: useful floating-point work of the model per pixel times pixels, per second
+  (best of the two runs), beside ``gemm_gflops``, a 2048^3 float32 matrix multiply
+  measured in the same run;
+* ``ratio_vs_naive_64``: speed-up at 64 x 64 over naive generation (one full-canvas
+  network pass per pixel), the naive time extrapolated from its first rows
+  (``naive_rows_timed``);
+* ``peak_mib``: peak resident memory of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+import torch
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size", type=int, default=1024, help="side of the single large sample (default 1024)")
+    parser.add_argument("--batch", type=int, default=64, help="samples in the batch run (default 64)")
+    parser.add_argument("--batch-size", type=int, default=256, help="side of the batch samples (default 256)")
+    parser.add_argument("--naive-rows", type=int, default=2, help="rows of the 64x64 naive run to time (default 2)")
+    parser.add_argument("--layers", type=int, default=20)
+    parser.add_argument("--filters", type=int, default=32)
+    parser.add_argument("--kernel", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+
+
+def model_flops_per_pixel(layers: int, filters: int, kernel: int, out_width: int, n_classes: int) -> float:
+    """Multiply-adds x 2 of one pixel's pass through the network (useful work)."""
+    p, F, S, C0 = kernel // 2, filters, out_width, n_classes + 1
+    macs = 0
+    for m in range(layers):
+        first = m == 0
+        macs += (p * kernel * C0 if first else (p + 1) * kernel * F) * 2 * F  # vertical conv
+        macs += (p * C0 if first else (p + 1) * F) * 2 * F  # horizontal conv
+        macs += 2 * F * 2 * F + F * F + F * S  # v->h, residual 1x1, skip
+    macs += S * S + S * n_classes
+    return 2.0 * macs
+
+
+def _gemm_gflops() -> float:
+    n = 2048
+    a = torch.rand(n, n)
+    b = torch.rand(n, n)
+    a @ b
+    reps = 5
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def run(args: argparse.Namespace) -> dict:
+    from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+    from mapsim.sampling.pixelcnn_fast import sample_pixelcnn_cached
+    from mapsim.sampling.reference import sample_reference
+
+    if args.quick:
+        args.size, args.batch, args.batch_size, args.naive_rows = 128, 4, 64, 1
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = PixelCNNConfig(n_classes=2, layers=args.layers, filters=args.filters, kernel=args.kernel, out_width=64)
+    model = GatedPixelCNN(cfg).eval()
+    fpp = model_flops_per_pixel(cfg.layers, cfg.filters, cfg.kernel, cfg.out_width, cfg.n_classes)
+    sample_pixelcnn_cached(model, 1, 4, 4, seed=0, threads=threads)  # compile / load the numba cache
+
+    t = time.perf_counter()
+    sample_pixelcnn_cached(model, 1, args.size, args.size, seed=1, threads=threads)
+    s_big = time.perf_counter() - t
+    t = time.perf_counter()
+    sample_pixelcnn_cached(model, args.batch, args.batch_size, args.batch_size, seed=2, threads=threads)
+    s_batch = time.perf_counter() - t
+
+    t = time.perf_counter()
+    sample_pixelcnn_cached(model, 1, 64, 64, seed=3, threads=threads)
+    s_fast64 = time.perf_counter() - t
+    rows = max(1, min(64, args.naive_rows))
+    # Naive generation (sample_reference with window=False) costs one pass over the whole
+    # 64x64 canvas per pixel, whatever the pixel, so timing its first rows and
+    # extrapolating to 64 rows is exact up to noise.
+    t = time.perf_counter()
+    sample_reference(model, 1, 64, 64, seed=3, window=False, stop_after_rows=rows)
+    s_naive_part = time.perf_counter() - t
+    s_naive = s_naive_part * 64 / rows
+    px_big = args.size**2
+    px_batch = args.batch * args.batch_size**2
+    gflops = max(fpp * px_big / s_big, fpp * px_batch / s_batch) / 1e9
+    return {
+        "model": f"pixelcnn layers={cfg.layers} kernel={cfg.kernel} filters={cfg.filters} out_width={cfg.out_width} L_c={model.context_range}",
+        "threads": threads,
+        "size": args.size,
+        "seconds_1024": s_big,
+        "batch": f"{args.batch}x{args.batch_size}^2",
+        "seconds_batch_256": s_batch,
+        "flops_per_pixel": fpp,
+        "gflops": gflops,
+        "gemm_gflops": _gemm_gflops(),
+        "seconds_fast_64": s_fast64,
+        "seconds_naive_64_extrapolated": s_naive,
+        "naive_rows_timed": rows,
+        "ratio_vs_naive_64": s_naive / s_fast64,
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
