@@ -421,6 +421,7 @@ def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = 
         "seed": seed if isinstance(seed, int) else None,
         "n_bootstrap": int(n_bootstrap),
         "reference_density": float(R.crop_density.mean()),
+        "reference_fixed_count": bool(np.ptp(R.crop_density) == 0),
         "generated_density": float(G.crop_density.mean()),
     }
     for j, s in enumerate(STATS):

@@ -714,7 +714,8 @@ def analyze(dataset: Dataset, class_name: str | int | None = None, *, periodic: 
         Range of g(r) (default ``min(10, allowed)``).
     hamiltonian : Hamiltonian, optional
         Energy per site is reported when given, or when ``metadata["params"]``
-        names Hamiltonian parameters.
+        names Hamiltonian parameters (not when those parameters include a
+        solvent the dataset does not keep: ``energy_note`` says so).
 
     Returns
     -------
@@ -736,8 +737,14 @@ def analyze(dataset: Dataset, class_name: str | int | None = None, *, periodic: 
     cl4 = ClusterSizes(4, per).compute(occ)
     cl8 = ClusterSizes(8, per).compute(occ)
     sk = StructureFactor().compute(occ)
-    if hamiltonian is None and Hamiltonian.in_mapping(dataset.metadata.get("params")):
-        hamiltonian = Hamiltonian.from_mapping(dataset.metadata["params"])
+    params = dataset.metadata.get("params")
+    energy_note = None
+    if hamiltonian is None and Hamiltonian.in_mapping(params):
+        if params.get("solvent") and "solvent" not in dataset.classes:
+            # the solvent's bonds and chemical potential are part of H but were not saved
+            energy_note = "not computed: the simulation had a solvent that the dataset does not keep"
+        else:
+            hamiltonian = Hamiltonian.from_mapping(params)
     energy = None
     if hamiltonian is not None:
         pid = dataset.classes.index("particle") if "particle" in dataset.classes else 1
@@ -764,6 +771,7 @@ def analyze(dataset: Dataset, class_name: str | int | None = None, *, periodic: 
         "cluster_mean8": float(cl8.sizes.mean()) if cl8.sizes.size else None,
         "nn_pairs_per_site": float(nn_pair_density(occ, per).mean()),
         "energy_per_site": energy,
+        "energy_note": energy_note,
         "hamiltonian": None if hamiltonian is None else asdict(hamiltonian),
         "k": sk.k,
         "S_k": sk.S,

@@ -41,11 +41,32 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(f"mapsim.cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"mapsim.cli.{name}":
+            if exc.name == f"mapsim.cli.{name}" or _is_optional(exc):
                 continue
             raise
-        module.register(sub)
+        before = set(sub.choices)
+        try:
+            module.register(sub)
+        except ModuleNotFoundError as exc:
+            # a command whose registration needs torch, where torch is not installed: its
+            # commands answer with one line instead of breaking the torch-free ones
+            if not _is_optional(exc):
+                raise
+            for added in set(sub.choices) - before:
+                sub.choices[added].set_defaults(func=_missing(exc.name))
     return parser
+
+
+def _is_optional(exc: ModuleNotFoundError) -> bool:
+    """Whether an import failed for want of an optional dependency (torch)."""
+    return (exc.name or "").split(".")[0] == "torch"
+
+
+def _missing(module: str | None):
+    def run(args: argparse.Namespace) -> int:
+        raise MapsimError(f"this command needs {module} (install the models extra: pip install -e .[models])")
+
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,135 @@
+"""``mapsim analyze`` and ``mapsim compare``: report files, --json, bad input, no torch."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from mapsim.analysis.compare import STATS
+from mapsim.cli import main
+from mapsim.lattice import Dataset, save_dataset
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    ref = Dataset((rng.random((12, 16, 16)) < 0.2).astype(np.uint8), ("empty", "particle"),
+                  {"params": {"periodic": True, "e_nn": -1.0}})
+    gen = Dataset((rng.random((3, 40, 24)) < 0.2).astype(np.uint8), ("empty", "particle"), {"context_range": 2})
+    other = Dataset(rng.integers(0, 3, (4, 16, 16)).astype(np.uint8), ("empty", "particle", "solvent"), {})
+    paths = {"ref": d / "ref.npz", "gen": d / "gen.npz", "other": d / "other.npz", "corrupt": d / "corrupt.npz"}
+    save_dataset(paths["ref"], ref)
+    save_dataset(paths["gen"], gen)
+    save_dataset(paths["other"], other)
+    paths["corrupt"].write_bytes(paths["ref"].read_bytes()[:100])
+    return {k: str(v) for k, v in paths.items()}
+
+
+def test_compare_writes_report_and_prints_one_json_object(files, tmp_path, capsys):
+    out = tmp_path / "report"
+    rc = main(["compare", files["ref"], files["gen"], "--out", str(out), "--bootstrap", "20", "--json"])
+    assert rc == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1
+    result = json.loads(printed[0])
+    assert result["skip_rows"] == 4  # 2 x context_range
+    report = json.loads((out / "compare.json").read_text())
+    for s in STATS:
+        for key in ("distance", "noise", "ratio", "verdict"):
+            assert f"{s}_{key}" in result and f"{s}_{key}" in report
+    assert len(report["reference_g_r"]) == len(report["r"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["compare.json", "summary.md", "g_r.png", "neighbours.png", "distributions.png", "examples.png"])
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+    md = (out / "summary.md").read_text()
+    assert "| statistic | distance | noise | ratio | verdict |" in md and md.count("\n| ") >= 7
+
+
+def test_compare_text_output_and_options(files, tmp_path, capsys):
+    out = tmp_path / "r2"
+    assert main(["compare", files["ref"], files["ref"], "--out", str(out), "--skip-rows", "0", "--r-max", "5",
+                 "--seed", "3", "--bootstrap", "5", "--class", "particle"]) == 0
+    text = capsys.readouterr().out
+    assert "within noise" in text and "exceeds noise" not in text
+    report = json.loads((out / "compare.json").read_text())
+    assert report["r_max"] == 5 and report["seed"] == 3 and report["g_r_ratio"] == 0.0
+
+
+def test_analyze_writes_statistics_and_plots(files, tmp_path, capsys):
+    out = tmp_path / "stats"
+    assert main(["analyze", files["ref"], "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["periodic"] is True and result["energy_per_site"] is not None
+    stats = json.loads((out / "statistics.json").read_text())
+    assert stats["class"] == "particle" and len(stats["g_r"]) == len(stats["r"]) and len(stats["neighbours8"]) == 9
+    assert {p.name for p in out.glob("*.png")} == {
+        "g_r.png", "neighbours.png", "distributions.png", "structure_factor.png", "examples.png"}
+    assert main(["analyze", files["other"], "--out", str(tmp_path / "s2"), "--class", "solvent",
+                 "--periodic", "no", "--energy", "e_nl=-2", "--energy", "mu=1"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["compare", "{corrupt}", "{gen}"], "corrupt"),
+        (["compare", "{ref}", "{other}"], "do not match"),
+        (["compare", "{ref}", "{gen}", "--skip-rows", "40"], "leaves nothing"),
+        (["compare", "{ref}", "{gen}", "--class", "solvent"], "not found"),
+        (["compare", "{ref}", "{gen}", "--r-max", "12"], "too large"),
+        (["analyze", "{corrupt}"], "corrupt"),
+        (["analyze", "{ref}", "--energy", "e_xx=1"], "unknown parameter"),
+        (["compare", "{ref}", "{ref}", "--out", "{ref}"], "not a directory"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_report(files, tmp_path, capsys, argv, fragment):
+    out = tmp_path / "never"
+    argv = [a.format(**files) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("mapsim: error:") and fragment in err, err
+    assert not out.exists()
+
+
+def test_exit_status_of_the_installed_command(files, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mapsim", "compare", files["corrupt"], files["gen"],
+                           "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_analysis_runs_without_torch(files, tmp_path):
+    """Block torch (and check mapsim.models stays unimported) and run both commands."""
+    script = textwrap.dedent(f"""
+        import sys
+
+        class BlockTorch:  # as if torch were not installed
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+                return None
+
+        sys.meta_path.insert(0, BlockTorch())
+        import mapsim.analysis.structure, mapsim.analysis.compare, mapsim.analysis.plots, mapsim.cli.analysis
+        assert not any(m == "mapsim.models" or m.startswith("mapsim.models.") for m in sys.modules), "models imported"
+        from mapsim.cli import main
+        rc1 = main(["analyze", {files["ref"]!r}, "--out", {str(tmp_path / "a")!r}, "--json"])
+        rc2 = main(["compare", {files["ref"]!r}, {files["gen"]!r}, "--out", {str(tmp_path / "c")!r},
+                    "--bootstrap", "5", "--json"])
+        assert rc1 == rc2 == 0
+        assert not any(m == "mapsim.models" or m.startswith("mapsim.models.") for m in sys.modules), "models imported"
+        assert "torch" not in sys.modules
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("ok")
+    assert (tmp_path / "c" / "compare.json").exists()
