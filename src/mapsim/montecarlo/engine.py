@@ -250,9 +250,8 @@ def simulate(
                     grids[k], stats[k] = g, s
                     if progress is not None:
                         progress(1)
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
+            except BaseException:  # e.g. Ctrl-C: drop queued samples instead of finishing them
+                pool.shutdown(wait=False, cancel_futures=True)
                 raise
 
     classes = MC_CLASSES if params.keep_solvent else MC_CLASSES[:2]
