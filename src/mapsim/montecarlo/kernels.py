@@ -23,8 +23,8 @@ type, so each kernel reads a precomputed table indexed by the local neighbour
 counts (``*_index`` functions below; ``*_delta_table`` gives the matching ΔE).
 A table entry is ``p`` in fixed point: ``hi = floor(p * 2**30)`` compared with a
 30-bit field of the move's random number, and on a tie (probability 2**-30) a
-second draw against ``lo``, the next 64 bits of ``p``; so ``p`` is used to double
-precision at the cost of one draw per move.
+second draw against ``lo``, the next 64 bits of ``p``. So ``p`` is used to double
+precision (absolute resolution 2**-94) while almost every move costs one draw.
 
 **T = 0**: moves with ΔE <= 0 are accepted (ΔE = 0 too, so diffusion on flat
 terrain does not freeze), moves with ΔE > 0 rejected; ΔE counts as 0 within
