@@ -21,7 +21,7 @@ import torch
 
 from mapsim.models.base import MapModel
 from mapsim.sampling.common import Boundary, check_beta, draw
-from mapsim.sampling.front import front_rows, n_steps
+from mapsim.sampling.front import front_rows, n_steps, rows_done
 from mapsim.sampling.reference import SampleResult, prepare
 
 
@@ -30,8 +30,8 @@ def sample_front(model: MapModel, n_samples: int, height: int, width: int, *, se
                  boundary: Boundary | None = None, u: np.ndarray | None = None, progress=None) -> SampleResult:
     """Windowed evaluation on the anti-diagonal front (any model kind, any device).
 
-    Parameters and returns as :func:`mapsim.sampling.reference.sample_reference`;
-    ``progress`` is called with the fraction of steps done.
+    Parameters and returns as :func:`mapsim.sampling.reference.sample_reference`
+    (``progress`` is called with the number of rows finished).
     """
     beta = check_beta(beta)
     K, H, W = n_samples, height, width
@@ -45,7 +45,7 @@ def sample_front(model: MapModel, n_samples: int, height: int, width: int, *, se
     di = torch.arange(L + 1, device=dev).view(1, L + 1, 1)
     dj = torch.arange(2 * L + 1, device=dev).view(1, 1, 2 * L + 1)
     T = n_steps(H, W, L)
-    every = max(1, T // 200)
+    done = 0
     for t in range(T):
         r0, r1 = front_rows(t, H, W, L)
         rows = np.arange(r0, r1)
@@ -63,8 +63,9 @@ def sample_front(model: MapModel, n_samples: int, height: int, width: int, *, se
         k = k.reshape(K, nr)
         canvas[:, torch.as_tensor(rows + L, device=dev), torch.as_tensor(cols + L, device=dev)] = torch.as_tensor(k, device=dev)
         logp_out[:, rows, cols] = chosen
-        if progress is not None and (t % every == 0 or t == T - 1):
-            progress((t + 1) / T)
+        if progress is not None and rows_done(t, H, W, L) > done:
+            done = rows_done(t, H, W, L)
+            progress(done)
     grids = canvas[:, L:, L : L + W].cpu().numpy().astype(np.uint8)
     return SampleResult(grids, logp_out, top)
 

@@ -28,3 +28,9 @@ def front_pixels(t: int, height: int, width: int, context_range: int) -> tuple[n
     r0, r1 = front_rows(t, height, width, context_range)
     rows = np.arange(r0, r1)
     return rows, t - (context_range + 1) * rows
+
+
+def rows_done(t: int, height: int, width: int, context_range: int) -> int:
+    """Rows completely drawn once steps 0..t are done."""
+    lag = context_range + 1
+    return max(0, min(height, (t - width + 1) // lag + 1))

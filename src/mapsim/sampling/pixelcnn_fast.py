@@ -39,7 +39,7 @@ from threadpoolctl import threadpool_limits
 
 from mapsim.models.pixelcnn import GatedPixelCNN, gate
 from mapsim.sampling.common import Boundary, check_beta
-from mapsim.sampling.front import n_steps
+from mapsim.sampling.front import n_steps, rows_done
 from mapsim.sampling.reference import SampleResult, prepare
 
 
@@ -380,8 +380,9 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
                            progress=None, threads: int | None = None) -> SampleResult:
     """Exact samples from a Gated PixelCNN with cached activations (CPU).
 
-    Same contract as :func:`mapsim.sampling.reference.sample_reference`; computes
-    in the model's floating-point precision.  ``threads`` defaults to numba's
+    Same contract as :func:`mapsim.sampling.reference.sample_reference` (``progress``
+    is called with the number of rows finished); computes in the model's
+    floating-point precision (float32 models use fast vectorised gates).  ``threads`` defaults to numba's
     thread count.
     """
     beta = check_beta(beta)
@@ -421,7 +422,8 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
                        w["Wh"], w["Wvh"], w["bvh"], w["Wres"], w["bres"], w["Wskip"], w["bskip"], w["W1"], w["b1"],
                        w["W2"], w["b2"], float(beta), n, p, L, W, RB, RV, nthreads, dt == np.float32)
             if progress is not None:
-                progress(t1 / T)
+                # lanes start 2L - 2p steps before the front of the other samplers
+                progress(rows_done(t1 - 1 - (2 * L - 2 * p), H, W, L))
     finally:
         numba.set_num_threads(old)
         blas_limit.restore_original_limits()
