@@ -12,7 +12,6 @@ LatticeState
     One run's state with kernel-level access (tests, custom protocols).
 """
 
-from mapsim.montecarlo.engine import HAMILTONIAN, LatticeState, run_sample, simulate
 from mapsim.montecarlo.hamiltonian import energy_terms, total_energy
 from mapsim.montecarlo.params import (
     DEFAULT_PRESET,
@@ -30,3 +29,15 @@ __all__ = [
     "simulate", "run_sample", "LatticeState", "total_energy", "energy_terms", "HAMILTONIAN",
     "temperature_schedule", "mu_schedule",
 ]
+
+# The engine imports numba and the kernels; load it on first use so that reading
+# presets or computing energies (and ``mapsim --help``) stays quick.
+_ENGINE_NAMES = ("HAMILTONIAN", "LatticeState", "run_sample", "simulate")
+
+
+def __getattr__(name: str):
+    if name in _ENGINE_NAMES:
+        from mapsim.montecarlo import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
