@@ -1,0 +1,513 @@
+"""Training a Gated PixelCNN MAP model: loop, checkpoints, resume, early stopping, DDP.
+
+A run directory holds
+
+``last.pt``        the state after the latest finished epoch (model file + training state)
+``best.pt``        the same for the epoch with the lowest validation NLL so far
+``metrics.jsonl``  one JSON object per finished epoch: epoch, train_nll, val_nll (nats
+                   per pixel), lr, seconds, best, train_pixels_per_s
+
+Both ``.pt`` files are model files (:mod:`mapsim.models.io`) with these extra
+entries: ``train_config`` (:class:`TrainConfig` as a dict), ``epoch`` (finished
+epochs), ``optimizer``, ``scheduler``, ``rng_state`` (global torch / numpy /
+python generators, for code around the loop; the loop itself does not use
+them), ``best_val_nll``, ``best_epoch``, ``epochs_since_best``, ``stopped``,
+``history`` (the metrics lines), ``data`` (path, SHA-256 and split sizes) and
+``density_only_nll``.  Files are replaced atomically, ``best.pt`` before
+``last.pt`` before ``metrics.jsonl``, once per epoch, so an interrupted run
+always leaves a consistent directory.
+
+Determinism and resume
+----------------------
+The model is initialised from ``seed`` alone; the split and everything random
+in epoch e come from generators derived from (seed, e) (:mod:`mapsim.data`);
+the learning rate is a function of the optimiser step.  Resuming from
+``last.pt`` after epoch e therefore replays epochs e+1 .. exactly as an
+uninterrupted run would (equal weights up to floating-point reassociation when
+thread counts differ).  The resumed run must have the same :class:`TrainConfig`
+and the same data (checked by SHA-256).
+
+Loss
+----
+Negative log-likelihood of every sample pixel, in nats per pixel, with the
+sample placed on an outside-padded canvas (:mod:`mapsim.models.base`).  Batches
+hold whole (cropped, transformed) samples; a global batch is the mean over all
+its pixels, also under DistributedDataParallel, where each process holds a
+contiguous part of every global batch and scales its summed loss by
+world_size / (pixels in the global batch), so gradients equal those of
+single-process training with the same global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mapsim import data as D
+from mapsim.errors import MapsimError
+from mapsim.fileio import write_text_atomic
+from mapsim.lattice import Dataset
+from mapsim.models.io import read_checkpoint, save_model
+from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+
+BEST, LAST, METRICS = "best.pt", "last.pt", "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides the result of a training run (saved in every checkpoint).
+
+    Attributes
+    ----------
+    layers, filters, kernel, out_width : int
+        Gated PixelCNN size (:class:`mapsim.models.pixelcnn.PixelCNNConfig`).
+    epochs : int
+        Total epochs; a resumed run continues up to this number.
+    batch : int
+        Global batch size in samples (capped at the number of training samples).
+    lr : float
+        Peak learning rate of AdamW.
+    weight_decay : float
+        AdamW decoupled weight decay.
+    warmup : float
+        Fraction of all optimiser steps with linearly rising learning rate; then
+        cosine decay to zero at the last step of epoch ``epochs``.
+    grad_clip : float
+        Clip the global gradient norm to this value (0 = off).
+    seed : int
+        Seeds the weights, the split, the sample order, crops and symmetries.
+    val_fraction : float
+        Fraction of samples held out for validation (split before augmentation).
+    crop : list of int or None
+        ``[h, w]`` random crops of the training samples; ``None`` = whole samples.
+    symmetries : str or None
+        Augmentation group: ``"flips,rot90"``, ``"flips"``, ``"rot90"`` or ``"none"``;
+        ``None`` = the default for isotropic systems (flips and 90-degree rotations
+        when the training samples are square, else flips).  Checkpoints store the
+        resolved value.
+    patience : int
+        Stop after this many epochs without a lower validation NLL (0 = never).
+    """
+
+    layers: int = 20
+    filters: int = 32
+    kernel: int = 3
+    out_width: int = 64
+    epochs: int = 20
+    batch: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.02
+    grad_clip: float = 1.0
+    seed: int = 0
+    val_fraction: float = 0.1
+    crop: list | None = None
+    symmetries: str | None = None
+    patience: int = 10
+
+    def validate(self) -> None:
+        """Raise :class:`MapsimError` naming the first bad value."""
+        for name in ("layers", "filters", "out_width", "epochs", "batch"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise MapsimError(f"{name} must be a positive integer, found {v!r}")
+        if self.kernel < 3 or self.kernel % 2 == 0:
+            raise MapsimError(f"kernel must be odd and >= 3, found {self.kernel}")
+        for name in ("lr", "weight_decay", "warmup", "grad_clip", "val_fraction"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v < 0:
+                raise MapsimError(f"{name} must be a finite non-negative number, found {v!r}")
+        if self.lr <= 0:
+            raise MapsimError(f"lr must be positive, found {self.lr}")
+        if self.warmup >= 1:
+            raise MapsimError(f"warmup is a fraction of the steps and must be < 1, found {self.warmup}")
+        if self.val_fraction >= 1:
+            raise MapsimError(f"val_fraction must be < 1, found {self.val_fraction}")
+        if self.patience < 0:
+            raise MapsimError(f"patience must be >= 0 (0 = no early stopping), found {self.patience}")
+        if self.crop is not None and (len(self.crop) != 2 or min(self.crop) < 1):
+            raise MapsimError(f"crop must be [h, w] with positive sizes, found {self.crop}")
+
+    def model_config(self, classes: tuple[str, ...] | list[str]) -> PixelCNNConfig:
+        return PixelCNNConfig(n_classes=len(classes), layers=self.layers, filters=self.filters, kernel=self.kernel,
+                              out_width=self.out_width, classes=list(classes))
+
+
+@dataclass
+class TrainResult:
+    """What a call of :func:`train` did.
+
+    Attributes
+    ----------
+    run_dir : Path
+    epochs_done : int
+        Finished epochs in the run directory (all sessions).
+    stopped : str
+        ``"epochs"`` (reached the total), ``"early stopping"``, ``"time limit"`` or
+        ``"already complete"`` (nothing to do).
+    best_epoch : int
+    best_val_nll : float
+        Nats per pixel (training NLL when there is no validation set).
+    density_only_nll : float
+        Validation NLL of the density-only model (class frequencies of the training set).
+    history : list of dict
+        Every metrics line so far.
+    model : GatedPixelCNN
+        The model after the last epoch (on the training device).
+    """
+
+    run_dir: Path
+    epochs_done: int
+    stopped: str
+    best_epoch: int
+    best_val_nll: float
+    density_only_nll: float
+    n_train: int
+    n_val: int
+    history: list = field(default_factory=list)
+    model: Any = None
+
+    def summary(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        return {"run_dir": str(self.run_dir), "epochs_done": self.epochs_done, "stopped": self.stopped,
+                "best_epoch": self.best_epoch, "best_val_nll": self.best_val_nll,
+                "last_train_nll": last.get("train_nll"), "last_val_nll": last.get("val_nll"),
+                "density_only_nll": self.density_only_nll, "n_train": self.n_train, "n_val": self.n_val}
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def data_fingerprint(dataset: Dataset) -> str:
+    """SHA-256 of the grids, their shape and the class names."""
+    h = hashlib.sha256()
+    h.update(json.dumps([list(dataset.grids.shape), list(dataset.classes)]).encode())
+    h.update(np.ascontiguousarray(dataset.grids).tobytes())
+    return h.hexdigest()
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Learning-rate multiplier at optimiser step ``step`` (0-based): linear warm-up, then cosine to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` without CUDA is an error."""
+    if spec not in ("auto", "cpu", "cuda"):
+        raise MapsimError(f"--device must be auto, cpu or cuda, found {spec!r}")
+    if spec == "cuda" and not torch.cuda.is_available():
+        raise MapsimError("--device cuda: no CUDA device is available (use --device auto or cpu)")
+    if spec == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def global_rng_state() -> dict[str, Any]:
+    """The global torch, NumPy and Python generator states, as plain types (for ``weights_only`` loading)."""
+    np_state = np.random.get_state(legacy=False)
+    py = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"bit_generator": np_state["bit_generator"], "key": torch.as_tensor(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "python": [py[0], list(py[1]), py[2]],
+    }
+
+
+def restore_global_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`global_rng_state` saved (the CLI does this on ``--resume``)."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": n["bit_generator"], "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    initialised_here: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, values: list[float], device: torch.device) -> list[float]:
+        if self.world == 1:
+            return [float(v) for v in values]
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+
+def _distributed_from_env(device_spec: str) -> tuple[_Dist, torch.device]:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(), resolve_device(device_spec)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_spec, local_rank)
+    import torch.distributed as dist
+
+    initialised_here = False
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        initialised_here = True
+    return _Dist(rank, world, local_rank, initialised_here), device
+
+
+def build_model(config: TrainConfig, classes: tuple[str, ...] | list[str]) -> GatedPixelCNN:
+    """The initial model of a run: weights drawn from ``config.seed`` only (global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return GatedPixelCNN(config.model_config(classes))
+
+
+@torch.no_grad()
+def nll_sums(model: GatedPixelCNN, grids: np.ndarray, device: torch.device, batch: int) -> tuple[float, int]:
+    """Summed NLL (nats) and pixel count of whole samples on outside-padded canvases."""
+    total, pixels = 0.0, 0
+    for s in range(0, len(grids), batch):
+        g = torch.as_tensor(grids[s : s + batch].astype(np.int64), device=device)
+        logits = model(model.make_canvas(g))
+        total += float(F.cross_entropy(logits.float(), g, reduction="sum"))
+        pixels += g.numel()
+    return total, pixels
+
+
+def density_only_nll(train_grids: np.ndarray, val_grids: np.ndarray, n_classes: int) -> float:
+    """NLL (nats/pixel) of ``val_grids`` under the class frequencies of ``train_grids``."""
+    counts = np.bincount(train_grids.ravel(), minlength=n_classes).astype(np.float64) + 0.5  # no log(0)
+    logp = np.log(counts / counts.sum())
+    vc = np.bincount(val_grids.ravel(), minlength=n_classes).astype(np.float64)
+    return float(-(vc * logp).sum() / vc.sum())
+
+
+def _compare_configs(saved: dict[str, Any], given: TrainConfig, where: Path) -> None:
+    now = dataclasses.asdict(given)
+    diffs = [f"{k}: run has {saved.get(k)!r}, given {now[k]!r}" for k in now if saved.get(k) != now[k]]
+    if diffs:
+        raise MapsimError(f"{where}: --resume with a different training configuration ({'; '.join(diffs)}); "
+                          "resume with the run's settings or start a new run with another --out")
+
+
+def check_run_dir(out: Path, resume: bool) -> dict[str, Any] | None:
+    """Check ``out`` before any work; return the ``last.pt`` payload when resuming."""
+    if out.exists() and not out.is_dir():
+        raise MapsimError(f"--out {out}: exists and is not a directory")
+    if not resume:
+        if out.exists() and any(out.iterdir()):
+            raise MapsimError(f"--out {out}: run directory exists and is not empty; pass --resume to continue it "
+                              "or choose another --out")
+        return None
+    last = out / LAST
+    if not last.exists():
+        raise MapsimError(f"--resume: {out} has no {LAST} (no finished epoch to continue from)")
+    payload = read_checkpoint(last)
+    missing = [k for k in ("train_config", "epoch", "optimizer", "scheduler", "history") if k not in payload]
+    if missing:
+        raise MapsimError(f"{last}: not a training checkpoint (lacks {missing})")
+    return payload
+
+
+# ---------------------------------------------------------------------------
+# the loop
+
+
+def train(dataset: Dataset, config: TrainConfig, out: str | Path, *, resume: bool = False, device: str = "auto",
+          max_minutes: float | None = None, data_path: str | None = None,
+          progress: Callable[..., Any] | None = None,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train (or continue training) a Gated PixelCNN on a dataset.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Grids (n, H, W); class names become the model's ``classes``.
+    config : TrainConfig
+    out : path-like
+        Run directory (created; must be empty or absent unless ``resume``).
+    resume : bool
+        Continue the run in ``out`` from its ``last.pt`` up to ``config.epochs``.
+    device : {"auto", "cpu", "cuda"}
+    max_minutes : float, optional
+        Stop after the epoch at which another epoch would pass this wall time
+        (this call only); ``--resume`` continues later.
+    data_path : str, optional
+        Recorded in the checkpoints (the data are identified by their SHA-256).
+    progress : callable, optional
+        ``progress(total=, desc=)`` returning a tqdm-like bar (called on rank 0 only).
+    on_epoch : callable, optional
+        Called with each epoch's metrics after its files are written.
+
+    Returns
+    -------
+    TrainResult
+
+    Notes
+    -----
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the processes join a process group
+    (NCCL on GPUs, gloo on CPU), train one DistributedDataParallel model on
+    disjoint parts of every global batch and agree on every decision; only
+    rank 0 writes files.
+    """
+    out = Path(out)
+    config.validate()
+    H, W = dataset.shape
+    crop = tuple(config.crop) if config.crop is not None else None
+    if crop is not None and (crop[0] > H or crop[1] > W):
+        raise MapsimError(f"crop {crop[0]}x{crop[1]} is larger than the samples ({H}x{W})")
+    sample_shape = crop or (H, W)
+    symmetries = D.parse_symmetries(None if config.symmetries is None else config.symmetries, sample_shape[0] == sample_shape[1])
+    canonical = ",".join(symmetries) or "none"
+    if canonical != config.symmetries:
+        config = dataclasses.replace(config, symmetries=canonical)
+    group = D.symmetry_group(symmetries)
+    if max_minutes is not None and not (max_minutes > 0):
+        raise MapsimError(f"max_minutes must be positive, found {max_minutes}")
+
+    fingerprint = data_fingerprint(dataset)
+    payload = check_run_dir(out, resume)
+    if payload is not None:
+        _compare_configs(payload["train_config"], config, out / LAST)
+        saved_sha = payload.get("data", {}).get("sha256")
+        if saved_sha != fingerprint:
+            raise MapsimError(f"--resume: the data differ from those the run in {out} was trained on "
+                              f"(SHA-256 {fingerprint[:12]}..., run has {str(saved_sha)[:12]}...)")
+
+    train_idx, val_idx = D.split_indices(dataset.n_samples, config.val_fraction, config.seed)
+    batch = D.effective_batch(config.batch, len(train_idx))
+    steps_per_epoch = len(train_idx) // batch
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = int(round(config.warmup * total_steps))
+    grids = dataset.grids
+    dens_nll = density_only_nll(grids[train_idx], grids[val_idx] if len(val_idx) else grids[train_idx], dataset.n_classes)
+
+    dist, dev = _distributed_from_env(device)
+    try:
+        if batch < dist.world:
+            raise MapsimError(f"global batch {batch} is smaller than the {dist.world} processes")
+        model = build_model(config, dataset.classes).to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warmup_steps))
+        state = {"epoch": 0, "best_val_nll": math.inf, "best_epoch": 0, "epochs_since_best": 0, "stopped": None,
+                 "history": []}
+        if payload is not None:
+            model.load_state_dict(payload["state_dict"])
+            opt.load_state_dict(payload["optimizer"])
+            sched.load_state_dict(payload["scheduler"])
+            for k in state:
+                state[k] = payload[k]
+        data_info = {"path": data_path, "sha256": fingerprint, "n_samples": dataset.n_samples, "shape": [H, W],
+                     "n_train": len(train_idx), "n_val": len(val_idx)}
+
+        def result(stopped: str) -> TrainResult:
+            return TrainResult(out, state["epoch"], stopped, state["best_epoch"], state["best_val_nll"], dens_nll,
+                               len(train_idx), len(val_idx), list(state["history"]), model)
+
+        if state["stopped"] is not None or state["epoch"] >= config.epochs:
+            return result("already complete")
+
+        ddp = model
+        if dist.world > 1:
+            ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        params = [p for p in model.parameters()]
+        t_start = time.perf_counter()
+        stopped = "epochs"
+        for epoch in range(state["epoch"] + 1, config.epochs + 1):
+            t0 = time.perf_counter()
+            plan = D.plan_epoch(train_idx, batch, config.seed, epoch, (H, W), crop, len(group))
+            bar = progress(total=plan.n_batches, desc=f"epoch {epoch}/{config.epochs}") if (progress and dist.main) else None
+            model.train()
+            nll_sum = torch.zeros((), dtype=torch.float64, device=dev)
+            pixels_global = batch * sample_shape[0] * sample_shape[1]
+            for step, g_np in enumerate(D.iterate_batches(grids, plan, crop, group, dist.rank, dist.world)):
+                g = torch.from_numpy(g_np).to(dev, non_blocking=True).long()
+                logits = ddp(model.make_canvas(g))  # (b, N_c, h, w)
+                loss_sum = F.cross_entropy(logits, g, reduction="sum")
+                opt.zero_grad(set_to_none=True)
+                (loss_sum * (dist.world / pixels_global)).backward()
+                if config.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                opt.step()
+                lr_used = opt.param_groups[0]["lr"]
+                sched.step()
+                nll_sum += loss_sum.detach().double()
+                if bar is not None:
+                    bar.update(1)
+                    if step % 10 == 0 or step == plan.n_batches - 1:
+                        bar.set_postfix_str(f"nll {float(loss_sum.detach()) / g.numel():.4f}")
+            if bar is not None:
+                bar.close()
+            t_train = time.perf_counter() - t0
+            train_sum, = dist.all_sum([float(nll_sum)], dev)
+            train_nll = train_sum / max(1, plan.n_batches * pixels_global)
+            model.eval()
+            if len(val_idx):
+                mine = val_idx[dist.rank :: dist.world]
+                s, n = nll_sums(model, grids[mine], dev, max(batch, 1)) if len(mine) else (0.0, 0)
+                s, n = dist.all_sum([s, n], dev)
+                val_nll = s / n
+            else:
+                val_nll = train_nll
+            seconds = time.perf_counter() - t0
+            improved = val_nll < state["best_val_nll"]
+            if improved:
+                state.update(best_val_nll=val_nll, best_epoch=epoch, epochs_since_best=0)
+            else:
+                state["epochs_since_best"] += 1
+            record = {"epoch": epoch, "train_nll": train_nll, "val_nll": val_nll if len(val_idx) else None,
+                      "lr": lr_used,
+                      "seconds": round(seconds, 3), "best": bool(improved),
+                      "train_pixels_per_s": round(plan.n_batches * pixels_global / max(t_train, 1e-9), 1)}
+            state["history"].append(record)
+            state["epoch"] = epoch
+            if config.patience and state["epochs_since_best"] >= config.patience:
+                state["stopped"] = stopped = "early stopping"
+            if max_minutes is not None and state["stopped"] is None and epoch < config.epochs:
+                elapsed = time.perf_counter() - t_start
+                over = float(elapsed + seconds > 60.0 * max_minutes)
+                if dist.world > 1:  # every process must take the same decision
+                    over = dist.all_sum([over], dev)[0]
+                if over > 0:
+                    stopped = "time limit"
+            if dist.main:
+                extra = dict(train_config=dataclasses.asdict(config), data=data_info, density_only_nll=dens_nll,
+                             optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng_state=global_rng_state(),
+                             **state)
+                if improved:
+                    save_model(out / BEST, model, **extra)
+                save_model(out / LAST, model, **extra)
+                write_text_atomic(out / METRICS, "".join(json.dumps(r) + "\n" for r in state["history"]))
+            if dist.world > 1:
+                torch.distributed.barrier()
+            if on_epoch is not None:
+                on_epoch(record)
+            if stopped != "epochs":
+                break
+        return result(stopped)
+    finally:
+        if dist.initialised_here:
+            torch.distributed.destroy_process_group()
