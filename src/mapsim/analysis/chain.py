@@ -249,9 +249,10 @@ def model_conditionals(model, beta: float = 1.0, batch: int = 4096) -> Condition
 class RandomPairModel:
     """A seeded random 2D softmax MAP: a random pair (Omega = 2) cluster expansion.
 
-    logits[theta] at pixel (i, j) = bias[theta] + sum over causal offsets o of
-    J[o, class at (i, j) + o, theta], with bias and J ~ Normal(0, scale^2);
-    the outside class has its own couplings, so the boundary matters.
+    logits[theta] at pixel (i, j) = bias[theta] + sum over the n = 2 L (L + 1) causal
+    offsets o of J[o, class at (i, j) + o, theta], with bias ~ Normal(0, scale^2)
+    and J ~ Normal(0, scale^2 / n), so the logits have a spread of about
+    scale whatever L_c; the outside class has its own couplings, so the boundary matters.
     Calling it on a canvas gives log softmax(beta * logits), a :data:`Conditionals`.
     """
 
@@ -266,7 +267,8 @@ class RandomPairModel:
         L = self.context_range
         self.offsets = [(di, dj) for di in range(-L, 0) for dj in range(-L, L + 1)] + [(0, dj) for dj in range(-L, 0)]
         self.bias = self.scale * rng.standard_normal(self.n_classes)
-        self.coupling = self.scale * rng.standard_normal((len(self.offsets), self.n_classes + 1, self.n_classes))
+        n = max(len(self.offsets), 1)
+        self.coupling = (self.scale / math.sqrt(n)) * rng.standard_normal((len(self.offsets), self.n_classes + 1, self.n_classes))
 
     def __call__(self, canvas: np.ndarray) -> np.ndarray:
         canvas = np.asarray(canvas, dtype=np.int64)
