@@ -432,7 +432,10 @@ def train(dataset: Dataset, config: TrainConfig, out: str | Path, *, resume: boo
 
         ddp = model
         if dist.world > 1:
-            ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+            # static_graph: the last layer's h_res feeds nothing (its output would only go to a
+            # further layer), so that parameter never gets a gradient; DDP must know.
+            ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                                            static_graph=True)
         params = [p for p in model.parameters()]
         t_start = time.perf_counter()
         stopped = "epochs"
