@@ -1,0 +1,232 @@
+"""Real data in and out: atomistic structures (via ASE) and images (PNG/TIFF) <-> datasets.
+
+Public API
+----------
+import_files(paths, ...) -> (Dataset, report)
+    Structure files or images into one dataset; each sample's origin is in
+    ``metadata["sources"][k]``.
+export_dataset(dataset, out_dir, fmt, ...) -> report
+    One file per sample (``sample_00000.extxyz`` ...) into a directory that appears whole or not at all.
+
+The geometry and pixel-size rules are in :mod:`mapsim.exchange.atoms`, the image rules in
+:mod:`mapsim.exchange.images`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from mapsim.errors import MapsimError
+from mapsim.exchange.common import (
+    EMPTY,
+    atomic_directory,
+    check_output_dir,
+    parse_pairs,
+    parse_shape,
+    require,
+    stack_samples,
+)
+from mapsim.exchange.images import IMAGE_SUFFIXES
+from mapsim.lattice import Dataset
+
+__all__ = ["import_files", "export_dataset", "EXPORT_FORMATS", "IMAGE_SUFFIXES", "is_image", "parse_pairs",
+           "parse_shape", "check_output_dir"]
+
+EXPORT_FORMATS = ("extxyz", "xyz", "png")
+
+
+def is_image(path: str | Path) -> bool:
+    """Whether a file is read as an image (by its suffix)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def import_files(
+    paths: Sequence[str | Path],
+    *,
+    fmt: str | None = None,
+    frames: str = ":",
+    pixel_size: float | None = None,
+    cell: tuple[float, float] | None = None,
+    species_map: dict[str, str] | None = None,
+    refine: bool = False,
+    min_pixel_size: float | None = None,
+    thresholds: Sequence[float] | None = None,
+    invert: bool = False,
+    class_map: dict[str, str] | None = None,
+    class_names: Sequence[str] | None = None,
+    crop: tuple[int, int] | None = None,
+) -> tuple[Dataset, dict[str, Any]]:
+    """Import structure files or images into one dataset.
+
+    Files ending in ``.png``, ``.tif`` or ``.tiff`` are images (unless ``fmt`` names an ASE
+    format); anything else is read with ASE. One import takes one kind. Every frame (or
+    TIFF page) becomes one sample; all samples must share H x W unless ``crop`` is given.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+    fmt, frames, pixel_size, cell, species_map, refine, min_pixel_size
+        Structure options, see :func:`mapsim.exchange.atoms.import_atoms`.
+    thresholds, invert, class_map, class_names
+        Image options, see :func:`mapsim.exchange.images.import_images`.
+    crop : (H, W), optional
+        Keep the top-left H x W of every sample.
+
+    Returns
+    -------
+    dataset : Dataset
+        ``metadata`` holds ``generator`` (``mapsim.import``), ``kind``, ``sources`` (one dict
+        per sample: ``file``, ``frame`` and converter details) and the converter's settings
+        (atoms: ``pixel_size``, ``pixel_size_rule``, ``species_map``, ``collisions`` ...).
+    report : dict
+        Summary for the command line (samples, shape, classes, collisions ...).
+    """
+    from mapsim import __version__
+
+    if not paths:
+        raise MapsimError("no input files given")
+    images = [is_image(p) and fmt is None for p in paths]
+    if any(images) and not all(images):
+        first_img = next(p for p, im in zip(paths, images) if im)
+        first_atoms = next(p for p, im in zip(paths, images) if not im)
+        raise MapsimError(f"cannot mix images ({first_img}) and structure files ({first_atoms}) in one import")
+    kind = "image" if all(images) else "atoms"
+    if kind == "atoms":
+        from mapsim.exchange.atoms import import_atoms
+
+        require("ase", "io", "reading structure files")
+        if thresholds or class_map or class_names or invert:
+            raise MapsimError("--threshold/--class-map/--classes/--invert apply to images; the inputs are structure files")
+        samples, classes, info = import_atoms(paths, fmt=fmt, frames=frames, pixel_size=pixel_size, cell=cell,
+                                              species_map=species_map, refine=refine, min_pixel_size=min_pixel_size)
+    else:
+        from mapsim.exchange.images import import_images
+
+        require("PIL", "io", "reading images")
+        if any(Path(p).suffix.lower() in (".tif", ".tiff") for p in paths):
+            require("tifffile", "io", "reading TIFF images")
+        if pixel_size is not None or cell is not None or species_map or refine or min_pixel_size is not None:
+            raise MapsimError("--pixel-size/--cell/--species-map/--refine apply to structure files; the inputs are images")
+        if frames != ":":
+            raise MapsimError("--frames applies to structure files; every page of an image is imported")
+        samples, classes, info = import_images(paths, thresholds=thresholds, invert=invert, class_map=class_map,
+                                               class_names=class_names)
+    grids = stack_samples(samples, crop)
+    metadata = {
+        "generator": "mapsim.import",
+        "mapsim_version": __version__,
+        "kind": kind,
+        "n_samples": int(grids.shape[0]),
+        "height": int(grids.shape[1]),
+        "width": int(grids.shape[2]),
+        "crop": list(crop) if crop else None,
+        **info,
+        "sources": [s.source for s in samples],
+    }
+    dataset = Dataset(grids, classes, metadata)
+    report: dict[str, Any] = {"samples": dataset.n_samples, "height": dataset.shape[0], "width": dataset.shape[1],
+                              "classes": list(classes), "kind": kind}
+    if kind == "atoms":
+        with_coll = [s.source for s in samples if s.source["collisions"]]
+        report.update({
+            "pixel_size": info["pixel_size"], "pixel_size_rule": info["pixel_size_rule"],
+            "refine_steps": info["refine_steps"], "collisions": info["collisions"],
+            "samples_with_collisions": len(with_coll),
+            "conflicts": int(sum(s.source["conflicts"] for s in samples)),
+            "atoms_placed": int(sum(s.source["n_placed"] for s in samples)),
+            "species_map": info["species_map"],
+        })
+    else:
+        report["class_rule"] = info["class_rule"]
+    return dataset, report
+
+
+def export_dataset(
+    dataset: Dataset,
+    out_dir: str | Path,
+    fmt: str,
+    *,
+    pixel_size: float | None = None,
+    species_map: dict[str, str] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write one file per sample into ``out_dir`` (``sample_00000.<fmt>`` ...), atomically.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    out_dir : path-like
+        Created (or, with ``overwrite``, replaced) only once every file is written.
+    fmt : {"extxyz", "xyz", "png"}
+        ``extxyz``: cell, pbc and the ``mapsim_*`` keys (pixel size, H, W, classes, class <->
+        species) in the comment line, so import rebuilds the grid exactly. ``xyz``: plain XYZ,
+        positions only (import needs ``--pixel-size`` and ``--cell`` for an exact grid). ``png``:
+        palette image, one pixel per grid point, fixed colour per class.
+    pixel_size : float, optional
+        Pixel side (Å) for atom coordinates; default the dataset's ``metadata["pixel_size"]``
+        (set by import), else 1.
+    species_map : dict, optional
+        Class name -> chemical symbol; classes left out get the defaults of
+        :func:`mapsim.exchange.atoms.default_species`.
+
+    Returns
+    -------
+    dict
+        ``out``, ``format``, ``files``, and for atoms ``pixel_size``, ``species`` and ``atoms``.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise MapsimError(f"--format {fmt!r}: expected one of {list(EXPORT_FORMATS)}")
+    out = Path(out_dir)
+    check_output_dir(out, overwrite)
+    n = dataset.n_samples
+    names = [f"sample_{k:05d}.{fmt}" for k in range(n)]
+    report: dict[str, Any] = {"out": str(out), "format": fmt, "files": n}
+    require("PIL" if fmt == "png" else "ase", "io", f"{fmt} export")
+    if fmt == "png":
+        from mapsim.exchange.images import grid_to_png
+
+        with atomic_directory(out, overwrite) as tmp:
+            for k in range(n):
+                grid_to_png(dataset.grids[k], dataset.classes, tmp / names[k], {"sample": k})
+        return report
+
+    import ase.io
+    from ase.data import chemical_symbols
+
+    from mapsim.exchange.atoms import default_species, grid_to_atoms
+
+    a = pixel_size if pixel_size is not None else dataset.metadata.get("pixel_size", 1.0)
+    if not isinstance(a, (int, float)) or isinstance(a, bool) or not (a > 0 and math.isfinite(a)):
+        raise MapsimError(f"pixel size: expected a positive number, found {a!r}")
+    given = dict(species_map or {})
+    for c, s in given.items():
+        if c == EMPTY or c not in dataset.classes:
+            raise MapsimError(f"--species-map {c}={s}: {c!r} is not a non-empty class of the dataset "
+                              f"{list(dataset.classes)}")
+        if s not in chemical_symbols:
+            raise MapsimError(f"--species-map {c}={s}: {s!r} is not a chemical symbol")
+    known = {}
+    for sp, c in (dataset.metadata.get("species_map") or {}).items():
+        if c in dataset.classes and c != EMPTY and isinstance(sp, str) and sp in chemical_symbols:
+            known.setdefault(c, sp)
+    species = default_species(dataset.classes, {**known, **given})
+    if len(set(species.values())) != len(species):
+        raise MapsimError(f"species map {species}: two classes share a species, so import could not tell them apart")
+    n_atoms = 0
+    with atomic_directory(out, overwrite) as tmp:
+        for k in range(n):
+            grid = dataset.grids[k]
+            atoms = grid_to_atoms(grid, dataset.classes, species, float(a), {"mapsim_sample": k})
+            n_atoms += len(atoms)
+            if fmt == "extxyz":
+                ase.io.write(tmp / names[k], atoms, format="extxyz")
+            else:
+                h, w = grid.shape
+                spec = " ".join(f"{c}:{s}" for c, s in species.items())
+                comment = (f"mapsim sample {k}: {h}x{w} pixels of {float(a)!r} A in a periodic "
+                           f"{w * float(a)!r} x {h * float(a)!r} cell; classes {spec}")
+                ase.io.write(tmp / names[k], atoms, format="xyz", comment=comment)
+    report.update({"pixel_size": float(a), "species": species, "atoms": n_atoms})
+    return report
