@@ -328,3 +328,25 @@ def test_cli_chain_table_model_and_errors(tmp_path, capsys):
     assert "states" in capsys.readouterr().err
     assert main(["chain", "--model", str(tmp_path / "hc.pt"), "--length", "3"]) == 2
     assert "context range" in capsys.readouterr().err
+
+
+def test_pixelcnn_chains_are_irreducible_and_match_teacher_forcing():
+    # an untrained Gated PixelCNN is a softmax model: finite logits, so both chains are irreducible
+    from mapsim.models.io import build_model
+
+    torch.manual_seed(0)
+    m = build_model("pixelcnn", {"n_classes": 2, "layers": 2, "filters": 4, "kernel": 3, "out_width": 8}).double().eval()
+    cond = C.model_conditionals(m)
+    L = m.context_range
+    assert L == 2
+    res = C.analyze_context_chain(C.table_1d(cond), 2, L, cond=cond, n_steps=0)
+    assert res.summary["irreducible"] and res.summary["aperiodic"] and res.summary["diameter"] == L
+    T = C.row_table(cond, 2)
+    ch = analyse(T)
+    assert ch.irreducible_ and ch.aperiodic_ and ch.diameter_ == L and np.all(ch.out_degree_ == 4)
+    # one entry of Eq. 20 against the model's teacher-forced log-likelihood of rows L .. L (given rows 0 .. L-1)
+    s, y = 9, 2
+    block = C.decode_states(2, 2 * L, np.array([s]))[0].reshape(L, 2)
+    grid = torch.as_tensor(np.concatenate([block, C.decode_states(2, 2, np.array([y]))], axis=0)[None])
+    lp = m.log_prob_pixels(grid).detach().numpy()[0, L].sum()
+    assert T[s, y] == pytest.approx(math.exp(lp), rel=1e-9)

@@ -353,6 +353,8 @@ def boundary_start(cond: Conditionals, height: int, width: int) -> np.ndarray:
     """
     N, L = _n_classes(cond), _context_range(cond)
     n = height * width
+    if n == 0:  # L_c = 0: the single empty context
+        return np.ones(1)
     if N**n > 2**22:
         raise MapsimError(f"boundary_start: {N}^{n} configurations is too many to enumerate")
     grids = decode_states(N, n).reshape(-1, height, width)

@@ -298,6 +298,10 @@ def cmd_convergence(args: argparse.Namespace) -> int:
         L = model.context_range
         H = args.height or max(32, 8 * L)
         W = args.width or max(32, 4 * L)
+        if args.samples < 2:
+            raise MapsimError(f"--samples must be at least 2 (standard errors over samples), found {args.samples}")
+        if H < 2 * max(L, 1) + 2:
+            raise MapsimError(f"--height {H} is too short for L_c = {L}: need at least {2 * max(L, 1) + 2} rows")
         beta = check_beta(args.beta)
         boundary = parse_boundary(args.boundary)
         sampler = args.sampler or DEFAULT_SAMPLER
