@@ -203,3 +203,38 @@ def test_fitter_validation_split_l2_and_errors():
         ExpansionFitter(epochs=1, skip_rows=3).fit(Expansion(ExpansionConfig()), data[:, :3])
     with pytest.raises(MapsimError):
         ExpansionFitter(epochs=1, lr=-1).fit(Expansion(ExpansionConfig()), data)
+
+
+def test_sparse_active_clusters_equal_dense_logits():
+    m = _random_expansion(2, 4, 3)
+    rng = np.random.default_rng(5)
+    grids = torch.as_tensor(np.where(rng.random((3, 6, 7)) < 0.4, rng.integers(1, 3, (3, 6, 7)), 0))
+    canvas = m.make_canvas(grids)
+    pix, rows = m.active_clusters(canvas)
+    sparse = m.logits_from_active(torch.as_tensor(pix), torch.as_tensor(rows), grids.numel())
+    dense = m(canvas).permute(0, 2, 3, 1).reshape(grids.numel(), -1)
+    torch.testing.assert_close(sparse, dense, atol=1e-12, rtol=1e-12)
+    assert m.active_clusters(canvas, max_entries=len(pix) - 1) is None
+
+
+def test_fitter_sparse_and_dense_paths_agree(monkeypatch):
+    rng = np.random.default_rng(1)
+    data = np.where(rng.random((6, 10, 10)) < 0.2, rng.integers(1, 3, (6, 10, 10)), 0).astype(np.uint8)
+    cfg = dict(range=2, order=3, classes=("e", "a", "b"))
+    fits = {}
+    for method in ("sparse", "dense"):
+        m = Expansion(ExpansionConfig(**cfg)).double()
+        f = ExpansionFitter(epochs=3, batch=2, val_fraction=0.3, skip_rows=1, skip_cols=1, method=method).fit(m, data)
+        assert f.method_ == method
+        fits[method] = (m, f)
+    (ms, fs), (md, fd) = fits["sparse"], fits["dense"]
+    for hs, hd in zip(fs.history_, fd.history_):
+        assert hs["train_nll"] == pytest.approx(hd["train_nll"], rel=1e-9)
+        assert hs["val_nll"] == pytest.approx(hd["val_nll"], rel=1e-9)
+    torch.testing.assert_close(ms.coef, md.coef, atol=1e-8, rtol=1e-6)
+    # too many active clusters: auto falls back to dense, sparse refuses
+    monkeypatch.setattr(expansion_module, "MAX_ACTIVE_ENTRIES", 0)
+    m = Expansion(ExpansionConfig(**cfg))
+    assert ExpansionFitter(epochs=1, method="auto").fit(m, data).method_ == "dense"
+    with pytest.raises(MapsimError, match="sparse"):
+        ExpansionFitter(epochs=1, method="sparse").fit(m, data)

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (cosine decay to lr/20)")
     p.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the cluster coefficients")
-    p.add_argument("--batch", type=int, default=16, help="samples per minibatch")
+    p.add_argument("--batch", type=int, default=4, help="samples per minibatch (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of samples held out (default 0.1)")
     p.add_argument("--skip-rows", type=int, default=0, help="leave the first N rows out of the loss")

@@ -19,6 +19,12 @@ Evaluation never materialises a (pixels x clusters) matrix: per call the n
 context classes of every pixel are gathered into one-hot features (P, n (N_c-1)),
 and cluster indicator products are formed for a chunk of clusters at a time,
 in the forward and (recomputed) in the backward pass.
+
+Fitting dilute data uses a sparse path instead (:meth:`Expansion.active_clusters`):
+a cluster's indicator is non-zero only if all its sites hold its labels, so each
+pixel's logits are the bias plus the coefficients of the few clusters made of
+its non-empty context sites.  These (pixel, cluster) pairs are listed once per
+training set and the logits become an index-add of coefficient rows.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ MAX_COEFFICIENTS = 20_000_000
 
 CHUNK_ELEMENTS = 1 << 22
 """Pixels x clusters evaluated at once (16 MB of float32)."""
+
+MAX_ACTIVE_ENTRIES = 30_000_000
+"""Most (pixel, active cluster) pairs the sparse fitting path lists (~0.5 GB); beyond it, the dense path."""
 
 
 def n_sites(context_range: int) -> int:
@@ -209,6 +218,7 @@ class Expansion(MapModel):
         self.coef = torch.nn.Parameter(torch.zeros(sum(self.sizes), C))
         self.register_buffer("_labels_out", torch.arange(1, self.n_classes), persistent=False)
         self._index: dict | None = None
+        self._keys: tuple[np.ndarray, np.ndarray] | None = None
 
     # -- structure -----------------------------------------------------------
     @property
@@ -251,6 +261,76 @@ class Expansion(MapModel):
         d["n_coefficients"] = self.n_coefficients
         return d
 
+    # -- sparse evaluation (fitting) ----------------------------------------------
+    def _key_base(self) -> int | None:
+        """Base of the integer cluster keys, or None when keys would overflow int64."""
+        base = n_sites(self.context_range) * (self.n_classes - 1) + 1
+        return base if base ** max(1, self.config.order - 1) < 2**62 else None
+
+    def _key_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted cluster keys and their coef rows (key = sum_m (f_m + 1) base^m, features ascending)."""
+        if getattr(self, "_keys", None) is None:
+            base = self._key_base()
+            keys = []
+            for name in self._idx_names:
+                idx = getattr(self, name).cpu().numpy()
+                keys.append(((idx + 1) * base ** np.arange(idx.shape[1], dtype=np.int64)).sum(1))
+            keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+            order = np.argsort(keys, kind="stable")
+            self._keys = (keys[order], order.astype(np.int64))
+        return self._keys
+
+    def active_clusters(self, canvas: torch.Tensor, max_entries: int | None = None
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(pixel, coef row) of every cluster whose indicator is 1, or None if there are too many.
+
+        Parameters
+        ----------
+        canvas : LongTensor, shape (B, H + L, W + 2L)
+        max_entries : int, optional
+            Give up (return None) beyond this many pairs (default :data:`MAX_ACTIVE_ENTRIES`).
+
+        Returns
+        -------
+        pix, rows : ndarray of int64, shape (E,)
+            Pixel index into the flattened (B, H, W) and row of ``coef``.
+        """
+        base = self._key_base()
+        if base is None:
+            return None
+        max_entries = MAX_ACTIVE_ENTRIES if max_entries is None else max_entries
+        with torch.no_grad():
+            feat = self.features(canvas.long()).bool().cpu().numpy()  # (P, F)
+        P = feat.shape[0]
+        pix_all, f_all = np.nonzero(feat)  # sorted by pixel, then feature
+        m = np.bincount(pix_all, minlength=P)
+        kmax = self.config.order - 1
+        per_m = np.array([sum(math.comb(j, k) for k in range(1, kmax + 1)) for j in range(feat.shape[1] + 1)],
+                         dtype=np.float64)  # active clusters of a pixel with j non-empty context sites
+        if per_m[m].sum() > max_entries:
+            return None
+        keys_sorted, rows_sorted = self._key_table()
+        ptr = np.concatenate([[0], np.cumsum(m)])
+        out_pix, out_rows = [], []
+        for mm in np.unique(m[m > 0]):
+            pixels = np.nonzero(m == mm)[0]
+            feats = f_all[ptr[pixels][:, None] + np.arange(mm)]  # (n_m, mm), ascending
+            for k in range(1, min(int(mm), kmax) + 1):
+                combos = _combinations(int(mm), k)  # (C(mm, k), k)
+                sub = feats[:, combos]  # (n_m, C(mm, k), k)
+                keys = ((sub.astype(np.int64) + 1) * base ** np.arange(k, dtype=np.int64)).sum(-1).ravel()
+                at = np.searchsorted(keys_sorted, keys)
+                out_rows.append(rows_sorted[at])
+                out_pix.append(np.repeat(pixels, len(combos)))
+        if not out_pix:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(out_pix).astype(np.int64), np.concatenate(out_rows)
+
+    def logits_from_active(self, pix: torch.Tensor, rows: torch.Tensor, n_pixels: int) -> torch.Tensor:
+        """Logits (n_pixels, N_c) from :meth:`active_clusters` output (differentiable in the coefficients)."""
+        out = self.bias.expand(n_pixels, -1).index_add(0, pix, self.coef.index_select(0, rows))
+        return torch.cat([torch.zeros_like(out[:, :1]), out], dim=1)
+
     # -- evaluation ------------------------------------------------------------
     def features(self, canvas: torch.Tensor) -> torch.Tensor:
         """One-hot non-empty context classes of every sample pixel, (B*H*W, n (N_c-1)).
@@ -283,6 +363,40 @@ class Expansion(MapModel):
 # ---------------------------------------------------------------------------
 # Fitting
 # ---------------------------------------------------------------------------
+class _SparseData:
+    """Active (pixel, cluster) pairs of a set of grids, grouped by sample, for fast minibatches."""
+
+    def __init__(self, model: Expansion, grids: torch.Tensor, chunk: int = 32, max_entries: int | None = None):
+        max_entries = MAX_ACTIVE_ENTRIES if max_entries is None else max_entries
+        N, H, W = grids.shape
+        self.hw = H * W
+        samples, local, rows = [], [], []
+        total = 0
+        for s in range(0, N, chunk):
+            got = model.active_clusters(model.make_canvas(grids[s : s + chunk]), max_entries - total)
+            if got is None:
+                raise OverflowError
+            pix, r = got
+            total += len(pix)
+            samples.append(pix // self.hw + s)
+            local.append(pix % self.hw)
+            rows.append(r)
+        samples = np.concatenate(samples)
+        order = np.argsort(samples, kind="stable")
+        self.local = np.concatenate(local)[order]
+        self.rows = np.concatenate(rows)[order]
+        self.ptr = np.concatenate([[0], np.cumsum(np.bincount(samples, minlength=N))])
+        self.device = model.device
+
+    def batch(self, sel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel indices into the flattened (len(sel), H, W) batch and coef rows."""
+        starts, ends = self.ptr[sel], self.ptr[sel + 1]
+        lengths = ends - starts
+        idx = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        pix = self.local[idx] + np.repeat(np.arange(len(sel)) * self.hw, lengths)
+        return (torch.as_tensor(pix, device=self.device), torch.as_tensor(self.rows[idx], device=self.device))
+
+
 class ExpansionFitter:
     """Fit an :class:`Expansion` to a dataset by minibatch Adam on the mean NLL per pixel.
 
@@ -306,6 +420,11 @@ class ExpansionFitter:
         Leave out of the loss the first ``skip_rows`` rows and ``skip_cols``
         columns at each side (pixels whose context reaches past the edge of
         periodic data).
+    method : {"auto", "sparse", "dense"}
+        ``sparse`` lists each pixel's active clusters once (fast on dilute
+        data); ``dense`` evaluates every cluster's indicator per pixel in
+        chunks; ``auto`` takes sparse unless the list would exceed
+        :data:`MAX_ACTIVE_ENTRIES` pairs.  Both give the same loss.
     progress : callable, optional
         ``progress(iterable, total, desc)`` wrapping the minibatches of an epoch
         (e.g. a tqdm bar).
@@ -316,10 +435,12 @@ class ExpansionFitter:
         Per epoch: ``epoch``, ``train_nll``, ``val_nll`` (nats per pixel; None without validation).
     best_epoch_ : int
     n_train_, n_val_ : int
+    method_ : str
+        The path used, sparse or dense.
     """
 
-    def __init__(self, epochs: int = 20, lr: float = 0.05, l2: float = 0.0, batch: int = 16, seed: int = 0,
-                 val_fraction: float = 0.1, skip_rows: int = 0, skip_cols: int = 0,
+    def __init__(self, epochs: int = 20, lr: float = 0.05, l2: float = 0.0, batch: int = 4, seed: int = 0,
+                 val_fraction: float = 0.1, skip_rows: int = 0, skip_cols: int = 0, method: str = "auto",
                  progress: Callable | None = None) -> None:
         self.epochs = epochs
         self.lr = lr
@@ -329,6 +450,7 @@ class ExpansionFitter:
         self.val_fraction = val_fraction
         self.skip_rows = skip_rows
         self.skip_cols = skip_cols
+        self.method = method
         self.progress = progress
 
     def _check(self, model: Expansion, grids: np.ndarray) -> None:
@@ -340,6 +462,8 @@ class ExpansionFitter:
             raise MapsimError(f"l2 must be a non-negative number, found {self.l2}")
         if not (0.0 <= self.val_fraction < 1.0):
             raise MapsimError(f"val_fraction must lie in [0, 1), found {self.val_fraction}")
+        if self.method not in ("auto", "sparse", "dense"):
+            raise MapsimError(f"fitting method must be auto, sparse or dense, found {self.method!r}")
         if grids.ndim != 3 or grids.shape[0] == 0:
             raise MapsimError(f"training grids must have shape (n_samples, H, W), found {grids.shape}")
         H, W = grids.shape[1:]
@@ -348,18 +472,34 @@ class ExpansionFitter:
         if int(grids.max()) >= model.n_classes:
             raise MapsimError(f"training data hold class id {int(grids.max())}; the model has {model.n_classes} classes")
 
-    def _nll(self, model: Expansion, grids: torch.Tensor) -> torch.Tensor:
-        """Sum of -log p over the pixels kept, and their count."""
-        lp = model.log_prob_pixels(grids)
+    def _sparse(self, model: Expansion, grids: torch.Tensor) -> _SparseData | None:
+        if self.method == "dense" or len(grids) == 0:
+            return None
+        try:
+            return _SparseData(model, grids)
+        except OverflowError:
+            if self.method == "sparse":
+                raise MapsimError("the data have too many active clusters for the sparse fitting path; use method dense") from None
+            return None
+
+    def _nll(self, model: Expansion, grids: torch.Tensor, sel: np.ndarray, sparse: _SparseData | None):
+        """Sum of -log p over the kept pixels of samples ``sel``, and their count."""
+        g = grids[torch.as_tensor(sel, device=grids.device)]
+        if sparse is None:
+            lp = model.log_prob_pixels(g)
+        else:
+            pix, rows = sparse.batch(sel)
+            logits = model.logits_from_active(pix, rows, g.numel())  # (P, N_c)
+            lp = torch.log_softmax(logits, dim=1).gather(1, g.reshape(-1, 1)).reshape(g.shape)
         W = lp.shape[2]
         lp = lp[:, self.skip_rows :, self.skip_cols : W - self.skip_cols]
         return -lp.sum(), lp.numel()
 
     @torch.no_grad()
-    def _mean_nll(self, model: Expansion, grids: torch.Tensor) -> float:
+    def _mean_nll(self, model: Expansion, grids: torch.Tensor, sparse: _SparseData | None) -> float:
         total, count = 0.0, 0
         for s in range(0, len(grids), self.batch):
-            nll, n = self._nll(model, grids[s : s + self.batch])
+            nll, n = self._nll(model, grids, np.arange(s, min(s + self.batch, len(grids))), sparse)
             total, count = total + float(nll), count + n
         return total / count
 
@@ -368,7 +508,6 @@ class ExpansionFitter:
         grids = np.asarray(grids)
         self._check(model, grids)
         rng = np.random.default_rng(self.seed)
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         order = rng.permutation(len(grids))
         n_val = int(round(self.val_fraction * len(grids)))
         if self.val_fraction > 0 and len(grids) >= 2:
@@ -378,6 +517,9 @@ class ExpansionFitter:
         data = torch.as_tensor(grids.astype(np.int64), device=model.device)
         train, val = data[order[n_val:]], data[order[:n_val]]
         self.n_train_, self.n_val_ = len(train), len(val)
+        sp_train = self._sparse(model, train)
+        sp_val = self._sparse(model, val) if sp_train is not None else None
+        self.method_ = "dense" if sp_train is None else "sparse"
 
         with torch.no_grad():  # start from the ideal gas of the training data
             counts = torch.bincount(train.flatten(), minlength=model.n_classes).double() + 0.5
@@ -391,12 +533,12 @@ class ExpansionFitter:
         best = (math.inf, None, 0)
         model.train()
         for epoch in range(1, self.epochs + 1):
-            perm = torch.randperm(len(train), generator=gen)
+            perm = rng.permutation(len(train))
             batches = (perm[s : s + self.batch] for s in range(0, len(train), self.batch))
             if self.progress is not None:
                 batches = self.progress(batches, n_batches, f"epoch {epoch}/{self.epochs}")
             for sel in batches:
-                nll, n = self._nll(model, train[sel])
+                nll, n = self._nll(model, train, sel, sp_train)
                 loss = nll / n
                 if self.l2 > 0:
                     loss = loss + self.l2 * model.coef.pow(2).sum()
@@ -404,8 +546,8 @@ class ExpansionFitter:
                 loss.backward()
                 opt.step()
                 sched.step()
-            train_nll = self._mean_nll(model, train)
-            val_nll = self._mean_nll(model, val) if len(val) else None
+            train_nll = self._mean_nll(model, train, sp_train)
+            val_nll = self._mean_nll(model, val, sp_val) if len(val) else None
             self.history_.append({"epoch": epoch, "train_nll": train_nll, "val_nll": val_nll})
             score = val_nll if val_nll is not None else train_nll
             if score < best[0]:
