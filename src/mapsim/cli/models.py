@@ -143,7 +143,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         progress=lambda it, total, desc: progress(it, total=total, desc=desc, leave=False),
     )
     fitter.fit(model, ds.grids)
-    last = fitter.history_[fitter.best_epoch_ - 1]
+    best = fitter.history_[fitter.best_epoch_ - 1]
     fit_info = {
         "data": str(args.data),
         "epochs": args.epochs, "lr": args.lr, "l2": args.l2, "batch": args.batch, "seed": args.seed,
@@ -153,7 +153,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     }
     save_model(out, model, fit=fit_info)
     emit({"out": str(out), "n_coefficients": model.n_coefficients, "best_epoch": fitter.best_epoch_,
-          "train_nll": last["train_nll"], "val_nll": last["val_nll"], "n_train": fitter.n_train_,
+          "train_nll": best["train_nll"], "val_nll": best["val_nll"], "n_train": fitter.n_train_,
           "n_val": fitter.n_val_}, args.json)
     return 0
 
