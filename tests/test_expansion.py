@@ -238,3 +238,16 @@ def test_fitter_sparse_and_dense_paths_agree(monkeypatch):
     assert ExpansionFitter(epochs=1, method="auto").fit(m, data).method_ == "dense"
     with pytest.raises(MapsimError, match="sparse"):
         ExpansionFitter(epochs=1, method="sparse").fit(m, data)
+
+
+def test_wrong_kind_or_truncated_file_is_a_clear_error(tmp_path):
+    m = Expansion(ExpansionConfig(range=1, order=2))
+    p = save_model(tmp_path / "e.pt", m)
+    payload = torch.load(p, weights_only=True)
+    payload["kind"] = "hard-core"
+    torch.save(payload, tmp_path / "wrong.pt")
+    with pytest.raises(MapsimError, match="hard-core"):
+        load_model(tmp_path / "wrong.pt")
+    (tmp_path / "cut.pt").write_bytes(p.read_bytes()[:100])
+    with pytest.raises(MapsimError, match="cut.pt"):
+        load_model(tmp_path / "cut.pt")
