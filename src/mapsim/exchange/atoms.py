@@ -83,8 +83,9 @@ def read_frames(path: str | Path, fmt: str | None = None, index: str = ":") -> l
     try:
         frames = ase.io.read(p, index=index, format=fmt)
     except Exception as exc:  # any parser failure on a user's file is a bad input
-        what = f"format {fmt!r}" if fmt else "a structure format ASE recognises"
-        raise MapsimError(f"{p}: not readable as {what} ({type(exc).__name__}: {_one_line(exc)})") from None
+        what = f" as ASE format {fmt!r}" if fmt else ""
+        raise MapsimError(f"{p}: cannot be read as a structure file{what} "
+                          f"(ASE: {type(exc).__name__}: {_one_line(exc)})") from None
     if not isinstance(frames, list):
         frames = [frames]
     if not frames:
