@@ -1,7 +1,6 @@
 """Correlation cluster expansion (Eq. 17 / Eq. 21): counts, evaluation, gradients, fitting."""
 
 import itertools
-import math
 
 import numpy as np
 import pytest

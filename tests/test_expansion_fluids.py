@@ -10,7 +10,6 @@ Sizes are chosen so the density bound is several standard errors wide (the
 seeds are fixed, so the outcome is deterministic).
 """
 
-import numpy as np
 import pytest
 import torch
 
