@@ -153,3 +153,24 @@ def test_fast_sampler_distribution_matches_enumeration():
     counts = np.bincount(codes, minlength=len(grids))
     chi2, pval = stats.chisquare(counts, probs * n)
     assert pval > 1e-3, (chi2, pval)
+
+
+def test_generate_cli_fast_default_equals_reference(tmp_path):
+    from mapsim.cli import main
+    from mapsim.lattice import load_dataset
+    from mapsim.models.io import save_model
+
+    model = _pixelcnn(2, 2, 3, seed=4, dtype=torch.float32)
+    path = save_model(tmp_path / "m.pt", model)
+    outs = {}
+    for sampler in ("fast", "reference"):
+        out = tmp_path / f"{sampler}.npz"
+        args = ["generate", str(path), "--height", "7", "--width", "10", "--samples", "2", "--seed", "9",
+                "--boundary", "noise:0.3", "--beta", "1.5", "--out", str(out)]
+        if sampler == "reference":
+            args += ["--sampler", "reference"]
+        assert main(args) == 0
+        outs[sampler] = load_dataset(out)
+    assert outs["fast"].metadata["sampler"] == "fast"
+    assert np.array_equal(outs["fast"].grids, outs["reference"].grids)
+    np.testing.assert_allclose(outs["fast"].extras["log_probs"], outs["reference"].extras["log_probs"], atol=1e-5)

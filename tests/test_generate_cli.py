@@ -48,7 +48,7 @@ def test_model_generate_score_round(tmp_path, capsys):
     assert lp.shape == (3, 9, 11) and lp.dtype == np.float32
     meta = ds.metadata
     assert (meta["context_range"], meta["beta"], meta["boundary"], meta["seed"], meta["sampler"]) == \
-        (2, 1.0, "outside", 4, "reference")
+        (2, 1.0, "outside", 4, "fast")
     assert meta["model"]["kind"] == "hard-core" and meta["model"]["config"]["range"] == 1.5
     # teacher-forced score of the generated data equals the sampler's own log-probs
     s = run_json(capsys, "score", m, gen)

@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--boundary", default="outside",
                    help="rows above the sample: outside (default), noise:DENSITY, or grid:FILE[:INDEX] (tiled along the width)")
     p.add_argument("--beta", type=float, default=1.0, help="inverse temperature of the softmax (default 1)")
-    p.add_argument("--sampler", choices=sorted(SAMPLERS), default=DEFAULT_SAMPLER)
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), default=DEFAULT_SAMPLER,
+                   help="fast (default: exact, every ready pixel at once, cached activations for the PixelCNN) "
+                        "or reference (pixel by pixel; same samples for the same seed)")
     add_json_flag(p)
     p.set_defaults(func=cmd_generate)
 

@@ -23,11 +23,12 @@ if TYPE_CHECKING:  # importing torch here would slow down `mapsim --help`
     from mapsim.models.base import MapModel
 
 SAMPLERS: dict[str, str] = {
+    "fast": "mapsim.sampling.fast:sample_fast",
     "reference": "mapsim.sampling.reference:sample_reference",
 }
 """Sampler name -> "module:function"."""
 
-DEFAULT_SAMPLER = "reference"
+DEFAULT_SAMPLER = "fast"
 
 
 def get_sampler(name: str) -> Callable:
