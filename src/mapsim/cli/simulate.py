@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from mapsim.cli.common import add_json_flag, check_output_path, emit, nonneg_int, parse_assignments, positive_int, progress
@@ -53,7 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "simulate",
         help="lattice Monte Carlo samples from a preset (training data)",
         description="Simulate independent samples of a preset system by Metropolis Monte Carlo and save them "
-                    "as a dataset (.npz). The same seed gives the same file, whatever --workers.",
+                    "as a dataset (.npz). The same seed gives the same file, whatever --workers, with --dask, or "
+                    "after an interruption: finished samples are kept in OUT.partial/ as they come, and running "
+                    "the same command again resumes from there (other settings: an error naming them). The "
+                    "partial directory is removed once OUT is written.",
         epilog=_parameter_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -69,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a parameter (repeatable); see the list below")
     p.add_argument("--keep-solvent", action="store_true", help="save solvent sites as class 2 'solvent' (same as --set keep_solvent=true)")
     p.add_argument("--workers", type=positive_int, help="worker processes (default: all cores); does not change the output")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="run the samples on an existing Dask cluster (scheduler address, e.g. tcp://host:8786; "
+                        "workers need mapsim installed) instead of local processes; does not change the output")
     p.add_argument("--png", help="also save the first sample as an image (empty white, particle black, solvent blue)")
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -98,16 +105,34 @@ def run(args: argparse.Namespace) -> int:
 
     from mapsim.lattice import save_dataset
     from mapsim.montecarlo.engine import check_size, simulate
+    from mapsim.montecarlo.partial import PartialRun, run_key
 
     check_size(height, width, params.periodic)
-    with progress(total=args.samples, desc=f"simulate {args.preset}", unit="sample") as bar:
-        dataset = simulate(params, args.samples, height, width, seed=args.seed, workers=args.workers,
-                           progress=bar.update, preset=args.preset)
+    if args.dask is not None and not args.dask.strip():
+        raise MapsimError("--dask: expected a scheduler address such as tcp://host:8786, found ''")
+    partial = PartialRun(out.with_name(out.name + ".partial"), run_key(params.to_dict(), args.seed, height, width))
+    resumed = len(partial.load(args.samples))
+    if resumed:
+        print(f"resuming: {resumed} of {args.samples} samples already in {partial.path}", file=sys.stderr)
+    try:
+        with progress(total=args.samples, desc=f"simulate {args.preset}", unit="sample") as bar:
+            dataset = simulate(params, args.samples, height, width, seed=args.seed, workers=args.workers,
+                               progress=bar.update, preset=args.preset, dask=args.dask, checkpoint=partial)
+    except (KeyboardInterrupt, MapsimError) as exc:
+        kept = len(partial.load(args.samples))
+        if kept:
+            print(f"{kept} of {args.samples} samples kept in {partial.path}; run the same command again to resume",
+                  file=sys.stderr)
+        elif isinstance(exc, MapsimError):
+            partial.remove()  # nothing done yet (e.g. no Dask scheduler): leave no output behind
+        raise
     save_dataset(out, dataset)
+    partial.remove()
     if png is not None:
         save_png(dataset.grids[0], dataset.classes, png, title=f"{args.preset} seed {args.seed} sample 0")
     result = {"out": str(out), "preset": args.preset, "samples": args.samples, "height": height, "width": width,
-              "seed": args.seed, "classes": list(dataset.classes), **dataset.metadata["acceptance"]}
+              "seed": args.seed, "classes": list(dataset.classes), "resumed": resumed,
+              **dataset.metadata["acceptance"]}
     if png is not None:
         result["png"] = str(png)
     emit(result, args.json, text=None if args.json else

@@ -2,7 +2,9 @@
 
 Sample ``k`` of a run with seed ``s`` uses ``SeedSequence(s, spawn_key=(k,))``
 alone (its first child places the particles, its second seeds the kernel's
-xoshiro256** stream), so a dataset does not depend on the number of workers.
+xoshiro256** stream), so a dataset does not depend on the number of workers,
+on whether a process pool or a Dask cluster ran the samples, or on a run being
+interrupted and resumed from its partial directory (:mod:`.partial`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -21,12 +24,18 @@ from mapsim.montecarlo import kernels as K
 from mapsim.montecarlo.params import SimParams, mu_schedule, preset_params, temperature_schedule
 from mapsim.montecarlo.rng import sample_seed_sequence, xoshiro_state
 
-__all__ = ["LatticeState", "simulate", "run_sample", "check_size", "HAMILTONIAN"]
+if TYPE_CHECKING:
+    from mapsim.montecarlo.partial import PartialRun
+
+__all__ = ["LatticeState", "simulate", "run_sample", "check_size", "HAMILTONIAN", "DASK_CONNECT_TIMEOUT"]
 
 HAMILTONIAN = "H = e_nn*sum_<ij> n_i n_j + e_ll*sum_<ij> l_i l_j + e_nl*sum_<ij> (n_i l_j + l_i n_j) + mu*sum_i l_i"
 
 #: |ΔE| below ``TOL_REL * energy_scale`` counts as ΔE = 0 (only matters at T = 0).
 TOL_REL = 1e-9
+
+#: Seconds to wait for a Dask scheduler given by address.
+DASK_CONNECT_TIMEOUT = 20
 
 
 def check_size(height: int, width: int, periodic: bool) -> None:
@@ -184,8 +193,10 @@ def simulate(
     progress: Callable[[int], object] | None = None,
     *,
     preset: str | None = None,
+    dask: Any = None,
+    checkpoint: str | Path | PartialRun | None = None,
 ) -> Dataset:
-    """Independent Monte Carlo samples, in parallel processes.
+    """Independent Monte Carlo samples, in parallel processes or on a Dask cluster.
 
     Parameters
     ----------
@@ -200,10 +211,21 @@ def simulate(
         Worker processes (default ``os.cpu_count()``); 1 runs in this process.
         The output does not depend on it.
     progress : callable, optional
-        Called with 1 each time a sample finishes (e.g. a tqdm bar's ``update``).
+        Called with 1 each time a sample finishes (e.g. a tqdm bar's ``update``);
+        samples taken from ``checkpoint`` are reported once at the start.
     preset : str, optional
         Preset name to record in the metadata when ``params_or_preset`` is a
         SimParams derived from it.
+    dask : str or distributed.Client, optional
+        Run the samples on this Dask cluster (scheduler address such as
+        ``tcp://host:8786``, or a connected client) instead of local processes;
+        ``workers`` is then ignored. The workers need mapsim installed. Results come
+        back to this process, which stores them.
+    checkpoint : path-like or PartialRun, optional
+        Directory for per-sample files written as samples finish; samples already
+        there from an interrupted run with the same parameters, seed and size are
+        reused instead of run again (other settings: MapsimError). The caller
+        removes it (``PartialRun.remove``) once the dataset is saved.
 
     Returns
     -------
@@ -230,29 +252,52 @@ def simulate(
     workers = (os.cpu_count() or 1) if workers is None else workers
     if not isinstance(workers, (int, np.integer)) or workers < 1:
         raise MapsimError(f"workers: expected a positive integer, found {workers!r}")
-    workers = min(int(workers), int(n_samples))
+    workers = int(workers)
 
     grids = np.empty((n_samples, height, width), np.uint8)
     stats: list[dict[str, float]] = [{}] * n_samples
-    warm_up()  # compile once here so worker processes load the kernels from numba's cache
-    if workers == 1:
-        for k in range(n_samples):
-            grids[k], stats[k] = run_sample(params, height, width, int(seed), k)
-            if progress is not None:
-                progress(1)
+    store = None
+    if checkpoint is not None:
+        from mapsim.montecarlo.partial import PartialRun, run_key
+
+        key = run_key(params.to_dict(), int(seed), int(height), int(width))
+        store = checkpoint if isinstance(checkpoint, PartialRun) else PartialRun(checkpoint, key)
+        if not store.matches(key):
+            raise MapsimError(f"{store.path}: partial run opened for other settings than this simulation")
+        done = store.load(n_samples)
+        for k, (g, s) in done.items():
+            grids[k], stats[k] = g, s
+        if done and progress is not None:
+            progress(len(done))
+        todo = [k for k in range(n_samples) if k not in done]
     else:
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_task, params.to_dict(), height, width, int(seed), k) for k in range(n_samples)]
-            try:
-                for fut in cf.as_completed(futures):
-                    k, g, s = fut.result()
-                    grids[k], stats[k] = g, s
-                    if progress is not None:
-                        progress(1)
-            except BaseException:  # e.g. Ctrl-C: drop queued samples instead of finishing them
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        todo = list(range(n_samples))
+
+    def finish(k: int, g: np.ndarray, s: dict[str, float]) -> None:
+        grids[k], stats[k] = g, s
+        if store is not None:
+            store.put(k, g, s)
+        if progress is not None:
+            progress(1)
+
+    if todo and dask is not None:
+        _run_dask(dask, params, height, width, int(seed), todo, finish)
+    elif todo:
+        warm_up()  # compile once here so worker processes load the kernels from numba's cache
+        workers = min(workers, len(todo))
+        if workers == 1:
+            for k in todo:
+                finish(k, *run_sample(params, height, width, int(seed), k))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futures = [pool.submit(_task, params.to_dict(), height, width, int(seed), k) for k in todo]
+                try:
+                    for fut in cf.as_completed(futures):
+                        finish(*fut.result())
+                except BaseException:  # e.g. Ctrl-C: drop queued samples instead of finishing them
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
 
     classes = MC_CLASSES if params.keep_solvent else MC_CLASSES[:2]
     metadata = {
@@ -268,3 +313,45 @@ def simulate(
         "acceptance": {key: float(np.mean([s[key] for s in stats])) for key in stats[0]},
     }
     return Dataset(grids, classes, metadata)
+
+
+def _run_dask(dask: Any, params: SimParams, height: int, width: int, seed: int, todo: list[int],
+              finish: Callable[[int, np.ndarray, dict], None]) -> None:
+    """Run samples ``todo`` on a Dask cluster, handing each result to ``finish`` as it arrives."""
+    try:
+        import distributed
+    except ModuleNotFoundError:
+        raise MapsimError("--dask needs the 'distributed' package (pip install -e .[dask])") from None
+    own = not isinstance(dask, distributed.Client)
+    where = f"--dask {dask}" if own else "dask client"
+    if own:
+        if not isinstance(dask, str) or not dask.strip():
+            raise MapsimError(f"--dask: expected a scheduler address such as tcp://host:8786, found {dask!r}")
+        try:
+            client = distributed.Client(dask, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise MapsimError(f"{where}: cannot connect to a Dask scheduler ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:200]})") from None
+    else:
+        client = dask
+    futures = []
+    try:
+        p = params.to_dict()
+        futures = [client.submit(_task, p, height, width, seed, k, pure=False) for k in todo]
+        for fut in distributed.as_completed(futures, loop=client.loop):
+            try:
+                k, g, s = fut.result()
+            except ImportError as exc:  # the workers' environment lacks mapsim or a dependency
+                raise MapsimError(f"{where}: a worker could not run a sample ({type(exc).__name__}: {exc}); "
+                                  "the workers need mapsim installed") from None
+            finish(k, np.asarray(g, np.uint8), s)
+    except BaseException:  # e.g. Ctrl-C: do not leave samples running on the cluster
+        if futures:
+            try:
+                client.cancel(futures)
+            except Exception:
+                pass
+        raise
+    finally:
+        if own:
+            client.close()
