@@ -5,7 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from mapsim.analysis.compare import STATS, compare_datasets, crop_grid, model_context_range
+from scipy.stats import wasserstein_distance
+
+from mapsim.analysis.compare import DISTANCES, STATS, compare_datasets, crop_grid, model_context_range
 from mapsim.errors import MapsimError
 from mapsim.lattice import Dataset
 
@@ -116,6 +118,16 @@ def test_seeded_noise_is_reproducible():
     c = compare_datasets(ref, gen, seed=8, n_bootstrap=10).summary
     assert a == b
     assert a["g_r_noise"] != c["g_r_noise"]
+
+
+def test_distances_on_known_inputs():
+    rng = np.random.default_rng(9)
+    u, v = rng.integers(1, 30, 500), rng.integers(1, 12, 77)
+    assert DISTANCES["clusters4"](u, v) == pytest.approx(wasserstein_distance(u, v), rel=1e-12)
+    assert DISTANCES["clusters8"](np.array([1, 1, 2]), np.array([3])) == pytest.approx(5 / 3)
+    assert DISTANCES["neighbours4"](np.array([1.0, 0, 0]), np.array([0.5, 0.5, 0])) == pytest.approx(0.5)
+    assert DISTANCES["g_r"](np.array([1.0, 2.0, np.nan]), np.array([1.0, 4.0, 3.0])) == pytest.approx(math.sqrt(2))
+    assert DISTANCES["density"](np.array([0.1, 0.2]), np.array([0.3])) == pytest.approx(0.15)
 
 
 def test_crop_grid_tiles_from_the_top_left():
