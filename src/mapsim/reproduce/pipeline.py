@@ -1,0 +1,277 @@
+"""Resumable stages of a reproduction run.
+
+Every stage writes its outputs atomically and records a fingerprint of its
+inputs (configuration and upstream fingerprints) in ``state.json``; a stage
+whose outputs exist with a matching fingerprint is skipped, so an interrupted
+run continues where it stopped and a changed setting recomputes exactly the
+stages it affects.  PixelCNN training itself resumes from its ``last.pt``.
+
+Layout of the output directory::
+
+    config.toml  state.json  report.md  report.json  figures/*.png
+    systems/<name>/train.npz heldout_gen.npz heldout_train.npz
+                  expansion.pt density.pt pixelcnn/ (run dir)
+                  gen_<model>.npz compare_<model>.json convergence.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from mapsim.errors import MapsimError
+from mapsim.fileio import write_text_atomic
+from mapsim.lattice import Dataset, load_dataset, save_dataset
+from mapsim.reproduce.config import RunConfig, SystemConfig, fingerprint, to_toml
+
+MODELS = ("expansion", "pixelcnn", "density")
+"""Generated-model labels: the cluster expansion, the Gated PixelCNN, the density-only ideal gas."""
+
+
+class Ledger:
+    """``state.json``: stage name -> {fingerprint, seconds, result}."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.state: dict[str, Any] = {}
+        if path.exists():
+            try:
+                self.state = json.loads(path.read_text())
+            except ValueError:
+                raise MapsimError(f"{path}: corrupt run state (not JSON); remove it to start the run afresh") from None
+
+    def done(self, stage: str, fp: str, outputs: list[Path]) -> bool:
+        entry = self.state.get(stage)
+        return bool(entry) and entry.get("fingerprint") == fp and all(p.exists() for p in outputs)
+
+    def record(self, stage: str, fp: str, seconds: float, result: Any = None) -> None:
+        self.state[stage] = {"fingerprint": fp, "seconds": seconds, "result": result}
+        write_text_atomic(self.path, json.dumps(self.state, indent=1, default=_json_default))
+
+    def result(self, stage: str) -> Any:
+        return self.state.get(stage, {}).get("result")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+class Run:
+    """One reproduction run in an output directory.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    out : path-like
+    log : callable
+        Receives one-line progress messages (stage started / skipped / done).
+    bar : callable, optional
+        ``bar(total=, desc=)`` returning a tqdm-like progress bar.
+    """
+
+    def __init__(self, cfg: RunConfig, out: str | Path, log: Callable[[str], None] = print, bar=None) -> None:
+        self.cfg = cfg
+        self.out = Path(out)
+        self.log = log
+        self.bar = bar
+        self.ledger: Ledger | None = None
+        self.timings: dict[str, float] = {}
+
+    # -- stage machinery -------------------------------------------------------------
+    def stage(self, name: str, fp: str, outputs: list[Path], fn: Callable[[], Any]) -> Any:
+        assert self.ledger is not None
+        if self.ledger.done(name, fp, outputs):
+            self.log(f"[skip] {name} (done)")
+            return self.ledger.result(name)
+        self.log(f"[run ] {name}")
+        t = time.perf_counter()
+        result = fn()
+        dt = time.perf_counter() - t
+        self.ledger.record(name, fp, dt, result)
+        self.timings[name] = dt
+        self.log(f"[done] {name} in {dt:.1f} s")
+        return result
+
+    def run(self) -> dict[str, Any]:
+        """Run every stage (skipping finished ones) and write the report; returns the report dict."""
+        import torch
+
+        from mapsim.reproduce.report import write_report
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.out / "config.toml", to_toml(self.cfg))
+        self.ledger = Ledger(self.out / "state.json")
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        t0 = time.perf_counter()
+        results = {}
+        for name, s in self.cfg.systems.items():
+            results[name] = self.run_system(name, s)
+        report = write_report(self, results, time.perf_counter() - t0)
+        return report
+
+    # -- one system --------------------------------------------------------------------
+    def run_system(self, name: str, s: SystemConfig) -> dict[str, Any]:
+        d = self.out / "systems" / name
+        d.mkdir(parents=True, exist_ok=True)
+        scfg = dataclasses.asdict(s)
+        seed = self.cfg.seed
+        res: dict[str, Any] = {"config": scfg}
+
+        mc_fields = ("preset", "overrides")
+        fp_train = fingerprint("train", seed, {k: scfg[k] for k in mc_fields}, s.train_samples, s.train_size)
+        fp_hgen = fingerprint("heldout_gen", seed, {k: scfg[k] for k in mc_fields}, s.heldout_samples, s.gen_size)
+        fp_htr = fingerprint("heldout_train", seed, {k: scfg[k] for k in mc_fields}, s.heldout_train_samples,
+                             s.train_size)
+        # three disjoint seed streams: 3 seed + 0/1/2
+        self.stage(f"{name}/simulate train", fp_train, [d / "train.npz"],
+                   lambda: self._simulate(s, s.train_samples, s.train_size, 3 * seed, d / "train.npz"))
+        self.stage(f"{name}/simulate held-out (generated size)", fp_hgen, [d / "heldout_gen.npz"],
+                   lambda: self._simulate(s, s.heldout_samples, s.gen_size, 3 * seed + 1, d / "heldout_gen.npz"))
+        self.stage(f"{name}/simulate held-out (training size)", fp_htr, [d / "heldout_train.npz"],
+                   lambda: self._simulate(s, s.heldout_train_samples, s.train_size, 3 * seed + 2,
+                                          d / "heldout_train.npz"))
+        train = load_dataset(d / "train.npz")
+        res["train_density"] = float(np.mean(train.grids == train.class_id("particle")))
+
+        models: dict[str, tuple[Path, str]] = {}
+        if s.expansion_range > 0:
+            fp = fingerprint("expansion", fp_train, s.expansion_range, s.expansion_order, s.expansion_epochs, seed)
+            res["expansion_fit"] = self.stage(f"{name}/fit expansion (range {s.expansion_range}, order "
+                                              f"{s.expansion_order})", fp, [d / "expansion.pt"],
+                                              lambda: self._fit_expansion(s, train, d / "expansion.pt"))
+            models["expansion"] = (d / "expansion.pt", fp)
+        fp = fingerprint("density", fp_train)
+        self.stage(f"{name}/density-only model", fp, [d / "density.pt"],
+                   lambda: self._density_model(train, d / "density.pt"))
+        models["density"] = (d / "density.pt", fp)
+        fp = fingerprint("pixelcnn", fp_train, s.layers, s.filters, s.kernel, s.out_width, s.epochs, s.batch, s.lr,
+                         s.train_minutes, s.crop, seed)
+        res["pixelcnn_training"] = self.stage(f"{name}/train PixelCNN ({s.layers} layers, {s.filters} filters)", fp,
+                                              [d / "pixelcnn" / "best.pt"],
+                                              lambda: self._train_pixelcnn(s, train, d / "pixelcnn"))
+        models["pixelcnn"] = (d / "pixelcnn", fp)
+
+        res["models"] = {}
+        for label in MODELS:
+            if label not in models:
+                continue
+            path, fp_model = models[label]
+            gen = d / f"gen_{label}.npz"
+            fp_gen = fingerprint("generate", fp_model, s.gen_samples, s.gen_size, seed)
+            info = self.stage(f"{name}/generate {label} ({s.gen_samples} x {s.gen_size}^2)", fp_gen, [gen],
+                              lambda: self._generate(path, s, gen, seed))
+            cmp_path = d / f"compare_{label}.json"
+            fp_cmp = fingerprint("compare", fp_gen, fp_hgen, fp_htr, seed, 2)
+            comparison = self.stage(f"{name}/compare {label} with held-out Monte Carlo", fp_cmp, [cmp_path],
+                                    lambda: self._compare(d, gen, cmp_path, seed))
+            res["models"][label] = {"generate": info, "compare": comparison}
+            if label == "pixelcnn":
+                fp_conv = fingerprint("convergence", fp_gen)
+                res["convergence"] = self.stage(f"{name}/row convergence of the PixelCNN samples", fp_conv,
+                                                [d / "convergence.json"],
+                                                lambda: self._convergence(gen, d / "convergence.json"))
+        return res
+
+    # -- stage bodies ------------------------------------------------------------------------
+    def _simulate(self, s: SystemConfig, n: int, size: int, seed: int, path: Path) -> dict[str, Any]:
+        from mapsim.montecarlo import preset_params, simulate
+
+        params = preset_params(s.preset, s.overrides)
+        bar = self.bar(total=n, desc=f"MC {s.preset} {size}^2") if self.bar else None
+        try:
+            ds = simulate(params, n, size, size, seed=seed, progress=(bar.update if bar else None))
+        finally:
+            if bar:
+                bar.close()
+        save_dataset(path, ds)
+        return {"samples": n, "size": size, "seed": seed}
+
+    def _fit_expansion(self, s: SystemConfig, train: Dataset, path: Path) -> dict[str, Any]:
+        from mapsim.models.expansion import Expansion, ExpansionConfig, ExpansionFitter
+        from mapsim.models.io import save_model
+
+        model = Expansion(ExpansionConfig(range=s.expansion_range, order=s.expansion_order, classes=train.classes))
+        fitter = ExpansionFitter(epochs=s.expansion_epochs, seed=self.cfg.seed).fit(model, train.grids)
+        save_model(path, model)
+        best = fitter.history_[fitter.best_epoch_ - 1] if fitter.history_ else {}
+        return {"coefficients": int(model.n_coefficients), "best_epoch": fitter.best_epoch_,
+                "val_nll": best.get("val_nll"), "train_nll": best.get("train_nll")}
+
+    def _density_model(self, train: Dataset, path: Path) -> dict[str, Any]:
+        from mapsim.models.analytic import IdealGas, IdealGasConfig
+        from mapsim.models.io import save_model
+
+        freq = np.bincount(train.grids.ravel(), minlength=train.n_classes) / train.grids.size
+        dens = tuple(float(max(f, 1e-9)) for f in freq[1:])
+        save_model(path, IdealGas(IdealGasConfig(densities=dens, classes=train.classes)))
+        return {"densities": dens}
+
+    def _train_pixelcnn(self, s: SystemConfig, train: Dataset, run_dir: Path) -> dict[str, Any]:
+        from mapsim.training import TrainConfig, train as train_model
+
+        tc = TrainConfig(layers=s.layers, filters=s.filters, kernel=s.kernel, out_width=s.out_width, epochs=s.epochs,
+                         batch=s.batch, lr=s.lr, seed=self.cfg.seed, crop=[s.crop, s.crop] if s.crop else None)
+        resume = (run_dir / "last.pt").exists()
+        result = train_model(train, tc, run_dir, resume=resume, device="auto",
+                             max_minutes=(s.train_minutes or None), progress=self.bar)
+        return result.summary()
+
+    def _generate(self, model_path: Path, s: SystemConfig, out: Path, seed: int) -> dict[str, Any]:
+        from mapsim.models.io import load_model
+        from mapsim.sampling.generate import generate
+
+        model = load_model(model_path)
+        t = time.perf_counter()
+        ds = generate(model, s.gen_samples, s.gen_size, s.gen_size, seed=seed, sampler="fast")
+        seconds = time.perf_counter() - t
+        save_dataset(out, ds)
+        return {"context_range": model.context_range, "seconds": seconds,
+                "density": float(np.mean(ds.grids == 1)), "mean_log_prob_per_pixel": float(ds.extras["log_probs"].mean())}
+
+    def _compare(self, d: Path, gen_path: Path, out: Path, seed: int) -> dict[str, Any]:
+        from mapsim.analysis.compare import compare_datasets
+
+        gen = load_dataset(gen_path)
+        result = {}
+        curves = {}
+        for ref_name in ("heldout_gen", "heldout_train"):
+            ref = load_dataset(d / f"{ref_name}.npz")
+            c = compare_datasets(ref, gen, "particle", seed=seed)
+            result[ref_name] = c.summary
+            curves[ref_name] = {"r": c.r, "reference": c.reference, "generated": c.generated}
+        np.savez(out.with_suffix(".tmp.npz"), **_flatten_curves(curves))
+        out.with_suffix(".tmp.npz").replace(out.with_suffix(".npz"))
+        write_text_atomic(out, json.dumps(result, indent=1, default=_json_default))
+        return result
+
+    def _convergence(self, gen_path: Path, out: Path) -> dict[str, Any]:
+        from mapsim.analysis.convergence import RowConvergence
+
+        gen = load_dataset(gen_path)
+        rc = RowConvergence(int(gen.metadata["context_range"])).compute(gen.extras["log_probs"])
+        summary = rc.summary()
+        write_text_atomic(out, json.dumps(summary, indent=1, default=_json_default))
+        return summary
+
+
+def _flatten_curves(curves: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Arrays of the comparison curves for the figures, keys ``<ref>/<side>/<stat>``."""
+    flat: dict[str, np.ndarray] = {}
+    for ref_name, c in curves.items():
+        flat[f"{ref_name}/r"] = np.asarray(c["r"])
+        for side in ("reference", "generated"):
+            for k, v in c[side].items():
+                try:
+                    flat[f"{ref_name}/{side}/{k}"] = np.asarray(v, dtype=float)
+                except (TypeError, ValueError):
+                    continue
+    return flat
