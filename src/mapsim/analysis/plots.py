@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 # Class colours by name (Monte Carlo classes); other classes take the fallback palette.
 _CLASS_COLOURS = {"empty": "#ffffff", "particle": "#1f1f1f", "solvent": "#8ecae6"}
@@ -74,37 +74,56 @@ def plot_neighbours(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: 
     return fig
 
 
-def plot_distributions(clusters: Mapping[str, np.ndarray], dens: Mapping[str, np.ndarray],
-                       connectivity: int = 4) -> Figure:
-    """Cluster-size distributions (one size per cluster) and per-sample densities.
+def plot_distributions(clusters: Mapping[int, Mapping[str, np.ndarray]], dens: Mapping[str, np.ndarray]) -> Figure:
+    """Cluster-size distributions (one count per cluster) and per-sample densities.
 
-    ``clusters[label]``: cluster sizes, shape (n_clusters,); ``dens[label]``: densities, shape (n,).
+    Parameters
+    ----------
+    clusters : dict
+        ``clusters[connectivity][label]``: cluster sizes, shape (n_clusters,), for connectivity 4 and/or 8.
+    dens : dict
+        ``dens[label]``: densities, shape (n,).
     """
-    fig = Figure(figsize=(9, 3.6), dpi=110, layout="constrained")
-    ax1, ax2 = fig.subplots(1, 2)
-    for i, (label, sizes) in enumerate(clusters.items()):
-        if sizes.size == 0:
-            continue
-        counts = np.bincount(sizes)
-        s = np.nonzero(counts)[0]
-        ax1.plot(s, counts[s] / sizes.size, "o-" if i == 0 else "s--", ms=3, lw=1, color=_LINE_COLOURS[i % 4],
-                 label=label)
-    largest = max((int(v.max()) for v in clusters.values() if v.size), default=1)
-    if largest > 30:
-        ax1.set_xscale("log")
-        ax1.xaxis.set_major_formatter(ScalarFormatter())
-        ax1.xaxis.set_minor_formatter(NullFormatter())
-    ax1.set_yscale("log")
-    ax1.set_xlabel(f"cluster size ({connectivity}-connected)")
-    ax1.set_ylabel("fraction of clusters")
-    ax1.legend(frameon=False, fontsize=8)
+    fig = Figure(figsize=(4.2 * (len(clusters) + 1), 3.6), dpi=110, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(clusters) + 1))
+    for ax, (conn, curves) in zip(axes, clusters.items()):
+        for i, (label, sizes) in enumerate(curves.items()):
+            if sizes.size == 0:
+                continue
+            counts = np.bincount(sizes)
+            x = np.nonzero(counts)[0]
+            ax.plot(x, counts[x] / sizes.size, "o-" if i == 0 else "s--", ms=3, lw=1, color=_LINE_COLOURS[i % 4],
+                    label=label, mfc="none" if i else None)
+        largest = max((int(v.max()) for v in curves.values() if v.size), default=1)
+        if largest > 30:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.set_xlim(0.5, max(largest, 3) + 0.5)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_yscale("log")
+        ax.set_xlabel(f"cluster size ({conn}-connected)")
+        ax.set_ylabel("fraction of clusters")
+        ax.legend(frameon=False, fontsize=8)
+    ax = axes[-1]
     allv = np.concatenate([np.asarray(v, float) for v in dens.values()]) if dens else np.zeros(0)
-    bins = np.linspace(allv.min(), allv.max() + 1e-12, 21) if allv.size else 10
-    for i, (label, d) in enumerate(dens.items()):
-        ax2.hist(d, bins=bins, density=True, histtype="step", lw=1.5, color=_LINE_COLOURS[i % 4], label=label)
-    ax2.set_xlabel("density per sample")
-    ax2.set_ylabel("probability density")
-    ax2.legend(frameon=False, fontsize=8)
+    if allv.size and np.ptp(allv) > 1e-12:
+        bins = np.linspace(allv.min(), allv.max(), 21)
+        for i, (label, d) in enumerate(dens.items()):
+            ax.hist(d, bins=bins, density=True, histtype="step", lw=1.5, color=_LINE_COLOURS[i % 4], label=label)
+        ax.set_ylabel("probability density")
+    else:  # every sample holds the same number of particles (fixed-N simulation)
+        for i, (label, d) in enumerate(dens.items()):
+            ax.axvline(float(np.mean(d)), color=_LINE_COLOURS[i % 4], lw=1.5, ls="-" if i == 0 else "--",
+                       label=f"{label}: all {float(np.mean(d)):.4g}")
+        ax.set_yticks([])
+        if allv.size:
+            pad = max(0.2 * float(allv.max()), 1e-3)
+            ax.set_xlim(float(allv.min()) - pad, float(allv.max()) + pad)
+    ax.ticklabel_format(axis="x", useOffset=False)
+    ax.set_xlabel("density per sample")
+    ax.legend(frameon=False, fontsize=8)
     return fig
 
 

@@ -106,7 +106,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     cid = resolve_class(ds, args.class_name)
     per = is_periodic(ds.metadata, periodic)
-    cl4 = ClusterSizes(4, per).compute(occupancy(ds.grids, cid))
+    occ = occupancy(ds.grids, cid)
+    cl4, cl8 = ClusterSizes(4, per).compute(occ), ClusterSizes(8, per).compute(occ)
     name = stats["class"]
     files = {
         "statistics": out / "statistics.json",
@@ -122,7 +123,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     _save(plots.plot_g_r(stats["r"], {label: stats["g_r"]}, f"pair correlation of {name}"), files["g_r"])
     _save(plots.plot_neighbours({label: (stats["neighbours4"], stats["neighbours8"])}, f"{name} neighbours"),
           files["neighbours"])
-    _save(plots.plot_distributions({label: cl4.sizes}, {label: stats["densities"]}), files["distributions"])
+    _save(plots.plot_distributions({4: {label: cl4.sizes}, 8: {label: cl8.sizes}}, {label: stats["densities"]}),
+          files["distributions"])
     _save(plots.plot_structure_factor(stats["k"], stats["S_k"]), files["structure_factor"])
     k = min(3, ds.n_samples)
     _save(plots.plot_examples([(f"{label} #{i}", ds.grids[i]) for i in range(k)], ds.classes), files["examples"])
@@ -249,8 +251,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _save(plots.plot_neighbours({lr: (R["neighbours4"], R["neighbours8"]), lg: (G["neighbours4"], G["neighbours8"])},
                                 f"{name} neighbours (ratios {_fmt(s['neighbours4_ratio'])}, "
                                 f"{_fmt(s['neighbours8_ratio'])})"), files["neighbours"])
-    _save(plots.plot_distributions({lr: R["clusters4"], lg: G["clusters4"]}, {lr: R["density"], lg: G["density"]}),
-          files["distributions"])
+    _save(plots.plot_distributions({4: {lr: R["clusters4"], lg: G["clusters4"]}, 8: {lr: R["clusters8"], lg: G["clusters8"]}},
+                                   {lr: R["density"], lg: G["density"]}), files["distributions"])
     k = min(2, ref.n_samples, gen.n_samples)
     panels = [(f"reference #{i}", ref.grids[i]) for i in range(k)] + [(f"generated #{i}", gen.grids[i]) for i in range(k)]
     skip = {k + i: s["skip_rows"] for i in range(k)}
