@@ -127,7 +127,7 @@ def test_nearest_neighbour_rule_and_periodic_wrapping(tmp_path):
     ase.io.write(tmp_path / "lat.xyz", Atoms(["Ni"] * len(sites), positions=pos, cell=[15, 12, 5], pbc=True),
                  format="extxyz")
     ds, report = import_files([tmp_path / "lat.xyz"])
-    assert report["pixel_size_rule"] == "nearest-neighbour minimum"
+    assert report["pixel_size_rule"] == "nearest-neighbour median"
     assert report["pixel_size"] == pytest.approx(1.5) and ds.shape == (8, 10) and ds.classes == ("empty", "Ni")
     expected = np.zeros((8, 10), np.uint8)
     expected[tuple(np.array(sites).T)] = 1
@@ -201,7 +201,9 @@ def test_refine_shrinks_the_pixel_until_no_collisions(tmp_path):
     ase.io.write(tmp_path / "r.extxyz", atoms)
     ds, report = import_files([tmp_path / "r.extxyz"], pixel_size=1.0, refine=True)
     assert report["collisions"] == 0 and report["refine_steps"] > 0
-    assert ds.metadata["pixel_size"] == pytest.approx(0.9 ** report["refine_steps"])
+    assert ds.metadata["pixel_size_requested"] == pytest.approx(0.9 ** report["refine_steps"])
+    n = ds.shape[0]
+    assert ds.shape == (n, n) and ds.metadata["pixel_size"] == pytest.approx(4 / n)  # stretched to tile the cell
     assert np.count_nonzero(ds.grids[0]) == 3
     # the pair 0.03 apart cannot be split before the limit (half the start): collisions stay reported
     _, report = import_files([_collide(tmp_path)], pixel_size=1.0, refine=True,

@@ -13,8 +13,8 @@ structure files (any format ASE reads: xyz, extxyz, LAMMPS dump with --format la
   into the cell and the grid spans it with round(L / pixel) pixels of L / n each; the cell must be
   rectangular in xy. Along an open axis the grid spans the atoms, the first pixel centred on the
   lowest coordinate. Pixel size: --pixel-size, else the value stored by 'mapsim export' in extxyz
-  files, else the smallest nearest-neighbour distance in the xy projection (minimum image, over all
-  frames) so touching atoms land on neighbouring pixels. Atoms that land on an occupied pixel are
+  files, else the median nearest-neighbour distance in the xy projection (minimum image, pooled over
+  all frames), so touching atoms land on neighbouring pixels. Atoms that land on an occupied pixel are
   counted as collisions (the highest class id wins); --refine shrinks the pixel by 10 %% per step
   until there are none or --min-pixel-size (default half the start) is reached.
   Species -> class: --species-map, else the map stored in the file, else one class per species

@@ -15,12 +15,14 @@ runs along y and column ``j`` along x; pixel ``(i, j)`` covers
 
 Pixel size
 ----------
-Given (``pixel_size``), read back from a mapsim extxyz file, or else the **smallest nearest-
-neighbour distance** in the xy projection among the atoms that map to a non-empty class, over all
-frames (minimum image across periodic axes; coincident atoms excluded). Two atoms touching at that
-distance land on neighbouring pixels, which is what the lattice model means by neighbours. Atoms
-closer than a pixel diagonal can still share a pixel; such *collisions* are counted, and
-refinement shrinks the pixel by 10 % per step until none remain (at ``d_min / sqrt(2)`` none can).
+Given (``pixel_size``), read back from a mapsim extxyz file, or else the **median nearest-
+neighbour distance** in the xy projection among the atoms that map to a non-empty class, pooled
+over all frames (minimum image across periodic axes; atoms at the same xy position excluded). In
+a dense structure that is the contact (bond) distance, so touching atoms land on neighbouring
+pixels, which is what the lattice model means by neighbours; the median is not pulled down by a
+few close pairs (thermal noise, atoms stacked in z). Atoms closer than a pixel diagonal can still
+share a pixel; such *collisions* are counted, and refinement shrinks the pixel by 10 % per step
+until none remain or a floor is reached (below ``d_min / sqrt(2)`` none can remain).
 
 Export writes each non-empty pixel as one atom at the pixel centre, ``x = (j + 0.5) a``,
 ``y = (i + 0.5) a``, ``z = 0``, in a periodic cell ``W a x H a`` (z non-periodic). Extended xyz
@@ -41,7 +43,7 @@ from mapsim.errors import MapsimError
 from mapsim.exchange.common import EMPTY, Sample, check_name, class_order
 
 __all__ = [
-    "read_frames", "frame_geometry", "atoms_to_grid", "grid_to_atoms", "nearest_neighbour_min",
+    "read_frames", "frame_geometry", "atoms_to_grid", "grid_to_atoms", "nearest_neighbour_median",
     "default_species", "import_atoms", "INFO_KEYS", "REFINE_FACTOR",
 ]
 
@@ -220,14 +222,20 @@ def _periodic_xy(atoms, xy: np.ndarray, where: str, cell_override) -> tuple[np.n
     return pts, box
 
 
-def nearest_neighbour_min(frames_xy: Sequence[tuple[Any, np.ndarray, str]],
-                          cell_override: tuple[float, float] | None = None) -> float:
-    """Smallest positive nearest-neighbour distance in the xy projection over all frames.
+def nearest_neighbour_median(frames_xy: Sequence[tuple[Any, np.ndarray, str]],
+                             cell_override: tuple[float, float] | None = None) -> float:
+    """Median nearest-neighbour distance in the xy projection, pooled over all frames.
 
     Parameters
     ----------
     frames_xy : sequence of (atoms, xy, where)
         ``xy`` float (n, 2): positions of the atoms of non-empty classes.
+
+    Returns
+    -------
+    float
+        In the structures' length unit. Atoms whose nearest neighbour sits at the same xy
+        position (distance below 1e-9 of the box) do not contribute.
 
     Raises
     ------
@@ -236,22 +244,20 @@ def nearest_neighbour_min(frames_xy: Sequence[tuple[Any, np.ndarray, str]],
     """
     from scipy.spatial import cKDTree
 
-    best = math.inf
+    dists = []
     for atoms, xy, where in frames_xy:
         if xy.shape[0] < 2:
             continue
         pts, box = _periodic_xy(atoms, xy, where, cell_override)
         d, _ = cKDTree(pts, boxsize=box).query(pts, k=2)
         d = d[:, 1]
-        scale = float(box.max())
-        d = d[d > 1e-9 * scale]
-        if d.size:
-            best = min(best, float(d.min()))
-    if not math.isfinite(best):
+        dists.append(d[d > 1e-9 * float(box.max())])
+    pooled = np.concatenate(dists) if dists else np.empty(0)
+    if pooled.size == 0:
         names = ", ".join(sorted({w.split(" frame ")[0] for _, _, w in frames_xy})) or "input"
         raise MapsimError(f"{names}: fewer than two distinct atom positions, so the pixel size cannot be "
                           "chosen from nearest-neighbour distances; give --pixel-size")
-    return best
+    return float(np.median(pooled))
 
 
 def default_species(classes: Sequence[str], known: dict[str, str] | None = None) -> dict[str, str]:
@@ -386,7 +392,10 @@ def import_atoms(
     samples : list of Sample
     classes : tuple of str
     info : dict
-        ``pixel_size``, ``pixel_size_rule``, ``species_map``, ``refine_steps``, ``collisions``.
+        ``pixel_size`` (the square pixel every sample uses; periodic cells stretch the requested
+        size to tile the cell, and where samples differ the requested size),
+        ``pixel_size_requested``, ``pixel_size_rule`` (given / file / nearest-neighbour median),
+        ``pixel_size_start`` (before refinement), ``refine_steps``, ``species_map``, ``collisions``.
     """
     if pixel_size is not None and not (pixel_size > 0 and math.isfinite(pixel_size)):
         raise MapsimError(f"--pixel-size: expected a positive number, found {pixel_size}")
@@ -451,8 +460,8 @@ def import_atoms(
                               f"with sizes {sorted(sizes)}); give --pixel-size")
         a0, rule = sizes.pop(), "file"
     else:
-        a0 = nearest_neighbour_min([(f[0], f[4], f[1]) for f in per_frame], cell)
-        rule = "nearest-neighbour minimum"
+        a0 = nearest_neighbour_median([(f[0], f[4], f[1]) for f in per_frame], cell)
+        rule = "nearest-neighbour median"
     if refine and min_pixel_size is not None and not (0 < min_pixel_size <= a0):
         raise MapsimError(f"--min-pixel-size: expected a size in (0, {a0:g}], found {min_pixel_size}")
     floor = min_pixel_size if min_pixel_size is not None else 0.5 * a0
@@ -476,7 +485,11 @@ def import_atoms(
             break
         a *= REFINE_FACTOR
         steps += 1
-    info = {"pixel_size": a, "pixel_size_rule": rule, "pixel_size_start": a0, "refine_steps": steps,
+    # the pixel actually used: periodic cells stretch it to tile the cell; one value when all agree
+    used = np.array([s.source["pixel_size"] for s in samples], float).reshape(-1)
+    square = used.size > 0 and np.allclose(used, used[0], rtol=1e-9, atol=0.0)
+    info = {"pixel_size": float(used[0]) if square else a, "pixel_size_requested": a,
+            "pixel_size_rule": rule, "pixel_size_start": a0, "refine_steps": steps,
             "species_map": mapping, "species_rule": rule_species, "collisions": total,
             "projection": "xy (z ignored)"}
     return samples, classes, info
