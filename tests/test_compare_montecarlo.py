@@ -45,8 +45,9 @@ def test_dataset_against_itself_is_within_noise(data):
 def test_another_presets_dataset_exceeds_the_noise_floor(data, ref, gen):
     r = ratios(data[ref], data[gen])
     assert max(r.values()) > 5, r
-    # canonical simulations: every sample holds round(density * L^2) particles, so
-    # 1 % against 5 % is an infinitely clear per-sample density difference
-    assert r["density"] == np.inf
+    # canonical simulations: every sample holds round(density * L^2) particles, so the
+    # bootstrap noise of the density is 0 and only the one-particle resolution is left:
+    # 1 % against 5 % is then hundreds of noise floors apart
+    assert r["density"] > 100
     # hot attractive particles touch; cold repulsive ones never do (T = 0, e_nn > 0)
     assert r["neighbours4"] > 2 and r["clusters4"] > 2

@@ -75,6 +75,18 @@ and a pseudo-generated set with replacement from the whole reference
 so did extrapolating from halves and quarters; the halves, whose two sides
 never share a sample, are kept.
 
+4. Discreteness floor: a statistic that never varies in the reference
+   (e.g. no particle contacts at all in a cold repulsive fluid, or a fixed
+   particle number) has a bootstrap noise of exactly 0, which would make any
+   difference, however small, infinitely significant.  But data are counts:
+   the reference cannot resolve a rate below about one count.  So the noise
+   is ``hypot(bootstrap RMS, resolution)``, where the resolution is the
+   change of the distance when one count changes on each side (one particle
+   moved between histogram bins, one cluster one site larger, one particle
+   more in a crop, one pair more per g(r) bin), added in quadrature over the
+   two sides (``<stat>_noise_resolution``).  Where the bootstrap noise is
+   non-zero this changes it negligibly.
+
 Caveats: the rescaling is asymptotic (many particles per half, samples much
 larger than the correlation length); histogram bins holding a handful of
 particles scale more slowly than sqrt, which makes the total-variation
@@ -196,6 +208,27 @@ class _Side:
     def cl_offsets(self) -> dict[int, np.ndarray]:
         """Clusters of sample s, per connectivity (cluster arrays are sorted by sample)."""
         return {c: np.searchsorted(self.cl_sample[c], np.arange(self.n + 1)) for c in (4, 8)}
+
+    def resolution(self) -> dict[str, float]:
+        """Change of each statistic when one count of this side's data changes (discreteness floor).
+
+        g(r): one pair more in every bin (RMS of 1 / expected pairs); neighbour
+        histograms: one particle moved to another bin (1 / particles counted);
+        cluster sizes: one cluster one site larger (1 / clusters); densities: one
+        particle more in one crop (1 / sites of all crops).
+        """
+        exp = self.expected.sum(axis=0)
+        with np.errstate(divide="ignore"):
+            inv = np.where(exp > 0, 1.0 / np.maximum(exp, 1e-300), 0.0)
+        n_part = max(1.0, float(self.nb4.sum()))
+        return {
+            "g_r": float(np.sqrt(np.mean(inv**2))) if inv.size else 0.0,
+            "neighbours4": 1.0 / n_part,
+            "neighbours8": 1.0 / n_part,
+            "clusters4": 1.0 / max(1, self.cl_sizes[4].size),
+            "clusters8": 1.0 / max(1, self.cl_sizes[8].size),
+            "density": 1.0 / max(1, self.crop_sample.size * self.crop_sites),
+        }
 
     def weights(self, n_samples: int | None = None) -> dict[str, float]:
         """Amount of data behind each statistic for ``n_samples`` samples (all by default)."""
@@ -441,10 +474,13 @@ def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = 
         "reference_fixed_count": bool(np.ptp(R.crop_density) == 0),
         "generated_density": float(G.crop_density.mean()),
     }
+    res_r, res_g = R.resolution(), G.resolution()
     for j, s in enumerate(STATS):
         col = null[:, j]
         col = col[np.isfinite(col)]
-        noise = float(np.sqrt(np.mean(col**2))) if col.size else math.nan
+        resolution = math.hypot(res_r[s], res_g[s])
+        noise = float(math.hypot(math.sqrt(np.mean(col**2)), resolution)) if col.size else math.nan
+        summary[f"{s}_noise_resolution"] = resolution
         ratio = _ratio(dist[s], noise)
         summary[f"{s}_distance"] = dist[s]
         summary[f"{s}_noise"] = noise
