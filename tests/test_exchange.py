@@ -134,6 +134,13 @@ def test_nearest_neighbour_rule_and_periodic_wrapping(tmp_path):
     np.testing.assert_array_equal(ds.grids[0], expected)
     src = ds.metadata["sources"][0]
     assert src["periodic"] == [True, True] and src["file"] == str(tmp_path / "lat.xyz") and src["frame"] == 0
+    # the median is robust: an atom stacked in z on another and one close pair do not change the pixel
+    extra = np.array([pos[0] + [0, 0, 3.0], pos[1] + [0.3, 0.2, 0]])
+    ase.io.write(tmp_path / "lat2.xyz", Atoms(["Ni"] * (len(sites) + 2), positions=np.vstack([pos, extra]),
+                                              cell=[15, 12, 5], pbc=True), format="extxyz")
+    ds2, report2 = import_files([tmp_path / "lat2.xyz"])
+    assert report2["pixel_size"] == pytest.approx(1.5) and report2["collisions"] == 2
+    np.testing.assert_array_equal(ds2.grids[0], expected)
 
 
 def test_open_boundaries_span_the_atoms():
@@ -167,6 +174,26 @@ def test_lammps_dump_frames_and_types(tmp_path):
     np.testing.assert_array_equal(ds.grids[1], [[0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]])
     assert [(s["file"], s["frame"]) for s in ds.metadata["sources"]] == [(str(tmp_path / "dump.lammpstrj"), 0),
                                                                         (str(tmp_path / "dump.lammpstrj"), 1)]
+    last, _ = import_files([tmp_path / "dump.lammpstrj"], fmt="lammps-dump-text", frames="-1", pixel_size=1.0,
+                           species_map={"H": "particle", "He": "solvent"})
+    np.testing.assert_array_equal(last.grids, ds.grids[1:])
+
+
+def test_many_files_one_dataset(tmp_path):
+    cell = dict(cell=[3, 2, 5], pbc=True)
+    ase.io.write(tmp_path / "a.extxyz", [Atoms("Cu", positions=[[0.5, 0.5, 0]], **cell),
+                                        Atoms("O", positions=[[2.5, 1.5, 0]], **cell)])
+    ase.io.write(tmp_path / "b.extxyz", Atoms("CuO", positions=[[1.5, 0.5, 0], [0.5, 1.5, 0]], **cell))
+    ds, _ = import_files([tmp_path / "a.extxyz", tmp_path / "b.extxyz"], pixel_size=1.0)
+    assert ds.classes == ("empty", "Cu", "O")  # one class per species over all files, sorted
+    np.testing.assert_array_equal(ds.grids, [[[1, 0, 0], [0, 0, 0]], [[0, 0, 0], [0, 0, 2]], [[0, 1, 0], [2, 0, 0]]])
+    assert [(s["file"][-8:], s["frame"]) for s in ds.metadata["sources"]] == [("a.extxyz", 0), ("a.extxyz", 1),
+                                                                             ("b.extxyz", 0)]
+    from PIL import Image
+
+    Image.fromarray(np.zeros((2, 3), np.uint8)).save(tmp_path / "c.png")
+    with pytest.raises(MapsimError, match="cannot mix images"):
+        import_files([tmp_path / "a.extxyz", tmp_path / "c.png"])
 
 
 # ---------------------------------------------------------------------------
