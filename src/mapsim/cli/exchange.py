@@ -15,7 +15,7 @@ structure files (any format ASE reads: xyz, extxyz, LAMMPS dump with --format la
   lowest coordinate. Pixel size: --pixel-size, else the value stored by 'mapsim export' in extxyz
   files, else the median nearest-neighbour distance in the xy projection (minimum image, pooled over
   all frames), so touching atoms land on neighbouring pixels. Atoms that land on an occupied pixel are
-  counted as collisions (the highest class id wins); --refine shrinks the pixel by 10 %% per step
+  counted as collisions (the highest class id wins); --refine shrinks the pixel by 10 % per step
   until there are none or --min-pixel-size (default half the start) is reached.
   Species -> class: --species-map, else the map stored in the file, else one class per species
   (sorted). Class 0 is always 'empty'; SPECIES=empty drops a species. LAMMPS atom types read as
