@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mapsim.cli.common import add_json_flag, check_output_path, emit, finite_float
+from mapsim.cli.common import add_json_flag, check_output_path, emit, finite_float, progress
 from mapsim.errors import MapsimError
 
 _IMPORT_EPILOG = """\
@@ -104,11 +104,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     cell = _floats(args.cell, "--cell", 2)
     crop = parse_shape(args.crop, "--crop") if args.crop else None
     names = [s.strip() for s in args.classes.split(",") if s.strip()] if args.classes else None
-    dataset, report = import_files(
-        args.files, fmt=args.fmt, frames=args.frames, pixel_size=args.pixel_size,
-        cell=tuple(cell) if cell else None, species_map=parse_pairs(args.species_map, "--species-map"),
-        refine=args.refine, min_pixel_size=args.min_pixel_size, thresholds=_floats(args.threshold, "--threshold"),
-        invert=args.invert, class_map=parse_pairs(args.class_map, "--class-map"), class_names=names, crop=crop)
+    with progress(total=len(args.files), desc="import", unit="file") as bar:
+        dataset, report = import_files(
+            args.files, fmt=args.fmt, frames=args.frames, pixel_size=args.pixel_size,
+            cell=tuple(cell) if cell else None, species_map=parse_pairs(args.species_map, "--species-map"),
+            refine=args.refine, min_pixel_size=args.min_pixel_size, thresholds=_floats(args.threshold, "--threshold"),
+            invert=args.invert, class_map=parse_pairs(args.class_map, "--class-map"), class_names=names, crop=crop,
+            progress=bar.update)
     save_dataset(out, dataset)
     report = {"out": str(out), **report}
     text = (f"wrote {out}: {report['samples']} sample(s) {report['height']}x{report['width']}, "
@@ -132,8 +134,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mapsim.lattice import load_dataset
 
     dataset = load_dataset(args.data)
-    report = export_dataset(dataset, args.out, args.fmt, pixel_size=args.pixel_size,
-                            species_map=parse_pairs(args.species_map, "--species-map"), overwrite=args.overwrite)
+    with progress(total=dataset.n_samples, desc=f"export {args.fmt}", unit="file") as bar:
+        report = export_dataset(dataset, args.out, args.fmt, pixel_size=args.pixel_size,
+                                species_map=parse_pairs(args.species_map, "--species-map"), overwrite=args.overwrite,
+                                progress=bar.update)
     text = f"wrote {report['files']} {args.fmt} file(s) to {report['out']}"
     if args.fmt != "png":
         text += (f" ({report['atoms']} atoms, pixel {report['pixel_size']:.6g} Å, species "

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from mapsim.errors import MapsimError
 from mapsim.exchange.common import (
@@ -57,6 +57,7 @@ def import_files(
     class_map: dict[str, str] | None = None,
     class_names: Sequence[str] | None = None,
     crop: tuple[int, int] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> tuple[Dataset, dict[str, Any]]:
     """Import structure files or images into one dataset.
 
@@ -73,6 +74,8 @@ def import_files(
         Image options, see :func:`mapsim.exchange.images.import_images`.
     crop : (H, W), optional
         Keep the top-left H x W of every sample.
+    progress : callable, optional
+        Called with 1 after each file is read.
 
     Returns
     -------
@@ -100,7 +103,8 @@ def import_files(
         if thresholds or class_map or class_names or invert:
             raise MapsimError("--threshold/--class-map/--classes/--invert apply to images; the inputs are structure files")
         samples, classes, info = import_atoms(paths, fmt=fmt, frames=frames, pixel_size=pixel_size, cell=cell,
-                                              species_map=species_map, refine=refine, min_pixel_size=min_pixel_size)
+                                              species_map=species_map, refine=refine, min_pixel_size=min_pixel_size,
+                                              progress=progress)
     else:
         from mapsim.exchange.images import import_images
 
@@ -112,7 +116,7 @@ def import_files(
         if frames != ":":
             raise MapsimError("--frames applies to structure files; every page of an image is imported")
         samples, classes, info = import_images(paths, thresholds=thresholds, invert=invert, class_map=class_map,
-                                               class_names=class_names)
+                                               class_names=class_names, progress=progress)
     grids = stack_samples(samples, crop)
     metadata = {
         "generator": "mapsim.import",
@@ -151,6 +155,7 @@ def export_dataset(
     pixel_size: float | None = None,
     species_map: dict[str, str] | None = None,
     overwrite: bool = False,
+    progress: Callable[[int], object] | None = None,
 ) -> dict[str, Any]:
     """Write one file per sample into ``out_dir`` (``sample_00000.<fmt>`` ...), atomically.
 
@@ -170,6 +175,8 @@ def export_dataset(
     species_map : dict, optional
         Class name -> chemical symbol; classes left out get the defaults of
         :func:`mapsim.exchange.atoms.default_species`.
+    progress : callable, optional
+        Called with 1 after each file is written.
 
     Returns
     -------
@@ -190,6 +197,8 @@ def export_dataset(
         with atomic_directory(out, overwrite) as tmp:
             for k in range(n):
                 grid_to_png(dataset.grids[k], dataset.classes, tmp / names[k], {"sample": k})
+                if progress is not None:
+                    progress(1)
         return report
 
     import ase.io
@@ -228,5 +237,7 @@ def export_dataset(
                 comment = (f"mapsim sample {k}: {h}x{w} pixels of {float(a)!r} A in a periodic "
                            f"{w * float(a)!r} x {h * float(a)!r} cell; classes {spec}")
                 ase.io.write(tmp / names[k], atoms, format="xyz", comment=comment)
+            if progress is not None:
+                progress(1)
     report.update({"pixel_size": float(a), "species": species, "atoms": n_atoms})
     return report

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -364,6 +364,7 @@ def import_atoms(
     species_map: dict[str, str] | None = None,
     refine: bool = False,
     min_pixel_size: float | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> tuple[list[Sample], tuple[str, ...], dict[str, Any]]:
     """Read structure files and rasterise every frame (see the module docstring).
 
@@ -386,6 +387,8 @@ def import_atoms(
     refine : bool
         Shrink the pixel by :data:`REFINE_FACTOR` per step until no two atoms share a pixel or
         the pixel would fall below ``min_pixel_size`` (default half the starting size).
+    progress : callable, optional
+        Called with 1 after each file is read.
 
     Returns
     -------
@@ -406,6 +409,8 @@ def import_atoms(
         for i, atoms in enumerate(read_frames(path, fmt, frames)):
             where = f"{path} frame {i}"
             loaded.append((atoms, where, str(path), i, _info_of(atoms, where)))
+        if progress is not None:
+            progress(1)
 
     infos = [x[4] for x in loaded]
     have_info = [inf is not None for inf in infos]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -207,6 +207,7 @@ def import_images(
     invert: bool = False,
     class_map: dict[str, str] | None = None,
     class_names: Sequence[str] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> tuple[list[Sample], tuple[str, ...], dict[str, Any]]:
     """Read images and turn their pixels into class ids (rules in the module docstring).
 
@@ -222,12 +223,18 @@ def import_images(
     class_names : sequence of str, optional
         Names of classes 1, 2, ... for thresholds / binary images (default ``particle``,
         ``solvent``, then ``class3``, ...).
+    progress : callable, optional
+        Called with 1 after each file is read.
 
     Returns
     -------
     samples, classes, info
     """
-    loaded = [(str(p), *read_image(p)) for p in paths]
+    loaded = []
+    for p in paths:
+        loaded.append((str(p), *read_image(p)))
+        if progress is not None:
+            progress(1)
 
     def names_for(n_nonempty: int) -> tuple[str, ...]:
         if class_names:
