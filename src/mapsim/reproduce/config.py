@@ -111,11 +111,11 @@ def default_config(quick: bool) -> RunConfig:
             s = SystemConfig(preset=name, train_samples=300, train_size=32, gen_scale=2, gen_samples=60,
                              heldout_samples=60, heldout_train_samples=120, expansion_range=rng_,
                              expansion_order=order, expansion_epochs=8, layers=4, filters=16, out_width=32,
-                             epochs=40, batch=16, lr=3e-3, train_minutes=1.0)
+                             epochs=5, batch=4, lr=1e-2, train_minutes=1.5)
             if name == "drying":
                 s.train_size, s.train_samples, s.heldout_train_samples = 48, 150, 60
                 s.gen_samples = s.heldout_samples = 24
-                s.layers, s.filters, s.out_width, s.train_minutes = 6, 24, 48, 1.5
+                s.layers, s.filters, s.out_width, s.epochs, s.train_minutes = 6, 24, 48, 4, 2.0
                 s.overrides = {"sweeps": 500}
         else:
             # Appendix A: 64 x 64 fluids with L_c layers of 48 filters; drying 256 x 256, 60 layers of 20
