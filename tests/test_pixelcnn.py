@@ -86,3 +86,53 @@ def test_parameter_names_are_stable():
     """The cached sampler reads these modules directly; renaming them breaks it."""
     names = {k.split(".")[0] for k in _model().state_dict()}
     assert names == {"v_convs", "h_convs", "v2h", "h_res", "skips", "out1", "out2"}
+
+
+def _plain_forward(model, canvas):
+    """The layer-by-layer formula of the module docstring, written out naively."""
+    from mapsim.models.pixelcnn import gate
+
+    p, Wc = model.p, canvas.shape[-1]
+    x = model.one_hot(canvas)
+    v_pre = model.v_convs[0](x[:, :, :-1, :])
+    h_pre = model.h_convs[0](x[:, :, p:, :-1])[:, :, :, : Wc - 2 * p] + model.v2h[0](v_pre)
+    v, g = gate(v_pre), gate(h_pre)
+    h, skip = model.h_res[0](g), model.skips[0](g)
+    for layer in range(1, model.config.layers):
+        v_pre = model.v_convs[layer](v)
+        h_pre = model.h_convs[layer](h[:, :, p:, :])[:, :, :, :-p] + model.v2h[layer](v_pre)
+        v, g = gate(v_pre), gate(h_pre)
+        h = model.h_res[layer](g) + h[:, :, p:, p:-p]
+        skip = skip[:, :, p:, p:-p] + model.skips[layer](g)
+    return model.out2(torch.relu(model.out1(torch.relu(skip))))
+
+
+@pytest.mark.parametrize("layers, kernel, n_classes", [(1, 3, 2), (4, 3, 3), (2, 5, 2)])
+def test_fast_forward_equals_the_plain_formula(layers, kernel, n_classes):
+    model = _model(layers, kernel, n_classes, seed=2)
+    grids = torch.as_tensor(np.random.default_rng(3).integers(0, n_classes, (2, 6, 7)))
+    canvas = model.make_canvas(grids)
+    with torch.no_grad():
+        torch.testing.assert_close(model(canvas), _plain_forward(model, canvas), rtol=0, atol=1e-6)
+    # with gradients (the CPU training gate): same loss and parameter gradients
+    losses, grads = [], []
+    for f in (model, lambda c: _plain_forward(model, c)):
+        model.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(f(canvas), grids)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({k: p.grad for k, p in model.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=1e-6)
+    assert grads[0].keys() <= grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-4, atol=1e-6)
+    # only the last layer's residual 1x1 feeds nothing
+    assert set(grads[1]) - set(grads[0]) == set() and f"h_res.{layers - 1}.weight" not in grads[0]
+
+
+def test_training_gate_gradient():
+    from mapsim.models.pixelcnn import _SigmoidGate, gate
+
+    a = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_SigmoidGate.apply, (a,))
+    torch.testing.assert_close(_SigmoidGate.apply(a), gate(a), rtol=0, atol=1e-12)
