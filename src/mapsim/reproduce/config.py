@@ -53,6 +53,10 @@ class SystemConfig:
     expansion_range, expansion_order : int
         Cluster expansion (Table 1); range 0 means no expansion for this system.
     expansion_epochs : int
+    expansion_lr, expansion_val_fraction : float
+        Adam learning rate, and the validation fraction whose best epoch is kept
+        (0: keep the last epoch -- for hard exclusions, whose coefficients only
+        approach -inf with training while the validation NLL barely moves).
     layers, filters, kernel, out_width, epochs, batch : int
         Gated PixelCNN and its training.
     lr : float
@@ -73,6 +77,8 @@ class SystemConfig:
     expansion_range: int = 0
     expansion_order: int = 0
     expansion_epochs: int = 10
+    expansion_lr: float = 0.05
+    expansion_val_fraction: float = 0.1
     layers: int = 4
     filters: int = 16
     kernel: int = 3
@@ -111,11 +117,13 @@ def default_config(quick: bool) -> RunConfig:
             s = SystemConfig(preset=name, train_samples=300, train_size=32, gen_scale=2, gen_samples=60,
                              heldout_samples=60, heldout_train_samples=120, expansion_range=rng_,
                              expansion_order=order, expansion_epochs=8, layers=4, filters=16, out_width=32,
-                             epochs=5, batch=4, lr=1e-2, train_minutes=1.5)
+                             epochs=25, batch=4, lr=1e-2, train_minutes=1.25)
+            if name == "fluid-cold-repulsive":
+                s.expansion_lr, s.expansion_val_fraction = 0.3, 0.0
             if name == "drying":
                 s.train_size, s.train_samples, s.heldout_train_samples = 48, 150, 60
                 s.gen_samples = s.heldout_samples = 24
-                s.layers, s.filters, s.out_width, s.epochs, s.train_minutes = 6, 24, 48, 4, 2.0
+                s.layers, s.filters, s.out_width, s.epochs, s.train_minutes = 6, 24, 48, 12, 2.5
                 s.overrides = {"sweeps": 500}
         else:
             # Appendix A: 64 x 64 fluids with L_c layers of 48 filters; drying 256 x 256, 60 layers of 20
@@ -218,7 +226,9 @@ def check_system(s: SystemConfig, where: str) -> None:
         raise MapsimError(f"{where}: need >= 4 training and >= 2 held-out samples for a noise floor")
     if not isinstance(s.overrides, dict):
         raise MapsimError(f"{where}.overrides must be a table of preset parameters")
-    for name in ("lr", "train_minutes"):
+    if not 0 <= s.expansion_val_fraction < 1:
+        raise MapsimError(f"{where}.expansion_val_fraction must lie in [0, 1), found {s.expansion_val_fraction!r}")
+    for name in ("lr", "train_minutes", "expansion_lr"):
         v = getattr(s, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != v:
             raise MapsimError(f"{where}.{name} must be a non-negative number, found {v!r}")

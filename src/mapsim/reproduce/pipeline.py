@@ -144,7 +144,8 @@ class Run:
 
         models: dict[str, tuple[Path, str]] = {}
         if s.expansion_range > 0:
-            fp = fingerprint("expansion", fp_train, s.expansion_range, s.expansion_order, s.expansion_epochs, seed)
+            fp = fingerprint("expansion", fp_train, s.expansion_range, s.expansion_order, s.expansion_epochs,
+                             s.expansion_lr, s.expansion_val_fraction, seed)
             res["expansion_fit"] = self.stage(f"{name}/fit expansion (range {s.expansion_range}, order "
                                               f"{s.expansion_order})", fp, [d / "expansion.pt"],
                                               lambda: self._fit_expansion(s, train, d / "expansion.pt"))
@@ -200,7 +201,8 @@ class Run:
         from mapsim.models.io import save_model
 
         model = Expansion(ExpansionConfig(range=s.expansion_range, order=s.expansion_order, classes=train.classes))
-        fitter = ExpansionFitter(epochs=s.expansion_epochs, seed=self.cfg.seed).fit(model, train.grids)
+        fitter = ExpansionFitter(epochs=s.expansion_epochs, lr=s.expansion_lr, val_fraction=s.expansion_val_fraction,
+                                 seed=self.cfg.seed).fit(model, train.grids)
         save_model(path, model)
         best = fitter.history_[fitter.best_epoch_ - 1] if fitter.history_ else {}
         return {"coefficients": int(model.n_coefficients), "best_epoch": fitter.best_epoch_,
