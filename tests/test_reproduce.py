@@ -101,6 +101,14 @@ def test_tiny_pipeline_runs_resumes_and_reports(tmp_path):
     assert ran and all("drying/" in line and ("generate" in line or "compare" in line or "convergence" in line)
                        for line in ran), ran
 
+    # a changed training setting retrains from scratch (the old run directory cannot be resumed)
+    cfg.systems["drying"].epochs = 2
+    logs4 = []
+    Run(cfg, out, log=logs4.append).run()
+    assert any("drying/train PixelCNN" in line and line.startswith("[done]") for line in logs4), logs4
+    metrics = (out / "systems/drying/pixelcnn/metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 2
+
 
 def test_cli_bad_config_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.toml"

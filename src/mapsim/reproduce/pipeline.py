@@ -158,7 +158,7 @@ class Run:
                          s.train_minutes, s.crop, seed)
         res["pixelcnn_training"] = self.stage(f"{name}/train PixelCNN ({s.layers} layers, {s.filters} filters)", fp,
                                               [d / "pixelcnn" / "best.pt"],
-                                              lambda: self._train_pixelcnn(s, train, d / "pixelcnn"))
+                                              lambda: self._train_pixelcnn(s, train, d / "pixelcnn", fp))
         models["pixelcnn"] = (d / "pixelcnn", fp)
 
         res["models"] = {}
@@ -217,12 +217,20 @@ class Run:
         save_model(path, IdealGas(IdealGasConfig(densities=dens, classes=train.classes)))
         return {"densities": dens}
 
-    def _train_pixelcnn(self, s: SystemConfig, train: Dataset, run_dir: Path) -> dict[str, Any]:
+    def _train_pixelcnn(self, s: SystemConfig, train: Dataset, run_dir: Path, fp: str) -> dict[str, Any]:
+        import shutil
+
         from mapsim.training import TrainConfig, train as train_model
 
         tc = TrainConfig(layers=s.layers, filters=s.filters, kernel=s.kernel, out_width=s.out_width, epochs=s.epochs,
                          batch=s.batch, lr=s.lr, seed=self.cfg.seed, crop=[s.crop, s.crop] if s.crop else None)
-        resume = (run_dir / "last.pt").exists()
+        # an interrupted run with the same settings continues; one made with other settings is replaced
+        stamp = run_dir.with_name(run_dir.name + ".fingerprint")
+        same = stamp.exists() and stamp.read_text().strip() == fp
+        if run_dir.exists() and not (same and (run_dir / "last.pt").exists()):
+            shutil.rmtree(run_dir)
+        resume = run_dir.exists()
+        write_text_atomic(stamp, fp + "\n")
         result = train_model(train, tc, run_dir, resume=resume, device="auto",
                              max_minutes=(s.train_minutes or None), progress=self.bar)
         return result.summary()
