@@ -140,53 +140,71 @@ def _exp32(x, out, scale):
 
 
 @njit(cache=True, fastmath=_FM)
-def _gate_approx(a, F, out):
-    n = a.shape[0]
-    x = np.empty((n, 2 * F), np.float32)
-    for i in range(n):
+def _gate_approx(a, nt, F, out, x, e, sc):
+    """out[:nt] = tanh(a[:nt, :F]) * sigmoid(a[:nt, F:]) with the fast float32 exp (scratch x, e, sc)."""
+    for i in range(nt):
         for f in range(F):
             x[i, f] = -_TWO * np.float32(a[i, f])
         for f in range(F, 2 * F):
             x[i, f] = -np.float32(a[i, f])
-    e = np.empty((n, 2 * F), np.float32)
-    sc = np.empty(n * 2 * F, np.int32)
-    _exp32(x.ravel(), e.ravel(), sc)
-    for i in range(n):
+    n2 = nt * 2 * F
+    _exp32(x.ravel()[:n2], e.ravel()[:n2], sc[:n2])
+    for i in range(nt):
         for f in range(F):
             # tanh(x) = (1 - e^-2x) / (1 + e^-2x); sigmoid(y) = 1 / (1 + e^-y)
             out[i, f] = (_ONE - e[i, f]) / ((_ONE + e[i, f]) * (_ONE + e[i, F + f]))
 
 
 @njit(cache=True)
-def _gate_exact(a, F, out):
-    for i in range(a.shape[0]):
+def _gate_exact(a, nt, F, out):
+    for i in range(nt):
         for f in range(F):
             out[i, f] = math.tanh(a[i, f]) / (1.0 + math.exp(-a[i, F + f]))
 
 
 @njit(cache=True)
-def _gate(a, F, approx):
-    out = np.empty((a.shape[0], F), a.dtype)
+def _gate(a, nt, F, out, x, e, sc, approx):
     if approx:
-        _gate_approx(a, F, out)
+        _gate_approx(a, nt, F, out, x, e, sc)
     else:
-        _gate_exact(a, F, out)
-    return out
+        _gate_exact(a, nt, F, out)
+
+
+@njit(cache=True)
+def _scratch(maxl, n, p, k, F, S, nc, dt):
+    """Work arrays of one thread, allocated once per call (not per step: large per-step
+    allocations would be fresh pages, i.e. page faults, every step)."""
+    D = max((p + 1) * k * F, 1)
+    idx = np.empty(maxl, np.int64)
+    Av = np.empty((maxl, D), dt)
+    vpre = np.empty((maxl, 2 * F), dt)
+    vh = np.empty((maxl, 2 * F), dt)
+    gbuf = np.empty((maxl, F), dt)
+    gx = np.empty((maxl, 2 * F), np.float32)
+    ge = np.empty((maxl, 2 * F), np.float32)
+    gsc = np.empty(maxl * 2 * F, np.int32)
+    Ah = np.empty((maxl, (p + 1) * F), dt)
+    hpre = np.empty((maxl, 2 * F), dt)
+    h = np.empty((maxl, F), dt)
+    G = np.empty((maxl, n * F), dt)
+    Gd = np.empty((maxl, n * F), dt)
+    so = np.empty((maxl, S), dt)
+    o = np.empty((maxl, S), dt)
+    lg = np.empty((maxl, nc), dt)
+    return idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg
 
 
 @njit(cache=True)
 def _lanes_step(lk, lR, lC, canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, bv, Wh, Wvh, bvh, Wres, bres,
-                Wskip, bskip, W1, b1, W2, b2, beta, n, p, L, W, RB, RV, approx):
+                Wskip, bskip, W1, b1, W2, b2, beta, n, p, L, W, RB, RV, approx, scratch):
     """Advance the given lanes by one step (see the module docstring)."""
+    idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg = scratch
     nl = lk.shape[0]
     k = 2 * p + 1
     F = Wres.shape[1]
     Wc = canvas.shape[2]
-    dt = V.dtype
-    G = np.zeros((nl, n * F), dt)
     # ---- vertical stack, running ahead
     for m in range(1, n + 1):
-        idx = np.empty(nl, np.int64)
         nt = 0
         for i in range(nl):
             cv = lC[i] + (n - m) * p
@@ -196,7 +214,6 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, b
         if nt == 0:
             continue
         if m == 1:
-            vpre = np.empty((nt, 2 * F), dt)
             for t in range(nt):
                 i = idx[t]
                 kk, R, cv = lk[i], lR[i], lC[i] + (n - 1) * p
@@ -209,8 +226,6 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, b
                         for c in range(2 * F):
                             vpre[t, c] += row[c]
         else:
-            D = (p + 1) * k * F
-            A = np.empty((nt, D), dt)
             for t in range(nt):
                 i = idx[t]
                 kk, R, cv = lk[i], lR[i], lC[i] + (n - m) * p
@@ -218,29 +233,28 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, b
                 for dr in range(p + 1):
                     slot = (R - p + dr) % RB
                     for dc in range(k):
-                        src = V[m - 2, kk, slot, cv - p + dc]
+                        src = V[m - 2, slot, cv - p + dc, kk]
                         for f in range(F):
-                            A[t, q] = src[f]
+                            Av[t, q] = src[f]
                             q += 1
-            vpre = np.dot(A, Wv[m - 2])
+            np.dot(Av[:nt], Wv[m - 2], vpre[:nt])
             for t in range(nt):
                 for c in range(2 * F):
                     vpre[t, c] += bv[m - 2, c]
-        vh = np.dot(vpre, Wvh[m - 1])
+        np.dot(vpre[:nt], Wvh[m - 1], vh[:nt])
         if m < n:
-            vg = _gate(vpre, F, approx)
+            _gate(vpre, nt, F, gbuf, gx, ge, gsc, approx)
         for t in range(nt):
             i = idx[t]
             kk, slot, cv = lk[i], lR[i] % RB, lC[i] + (n - m) * p
-            dst = VH[m - 1, kk, slot, cv % RV]
+            dst = VH[m - 1, slot, cv % RV, kk]
             for c in range(2 * F):
                 dst[c] = vh[t, c] + bvh[m - 1, c]
             if m < n:
                 for f in range(F):
-                    V[m - 1, kk, slot, cv, f] = vg[t, f]
+                    V[m - 1, slot, cv, kk, f] = gbuf[t, f]
     # ---- horizontal stack at column C
     for m in range(1, n + 1):
-        idx = np.empty(nl, np.int64)
         nt = 0
         for i in range(nl):
             if lC[i] >= m * p and lC[i] < L + W:
@@ -248,12 +262,11 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, b
                 nt += 1
         if nt == 0:
             continue
-        hpre = np.empty((nt, 2 * F), dt)
         if m == 1:
             for t in range(nt):
                 i = idx[t]
                 kk, R, C = lk[i], lR[i], lC[i]
-                src = VH[0, kk, R % RB, C % RV]
+                src = VH[0, R % RB, C % RV, kk]
                 for c in range(2 * F):
                     hpre[t, c] = src[c]
                 for w in range(p):
@@ -261,40 +274,38 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, b
                     for c in range(2 * F):
                         hpre[t, c] += row[c]
         else:
-            A = np.empty((nt, (p + 1) * F), dt)
             for t in range(nt):
                 i = idx[t]
                 kk, slot, C = lk[i], lR[i] % RB, lC[i]
                 for w in range(p + 1):
-                    src = HS[m - 2, kk, slot, (C - p + w) % (p + 1)]
+                    src = HS[m - 2, slot, (C - p + w) % (p + 1), kk]
                     for f in range(F):
-                        A[t, w * F + f] = src[f]
-            hpre = np.dot(A, Wh[m - 2])
+                        Ah[t, w * F + f] = src[f]
+            np.dot(Ah[:nt], Wh[m - 2], hpre[:nt])
             for t in range(nt):
                 i = idx[t]
-                src = VH[m - 1, lk[i], lR[i] % RB, lC[i] % RV]
+                src = VH[m - 1, lR[i] % RB, lC[i] % RV, lk[i]]
                 for c in range(2 * F):
                     hpre[t, c] += src[c]
-        g = _gate(hpre, F, approx)
+        _gate(hpre, nt, F, gbuf, gx, ge, gsc, approx)
         if m < n:
-            h = np.dot(g, Wres[m - 1])
+            np.dot(gbuf[:nt], Wres[m - 1], h[:nt])
             for t in range(nt):
                 i = idx[t]
                 kk, slot, C = lk[i], lR[i] % RB, lC[i]
-                dst = HS[m - 1, kk, slot, C % (p + 1)]
+                dst = HS[m - 1, slot, C % (p + 1), kk]
                 if m == 1:
                     for f in range(F):
                         dst[f] = h[t, f] + bres[m - 1, f]
                 else:
-                    prev = HS[m - 2, kk, slot, C % (p + 1)]
+                    prev = HS[m - 2, slot, C % (p + 1), kk]
                     for f in range(F):
                         dst[f] = h[t, f] + bres[m - 1, f] + prev[f]
         for t in range(nt):
             i = idx[t]
             for f in range(F):
-                G[i, (m - 1) * F + f] = g[t, f]
+                G[i, (m - 1) * F + f] = gbuf[t, f]
     # ---- output layers and draws for lanes on sample columns
-    idx = np.empty(nl, np.int64)
     nt = 0
     for i in range(nl):
         if lC[i] >= L and lC[i] < L + W:
@@ -302,18 +313,17 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, b
             nt += 1
     if nt == 0:
         return
-    Gd = np.empty((nt, n * F), dt)
     for t in range(nt):
         Gd[t] = G[idx[t]]
-    s = np.dot(Gd, Wskip)
+    np.dot(Gd[:nt], Wskip, so[:nt])
     for t in range(nt):
-        for c in range(s.shape[1]):
-            s[t, c] = max(s[t, c] + bskip[c], 0.0)
-    o = np.dot(s, W1)
+        for c in range(so.shape[1]):
+            so[t, c] = max(so[t, c] + bskip[c], 0.0)
+    np.dot(so[:nt], W1, o[:nt])
     for t in range(nt):
         for c in range(o.shape[1]):
             o[t, c] = max(o[t, c] + b1[c], 0.0)
-    lg = np.dot(o, W2)
+    np.dot(o[:nt], W2, lg[:nt])
     nc = lg.shape[1]
     for t in range(nt):
         i = idx[t]
@@ -345,6 +355,12 @@ def _run_steps(t0, t1, K, H, canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, 
     cmin = 2 * p - L
     span = L + W - cmin  # columns a lane visits
     lag = L + 1
+    k = 2 * p + 1
+    F = Wres.shape[1]
+    S = W1.shape[0]
+    nc = W2.shape[1]
+    maxl = K * (-(-span // lag) + 1) // nchunks + 2
+    scratches = [_scratch(maxl, n, p, k, F, S, nc, V.dtype) for _ in range(nchunks)]
     for t in range(t0, t1):
         r1 = min(H, t // lag + 1)
         r0 = max(0, -((span - 1 - t) // lag))
@@ -367,7 +383,8 @@ def _run_steps(t0, t1, K, H, canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, 
             lo = ch * nl // nch
             hi = (ch + 1) * nl // nch
             _lanes_step(lk[lo:hi], lR[lo:hi], lC[lo:hi], canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, bv,
-                        Wh, Wvh, bvh, Wres, bres, Wskip, bskip, W1, b1, W2, b2, beta, n, p, L, W, RB, RV, approx)
+                        Wh, Wvh, bvh, Wres, bres, Wskip, bskip, W1, b1, W2, b2, beta, n, p, L, W, RB, RV, approx,
+                        scratches[ch])
 
 
 def total_steps(height: int, width: int, context_range: int, p: int) -> int:
@@ -398,12 +415,13 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
     RB = p + 1 + lanes_max
     RV = L + 1
     nv = max(n - 1, 1)
-    V = np.zeros((nv, K, RB, Wc, F), dt)
-    VH = np.zeros((n, K, RB, RV, 2 * F), dt)
-    HS = np.zeros((nv, K, RB, p + 1, F), dt)
+    # sample index next to the channels: the lanes of one row, all samples, are processed together
+    V = np.zeros((nv, RB, Wc, K, F), dt)
+    VH = np.zeros((n, RB, RV, K, 2 * F), dt)
+    HS = np.zeros((nv, RB, p + 1, K, F), dt)
     bvert = _boundary_vertical(model, top, dt)
     for j in range(p):
-        V[:, :, (L - p + j) % RB] = bvert[:, :, j]
+        V[:, (L - p + j) % RB] = bvert[:, :, j].transpose(0, 2, 1, 3)
     canvas = np.full((K, H + L, Wc), model.outside_class, np.uint8)
     canvas[:, :L, :] = top
     canvas[:, L:, L : L + W] = 0
