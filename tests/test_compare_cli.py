@@ -133,3 +133,19 @@ def test_analysis_runs_without_torch(files, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("ok")
     assert (tmp_path / "c" / "compare.json").exists()
+
+
+def test_skip_rows_from_a_convergence_report(files, tmp_path, capsys):
+    conv = tmp_path / "conv"
+    conv.mkdir()
+    (conv / "convergence.json").write_text(json.dumps({"skip_rows": 7}))
+    out = tmp_path / "report"
+    assert main(["compare", files["ref"], files["gen"], "--out", str(out), "--bootstrap", "5", "--json",
+                 "--skip-rows-from", str(conv)]) == 0
+    assert json.loads(capsys.readouterr().out)["skip_rows"] == 7
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"skip_rows": -1}))
+    out2 = tmp_path / "report2"
+    assert main(["compare", files["ref"], files["gen"], "--out", str(out2), "--skip-rows-from", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.json" in err[0] and not out2.exists()

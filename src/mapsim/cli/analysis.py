@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--skip-rows", type=nonneg_int, default=None,
                    help="rows dropped from the top of generated samples (default: 2 x the model's L_c "
                         "from metadata context_range, else 0)")
+    c.add_argument("--skip-rows-from", default=None, metavar="CONVERGENCE.json",
+                   help="take --skip-rows from the skip_rows of a 'mapsim convergence' report")
     c.add_argument("--r-max", type=positive_int, default=None,
                    help="range of g(r) in lattice spacings (default: min(10, what both allow))")
     c.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random halves (default 0)")
@@ -205,6 +207,26 @@ def summary_markdown(summary: dict[str, Any], ref_path: str, gen_path: str) -> s
     return "\n".join(lines)
 
 
+def _skip_rows_from(path: str) -> int:
+    """The ``skip_rows`` recommended by a convergence report (JSON)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "convergence.json"
+    try:
+        report = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MapsimError(f"--skip-rows-from {p}: file not found") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MapsimError(f"--skip-rows-from {p}: not a JSON report ({exc})") from None
+    value = report.get("skip_rows") if isinstance(report, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MapsimError(f"--skip-rows-from {p}: expected a non-negative integer skip_rows, found {value!r}")
+    return value
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from mapsim.analysis import plots
     from mapsim.analysis.compare import DEFAULT_BOOTSTRAP, STATS, check_compatible, compare_datasets, \
@@ -212,6 +234,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from mapsim.analysis.structure import resolve_class
     from mapsim.lattice import load_dataset
 
+    if args.skip_rows_from is not None:
+        if args.skip_rows is not None:
+            raise MapsimError("--skip-rows and --skip-rows-from exclude each other")
+        args.skip_rows = _skip_rows_from(args.skip_rows_from)
     out = _prepare_out(args.out)
     ref = load_dataset(args.reference)
     gen = load_dataset(args.generated)
