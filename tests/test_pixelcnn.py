@@ -114,7 +114,7 @@ def test_fast_forward_equals_the_plain_formula(layers, kernel, n_classes):
     canvas = model.make_canvas(grids)
     with torch.no_grad():
         torch.testing.assert_close(model(canvas), _plain_forward(model, canvas), rtol=0, atol=1e-6)
-    # with gradients (the CPU training gate): same loss and parameter gradients
+    # with gradients: same loss and parameter gradients
     losses, grads = [], []
     for f in (model, lambda c: _plain_forward(model, c)):
         model.zero_grad(set_to_none=True)
@@ -128,11 +128,3 @@ def test_fast_forward_equals_the_plain_formula(layers, kernel, n_classes):
         torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-4, atol=1e-6)
     # only the last layer's residual 1x1 feeds nothing
     assert set(grads[1]) - set(grads[0]) == set() and f"h_res.{layers - 1}.weight" not in grads[0]
-
-
-def test_training_gate_gradient():
-    from mapsim.models.pixelcnn import _SigmoidGate, gate
-
-    a = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(_SigmoidGate.apply, (a,))
-    torch.testing.assert_close(_SigmoidGate.apply(a), gate(a), rtol=0, atol=1e-12)

@@ -22,10 +22,10 @@ m = l + 1), both stacks live at canvas rows [m p, Hc) and columns [m p, Wc - m p
 so after the last layer they cover exactly the sample pixels.
 
 Speed (same parameters, same function): the 1x1 skips are evaluated on the
-sample pixels only, the horizontal convolutions on trimmed inputs, the last
-layer's unused v and h are not computed (so ``h_res[-1]`` gets no gradient), and
-CPU training uses a sigmoid-based gate (:func:`training_gate`).  Without
-gradients the logits are those of the plain layer-by-layer formula above.
+sample pixels only, the horizontal convolutions on trimmed inputs, and the last
+layer's unused v and h are not computed (so ``h_res[-1]`` gets no gradient).
+(A sigmoid-based tanh was tried for CPU training, since this torch build's tanh
+is slow, but its extra memory passes made it no faster on a shared machine.)
 """
 
 from __future__ import annotations
@@ -87,42 +87,6 @@ def gate(a: torch.Tensor) -> torch.Tensor:
     return torch.tanh(x) * torch.sigmoid(y)
 
 
-class _SigmoidGate(torch.autograd.Function):
-    """:func:`gate` for CPU training: tanh(x) = 2 sigmoid(2x) - 1 and a hand-written backward.
-
-    The CPU build's vectorised tanh is about ten times slower than its sigmoid;
-    this takes a training step from ~13 % gate time to ~3 %.  Same function,
-    rounding differs by ~1e-7.
-    """
-
-    @staticmethod
-    def forward(ctx, a: torch.Tensor) -> torch.Tensor:  # (B, 2f, H, W) -> (B, f, H, W)
-        x, y = a.chunk(2, dim=1)
-        t = torch.mul(x, 2).sigmoid_().mul_(2).sub_(1)  # tanh(x)
-        s = torch.sigmoid(y)
-        ctx.save_for_backward(t, s)
-        return t * s
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
-        t, s = ctx.saved_tensors
-        grad = grad_out.new_empty((t.shape[0], 2 * t.shape[1], *t.shape[2:]))
-        gx, gy = grad.chunk(2, dim=1)
-        gs = grad_out * s
-        gst = gs * t
-        torch.addcmul(gs, gst, t, value=-1, out=gx)  # d/dx = g s (1 - t^2)
-        torch.mul(gst, 1 - s, out=gy)  # d/dy = g t s (1 - s)
-        return grad
-
-
-def training_gate(a: torch.Tensor) -> torch.Tensor:
-    """The gate used by :meth:`GatedPixelCNN.forward`: :func:`gate` itself except for CPU
-    training (gradients enabled), where :class:`_SigmoidGate` computes it faster."""
-    if a.device.type == "cpu" and torch.is_grad_enabled() and a.requires_grad:
-        return _SigmoidGate.apply(a)
-    return gate(a)
-
-
 @register_model
 class GatedPixelCNN(MapModel):
     """Gated PixelCNN on outside-padded canvases (see the module docstring)."""
@@ -168,18 +132,18 @@ class GatedPixelCNN(MapModel):
         # layer 0: vertical sees rows r-p..r-1, horizontal sees columns c-p..c-1.
         v_pre = self.v_convs[0](x[:, :, :-1, :])  # rows [p, Hc), cols [p, Wc-p)
         h_pre = self.h_convs[0](x[:, :, p:, : Wc - p - 1]) + self.v2h[0](v_pre)  # same positions
-        g = training_gate(h_pre)
+        g = gate(h_pre)
         skip = self.skips[0](final(g, 1))
         if n > 1:
-            v = training_gate(v_pre)
+            v = gate(v_pre)
             h = self.h_res[0](g)
         for layer in range(1, n):
             # v, h live at rows [m p, Hc), cols [m p, Wc - m p) with m = layer.
             v_pre = self.v_convs[layer](v)  # rows [(m+1)p, Hc), cols [(m+1)p, Wc-(m+1)p)
             h_pre = self.h_convs[layer](h[:, :, p:, : h.shape[-1] - p]) + self.v2h[layer](v_pre)  # same positions
-            g = training_gate(h_pre)
+            g = gate(h_pre)
             skip = skip + self.skips[layer](final(g, layer + 1))
             if layer < n - 1:  # the last layer's v and h feed nothing (so h_res[-1] is never used)
-                v = training_gate(v_pre)
+                v = gate(v_pre)
                 h = self.h_res[layer](g) + h[:, :, p:, p:-p]
         return self.out2(F.relu(self.out1(F.relu(skip))))
