@@ -19,7 +19,8 @@ always leaves a consistent directory.
 
 Determinism and resume
 ----------------------
-The model is initialised from ``seed`` alone; the split and everything random
+The model is initialised from ``seed`` alone (and its output bias from the
+class frequencies of the training samples); the split and everything random
 in epoch e come from generators derived from (seed, e) (:mod:`mapsim.data`);
 the learning rate is a function of the optimiser step.  Resuming from
 ``last.pt`` after epoch e therefore replays epochs e+1 .. exactly as an
@@ -286,6 +287,20 @@ def build_model(config: TrainConfig, classes: tuple[str, ...] | list[str]) -> Ga
 
 
 @torch.no_grad()
+def init_output_bias(model: GatedPixelCNN, train_grids: np.ndarray) -> None:
+    """Start the output bias at the log class frequencies of the training samples.
+
+    The untrained model then predicts about the density-only distribution
+    instead of uniform classes, which spares the first epochs of a short run
+    from learning the density (large for dilute systems: ln 2 against 0.056
+    nats/pixel at 1 % density).
+    """
+    counts = np.bincount(train_grids.ravel(), minlength=model.n_classes).astype(np.float64) + 0.5
+    logp = np.log(counts / counts.sum())
+    model.out2.bias.copy_(torch.as_tensor(logp - logp.mean(), dtype=model.out2.bias.dtype))
+
+
+@torch.no_grad()
 def nll_sums(model: GatedPixelCNN, grids: np.ndarray, device: torch.device, batch: int) -> tuple[float, int]:
     """Summed NLL (nats) and pixel count of whole samples on outside-padded canvases."""
     total, pixels = 0.0, 0
@@ -409,7 +424,10 @@ def train(dataset: Dataset, config: TrainConfig, out: str | Path, *, resume: boo
     try:
         if batch < dist.world:
             raise MapsimError(f"global batch {batch} is smaller than the {dist.world} processes")
-        model = build_model(config, dataset.classes).to(dev)
+        model = build_model(config, dataset.classes)
+        if payload is None:
+            init_output_bias(model, grids[train_idx])
+        model = model.to(dev)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warmup_steps))
         state = {"epoch": 0, "best_val_nll": math.inf, "best_epoch": 0, "epochs_since_best": 0, "stopped": None,
