@@ -123,7 +123,7 @@ def default_config(quick: bool) -> RunConfig:
             if name == "drying":
                 s.train_size, s.train_samples, s.heldout_train_samples = 48, 150, 60
                 s.gen_samples = s.heldout_samples = 24
-                s.layers, s.filters, s.out_width, s.epochs, s.train_minutes = 6, 24, 48, 12, 2.5
+                s.layers, s.filters, s.out_width, s.epochs, s.train_minutes = 6, 24, 48, 30, 3.0
                 s.overrides = {"sweeps": 500}
         else:
             # Appendix A: 64 x 64 fluids with L_c layers of 48 filters; drying 256 x 256, 60 layers of 20
