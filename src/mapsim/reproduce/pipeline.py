@@ -51,13 +51,13 @@ class Ledger:
 
     def record(self, stage: str, fp: str, seconds: float, result: Any = None) -> None:
         self.state[stage] = {"fingerprint": fp, "seconds": seconds, "result": result}
-        write_text_atomic(self.path, json.dumps(self.state, indent=1, default=_json_default))
+        write_text_atomic(self.path, json.dumps(self.state, indent=1, default=json_default))
 
     def result(self, stage: str) -> Any:
         return self.state.get(stage, {}).get("result")
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -260,7 +260,7 @@ class Run:
             curves[ref_name] = {"r": c.r, "reference": c.reference, "generated": c.generated}
         np.savez(out.with_suffix(".tmp.npz"), **_flatten_curves(curves))
         out.with_suffix(".tmp.npz").replace(out.with_suffix(".npz"))
-        write_text_atomic(out, json.dumps(result, indent=1, default=_json_default))
+        write_text_atomic(out, json.dumps(result, indent=1, default=json_default))
         return result
 
     def _convergence(self, gen_path: Path, out: Path) -> dict[str, Any]:
@@ -269,7 +269,7 @@ class Run:
         gen = load_dataset(gen_path)
         rc = RowConvergence(int(gen.metadata["context_range"])).compute(gen.extras["log_probs"])
         summary = rc.summary()
-        write_text_atomic(out, json.dumps(summary, indent=1, default=_json_default))
+        write_text_atomic(out, json.dumps(summary, indent=1, default=json_default))
         return summary
 
 

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from mapsim.fileio import save_figure_atomic, write_text_atomic
 from mapsim.lattice import load_dataset
 from mapsim.reproduce.config import TABLE1
+from mapsim.reproduce.pipeline import json_default
 
 TARGET_STATS = ("g_r", "neighbours4", "neighbours8")
 """The statistics the targets are judged on (pair correlation and neighbour distributions)."""
@@ -178,7 +179,7 @@ def write_report(run, results: dict[str, Any], seconds: float) -> dict[str, Any]
     report = {"seconds": seconds, "quick": run.cfg.quick, "seed": run.cfg.seed, "systems": results,
               "table": table, "targets": targets, "all_targets_met": all(t["met"] for t in targets),
               "stage_seconds": run.timings}
-    write_text_atomic(out / "report.json", json.dumps(report, indent=1, default=_default))
+    write_text_atomic(out / "report.json", json.dumps(report, indent=1, default=json_default))
     write_text_atomic(out / "report.md", _markdown(run, results, table, targets, seconds))
     return report
 
@@ -204,14 +205,6 @@ def _miss_reason(run, name: str, label: str, res: dict[str, Any], summ: dict[str
                 f"(stopped: {tr.get('stopped')}), validation NLL {_fmt(tr.get('best_val_nll'), 4)} against "
                 f"{_fmt(tr.get('density_only_nll'), 4)} for the density-only model")
     return f"worst statistic {worst}; the truncated expansion (range, order) cannot represent these correlations"
-
-
-def _default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def _markdown(run, results, table, targets, seconds) -> str:

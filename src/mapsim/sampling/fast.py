@@ -38,9 +38,8 @@ def sample_front(model: MapModel, n_samples: int, height: int, width: int, *, se
     L = model.context_range
     u, top = prepare(model, K, H, W, seed, boundary, u)
     dev = model.device
-    canvas = torch.full((K, H + L, W + 2 * L), model.outside_class, dtype=torch.long, device=dev)
-    canvas[:, :L, :] = torch.as_tensor(top, device=dev)
-    canvas[:, L:, L : L + W] = 0
+    # undrawn pixels are 0: masked out of every conditional that matters
+    canvas = model.make_canvas(torch.zeros((K, H, W), dtype=torch.long, device=dev), torch.as_tensor(top, device=dev))
     logp_out = np.zeros((K, H, W), dtype=np.float32)
     di = torch.arange(L + 1, device=dev).view(1, L + 1, 1)
     dj = torch.arange(2 * L + 1, device=dev).view(1, 1, 2 * L + 1)

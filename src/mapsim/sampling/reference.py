@@ -84,9 +84,8 @@ def sample_reference(model: MapModel, n_samples: int, height: int, width: int, *
     L = model.context_range
     u, top = prepare(model, K, H, W, seed, boundary, u)
     dev = model.device
-    canvas = torch.full((K, H + L, W + 2 * L), model.outside_class, dtype=torch.long, device=dev)
-    canvas[:, :L, :] = torch.as_tensor(top, device=dev)
-    canvas[:, L:, L : L + W] = 0  # undrawn pixels; masked out of every conditional that matters
+    # undrawn pixels are 0: masked out of every conditional that matters
+    canvas = model.make_canvas(torch.zeros((K, H, W), dtype=torch.long, device=dev), torch.as_tensor(top, device=dev))
     logp_out = np.zeros((K, H, W), dtype=np.float32)
     for i in range(H):
         for j in range(W):
