@@ -32,7 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "uninterrupted one; options left out are taken from the run. Under "
                     "'torchrun --nproc_per_node=N -m mapsim train ...' the processes share every batch "
                     "(DistributedDataParallel; NCCL on GPUs, gloo on CPU); only rank 0 writes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("data", metavar="DATA.npz", help="training dataset")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory")
@@ -59,9 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--symmetries", default=None, metavar="LIST",
                    help="augmentation: comma list of flips, rot90, or none [flips,rot90 on square samples, else flips]")
     g = p.add_argument_group("run")
-    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train")
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train [auto: a GPU when present]")
     g.add_argument("--max-minutes", type=float, default=None,
-                   help="stop after the epoch at which another epoch would pass this wall time (resumable)")
+                   help="stop after the epoch at which another epoch would pass this wall time (resumable) [no limit]")
     add_json_flag(p)
     p.set_defaults(func=run)
 
