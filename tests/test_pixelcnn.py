@@ -12,6 +12,15 @@ from mapsim.sampling.common import Boundary
 from mapsim.sampling.reference import sample_reference
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: thread start-up and barriers cost more than they save, badly so on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _model(layers=2, kernel=3, n_classes=2, filters=8, out_width=16, seed=0, dtype=torch.float32):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

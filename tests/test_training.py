@@ -14,6 +14,15 @@ from mapsim.lattice import Dataset, save_dataset
 from mapsim.models.io import load_model, read_checkpoint
 from mapsim.training import TrainConfig, lr_factor, train
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: thread start-up and barriers cost more than they save, badly so on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 TINY = dict(layers=2, filters=8, out_width=16, kernel=3, batch=4, lr=5e-3)
 
 
