@@ -195,15 +195,18 @@ def _miss_reason(run, name: str, label: str, res: dict[str, Any], summ: dict[str
                 f"(max ratio {_fmt(row['training_size_max_ratio'])}) but not of the generated size: the Monte Carlo "
                 "statistics themselves change with the sample size (finite-size or non-equilibrium effects of the "
                 "simulation), which a model trained on training-size samples cannot learn")
-    if worst in ("neighbours4", "neighbours8") and ref4 is not None and ref4[0] == 1.0 and gen4 is not None:
+    if worst == "neighbours4" and ref4 is not None and ref4[0] == 1.0 and gen4 is not None:
         return (f"worst statistic {worst}: the Monte Carlo samples have no particle contacts at all, while "
                 f"{1 - gen4[0]:.2%} of the generated particles touch another; the model learned a soft exclusion "
                 "instead of a hard one (longer training drives the contact probability further down)")
     tr = res.get("pixelcnn_training") or {}
     if label == "pixelcnn" and tr:
-        return (f"worst statistic {worst}; model capacity or training budget: {tr.get('epochs_done')} epochs "
-                f"(stopped: {tr.get('stopped')}), validation NLL {_fmt(tr.get('best_val_nll'), 4)} against "
-                f"{_fmt(tr.get('density_only_nll'), 4)} for the density-only model")
+        cfg = res["config"]
+        return (f"worst statistic {worst}; model capacity or training budget: a {cfg['layers']}-layer, "
+                f"{cfg['filters']}-filter PixelCNN (L_c = {cfg['layers'] * (cfg['kernel'] // 2)}) trained "
+                f"{tr.get('epochs_done')} epochs (stopped: {tr.get('stopped')}), validation NLL "
+                f"{_fmt(tr.get('best_val_nll'), 4)} against {_fmt(tr.get('density_only_nll'), 4)} for the "
+                "density-only model")
     return f"worst statistic {worst}; the truncated expansion (range, order) cannot represent these correlations"
 
 
