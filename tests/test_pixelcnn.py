@@ -5,6 +5,7 @@ import pytest
 import torch
 from model_checks import check_autoregressive, check_crop_invariance, check_sampler_log_probs
 
+from mapsim.benchmarks.train import plain_forward
 from mapsim.models.base import causal_offsets
 from mapsim.models.io import load_model, save_model
 from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
@@ -97,35 +98,16 @@ def test_parameter_names_are_stable():
     assert names == {"v_convs", "h_convs", "v2h", "h_res", "skips", "out1", "out2"}
 
 
-def _plain_forward(model, canvas):
-    """The layer-by-layer formula of the module docstring, written out naively."""
-    from mapsim.models.pixelcnn import gate
-
-    p, Wc = model.p, canvas.shape[-1]
-    x = model.one_hot(canvas)
-    v_pre = model.v_convs[0](x[:, :, :-1, :])
-    h_pre = model.h_convs[0](x[:, :, p:, :-1])[:, :, :, : Wc - 2 * p] + model.v2h[0](v_pre)
-    v, g = gate(v_pre), gate(h_pre)
-    h, skip = model.h_res[0](g), model.skips[0](g)
-    for layer in range(1, model.config.layers):
-        v_pre = model.v_convs[layer](v)
-        h_pre = model.h_convs[layer](h[:, :, p:, :])[:, :, :, :-p] + model.v2h[layer](v_pre)
-        v, g = gate(v_pre), gate(h_pre)
-        h = model.h_res[layer](g) + h[:, :, p:, p:-p]
-        skip = skip[:, :, p:, p:-p] + model.skips[layer](g)
-    return model.out2(torch.relu(model.out1(torch.relu(skip))))
-
-
 @pytest.mark.parametrize("layers, kernel, n_classes", [(1, 3, 2), (4, 3, 3), (2, 5, 2)])
 def test_fast_forward_equals_the_plain_formula(layers, kernel, n_classes):
     model = _model(layers, kernel, n_classes, seed=2)
     grids = torch.as_tensor(np.random.default_rng(3).integers(0, n_classes, (2, 6, 7)))
     canvas = model.make_canvas(grids)
     with torch.no_grad():
-        torch.testing.assert_close(model(canvas), _plain_forward(model, canvas), rtol=0, atol=1e-6)
+        torch.testing.assert_close(model(canvas), plain_forward(model, canvas), rtol=0, atol=1e-6)
     # with gradients: same loss and parameter gradients
     losses, grads = [], []
-    for f in (model, lambda c: _plain_forward(model, c)):
+    for f in (model, lambda c: plain_forward(model, c)):
         model.zero_grad(set_to_none=True)
         loss = torch.nn.functional.cross_entropy(f(canvas), grids)
         loss.backward()
