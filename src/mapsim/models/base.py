@@ -152,3 +152,18 @@ def to_long_tensor(grids: np.ndarray | torch.Tensor, device: torch.device | str 
     if isinstance(grids, torch.Tensor):
         return grids.long().to(device) if device is not None else grids.long()
     return torch.as_tensor(np.asarray(grids, dtype=np.int64), device=device)
+
+
+MODEL_KINDS: dict[str, type[MapModel]] = {}
+"""Model kind -> class, filled by :func:`register_model` as each model module is imported.
+
+It lives here rather than in :mod:`mapsim.models.io` so that the model modules, which
+register themselves, and io, which imports them by name on demand, do not import each
+other.
+"""
+
+
+def register_model(cls: type[MapModel]) -> type[MapModel]:
+    """Class decorator: make a model kind loadable from model files."""
+    MODEL_KINDS[cls.kind] = cls
+    return cls

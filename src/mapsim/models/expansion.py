@@ -37,8 +37,7 @@ import numpy as np
 import torch
 
 from mapsim.errors import MapsimError
-from mapsim.models.base import MapModel, causal_offsets
-from mapsim.models.io import register_model
+from mapsim.models.base import MapModel, causal_offsets, register_model
 
 BINARY_CLASSES: tuple[str, ...] = ("empty", "particle")
 

@@ -21,7 +21,7 @@ import torch
 from mapsim import __version__
 from mapsim.errors import MapsimError
 from mapsim.fileio import atomic_path
-from mapsim.models.base import MapModel
+from mapsim.models.base import MODEL_KINDS, MapModel
 
 FORMAT = "mapsim-model"
 
@@ -33,21 +33,13 @@ KIND_MODULES = {
     "pixelcnn": "mapsim.models.pixelcnn",
 }
 
-_REGISTRY: dict[str, type[MapModel]] = {}
-
-
-def register_model(cls: type[MapModel]) -> type[MapModel]:
-    """Class decorator: make a model kind loadable from files."""
-    _REGISTRY[cls.kind] = cls
-    return cls
-
 
 def model_class(kind: str) -> type[MapModel]:
-    if kind not in _REGISTRY and kind in KIND_MODULES:
+    if kind not in MODEL_KINDS and kind in KIND_MODULES:
         importlib.import_module(KIND_MODULES[kind])
-    if kind not in _REGISTRY:
+    if kind not in MODEL_KINDS:
         raise MapsimError(f"unknown model kind {kind!r}; known kinds: {sorted(KIND_MODULES)}")
-    return _REGISTRY[kind]
+    return MODEL_KINDS[kind]
 
 
 def build_model(kind: str, config: dict[str, Any]) -> MapModel:

@@ -37,8 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mapsim.errors import MapsimError
-from mapsim.models.base import MapModel
-from mapsim.models.io import register_model
+from mapsim.models.base import MapModel, register_model
 
 
 @dataclass
