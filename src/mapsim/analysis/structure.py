@@ -26,7 +26,7 @@ This module is NumPy/SciPy only; it never imports torch or :mod:`mapsim.models`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Mapping
 
 import numpy as np
@@ -37,6 +37,7 @@ from scipy.sparse.csgraph import connected_components
 
 from mapsim.errors import MapsimError
 from mapsim.lattice import Dataset
+from mapsim.montecarlo.hamiltonian import Hamiltonian, bond_sum
 
 DEFAULT_R_MAX = 10
 """Default range of g(r) in lattice spacings (clipped to what the samples allow)."""
@@ -587,6 +588,7 @@ def bond_counts(a: np.ndarray, b: np.ndarray, periodic: bool) -> np.ndarray:
     """Σ over nearest-neighbour bonds {i, j} (each once) of a_i b_j + b_i a_j, per sample.
 
     For ``a is b`` this is twice the number of a-a bonds; see :func:`nn_pair_density`.
+    The bond sum of the Monte Carlo Hamiltonian (:func:`mapsim.montecarlo.hamiltonian.bond_sum`).
 
     Parameters
     ----------
@@ -598,24 +600,7 @@ def bond_counts(a: np.ndarray, b: np.ndarray, periodic: bool) -> np.ndarray:
     -------
     ndarray of int64, shape (n,)
     """
-    a = np.asarray(a, dtype=np.int64)
-    b = np.asarray(b, dtype=np.int64)
-    total = np.zeros(a.shape[0], dtype=np.int64)
-    for axis in (1, 2):
-        if periodic:
-            if a.shape[axis] < 2:
-                continue  # a ring of one site has no bond
-            # on a ring of two sites the two bonds (inside and across the edge) join the same sites
-            a_next, b_next = np.roll(a, -1, axis=axis), np.roll(b, -1, axis=axis)
-            total += (a * b_next + b * a_next).sum(axis=(1, 2))
-        else:
-            sl0 = [slice(None)] * 3
-            sl1 = [slice(None)] * 3
-            sl0[axis] = slice(None, -1)
-            sl1[axis] = slice(1, None)
-            a0, a1, b0, b1 = a[tuple(sl0)], a[tuple(sl1)], b[tuple(sl0)], b[tuple(sl1)]
-            total += (a0 * b1 + b0 * a1).sum(axis=(1, 2))
-    return total
+    return bond_sum(a, b, periodic, ndim=2)
 
 
 def nn_pair_density(occupied: np.ndarray, periodic: bool) -> np.ndarray:
@@ -628,41 +613,6 @@ def nn_pair_density(occupied: np.ndarray, periodic: bool) -> np.ndarray:
     return bond_counts(occ, occ, periodic) / 2 / sites
 
 
-@dataclass(frozen=True)
-class Hamiltonian:
-    """Nearest-neighbour lattice Hamiltonian of the paper's Monte Carlo (Eq. 22).
-
-    H = e_nn Σ_<ij> n_i n_j + e_ll Σ_<ij> l_i l_j + e_nl Σ_<ij> (n_i l_j + l_i n_j) + mu Σ_i l_i,
-    sums over nearest-neighbour bonds <ij> (each bond once) and over sites i;
-    n = particle, l = solvent.  Energies in units of k_B T_ref.
-    """
-
-    e_nn: float = 0.0
-    e_ll: float = 0.0
-    e_nl: float = 0.0
-    mu: float = 0.0
-
-    @classmethod
-    def from_mapping(cls, params: Any) -> "Hamiltonian":
-        """Build from a mapping or an object with attributes ``e_nn, e_ll, e_nl, mu`` (missing = 0)."""
-        get = params.get if isinstance(params, Mapping) else (lambda k, d=None: getattr(params, k, d))
-        vals = {}
-        for name in ("e_nn", "e_ll", "e_nl", "mu"):
-            v = get(name, 0.0)
-            try:
-                vals[name] = float(v if v is not None else 0.0)
-            except (TypeError, ValueError):
-                raise MapsimError(f"Hamiltonian parameter {name}: expected a number, found {v!r}") from None
-            if not math.isfinite(vals[name]):
-                raise MapsimError(f"Hamiltonian parameter {name}: expected a finite number, found {v!r}")
-        return cls(**vals)
-
-    @staticmethod
-    def in_mapping(params: Any) -> bool:
-        """Whether ``params`` names at least one Hamiltonian parameter."""
-        return isinstance(params, Mapping) and any(k in params for k in ("e_nn", "e_ll", "e_nl", "mu"))
-
-
 def energy_per_site(grids: np.ndarray, hamiltonian: Hamiltonian, periodic: bool,
                     particle_id: int = 1, solvent_id: int | None = 2) -> np.ndarray:
     """Energy of each sample under ``hamiltonian``, divided by the number of sites.
@@ -672,6 +622,7 @@ def energy_per_site(grids: np.ndarray, hamiltonian: Hamiltonian, periodic: bool,
     grids : ndarray of int, shape (n, H, W)
         Class ids (Monte Carlo convention: empty 0, particle 1, solvent 2).
     hamiltonian : Hamiltonian
+        The Monte Carlo Hamiltonian (:class:`mapsim.montecarlo.hamiltonian.Hamiltonian`).
     periodic : bool
         Include bonds across the edges (open: only bonds inside the sample).
     particle_id, solvent_id : int
@@ -684,15 +635,7 @@ def energy_per_site(grids: np.ndarray, hamiltonian: Hamiltonian, periodic: bool,
     g = np.asarray(grids)
     if g.ndim == 2:
         g = g[None]
-    n_occ = g == particle_id
-    l_occ = g == solvent_id if solvent_id is not None else np.zeros_like(n_occ)
-    e = (
-        hamiltonian.e_nn * bond_counts(n_occ, n_occ, periodic) / 2
-        + hamiltonian.e_ll * bond_counts(l_occ, l_occ, periodic) / 2
-        + hamiltonian.e_nl * bond_counts(n_occ, l_occ, periodic)
-        + hamiltonian.mu * l_occ.reshape(g.shape[0], -1).sum(axis=1)
-    )
-    return e / (g.shape[1] * g.shape[2])
+    return hamiltonian.energy(g, periodic, ndim=2, particle=particle_id, solvent=solvent_id) / (g.shape[1] * g.shape[2])
 
 
 # --------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--periodic", choices=sorted(_PERIODIC_CHOICES), default="auto",
                    help="sample boundary: auto reads metadata params.periodic (absent: open)")
     p.add_argument("--energy", action="append", metavar="NAME=VALUE",
-                   help="Hamiltonian parameter (e_nn, e_ll, e_nl, mu) for the energy per site; repeatable "
+                   help="Hamiltonian parameter (e_nn, e_ll, e_nl, mu, mu_n) for the energy per site; repeatable "
                         "(default: metadata params when they name any)")
     add_json_flag(p)
     p.set_defaults(func=cmd_analyze)
@@ -93,15 +93,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from mapsim.analysis import plots
     from mapsim.analysis.structure import ClusterSizes, Hamiltonian, analyze, is_periodic, occupancy, resolve_class
     from mapsim.lattice import load_dataset
+    from mapsim.montecarlo.hamiltonian import COUPLINGS
 
     out = _prepare_out(args.out)
     ds = load_dataset(args.data)
     ham = None
     if args.energy:
         params = parse_assignments(args.energy, "--energy")
-        unknown = set(params) - {"e_nn", "e_ll", "e_nl", "mu"}
+        unknown = set(params) - set(COUPLINGS)
         if unknown:
-            raise MapsimError(f"--energy: unknown parameter(s) {sorted(unknown)}; expected e_nn, e_ll, e_nl, mu")
+            raise MapsimError(f"--energy: unknown parameter(s) {sorted(unknown)}; expected {', '.join(COUPLINGS)}")
         ham = Hamiltonian.from_mapping(params)
     periodic = _PERIODIC_CHOICES[args.periodic]
     stats = analyze(ds, args.class_name, periodic=periodic, r_max=args.r_max, hamiltonian=ham)  # validates
