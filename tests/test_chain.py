@@ -1,4 +1,4 @@
-"""The Markov-chain view of MAP sequences (mapsim.analysis.chain, paper Section III).
+"""The Markov-chain view of MAP sequences (mapsim.analysis.context_states, chain, chain_sampling, chain_plots; paper Section III).
 
 Exact answers come from chains whose stationary distribution is known in
 closed form; sampled checks use fixed seeds and a stated significance.
@@ -14,6 +14,9 @@ import pytest
 import torch
 
 from mapsim.analysis import chain as C
+from mapsim.analysis import chain_plots as CP
+from mapsim.analysis import chain_sampling as CS
+from mapsim.analysis import context_states as S
 from mapsim.cli import main
 from mapsim.models.base import MapModel
 
@@ -70,9 +73,9 @@ def test_second_neighbour_chain_has_product_stationary_distribution():
     # so pi(x, y) = pi1(x) pi1(y) exactly.
     a, b = 0.2, 0.45
     table = np.empty((4, 2))
-    for s, (x_old, _x_new) in enumerate(C.decode_states(2, 2)):
+    for s, (x_old, _x_new) in enumerate(S.decode_states(2, 2)):
         table[s] = two_state_table(a, b)[x_old]
-    ch = analyse(table, C.state_labels(2, 2))
+    ch = analyse(table, S.state_labels(2, 2))
     pi1 = np.array([b, a]) / (a + b)
     np.testing.assert_allclose(ch.stationary_, np.outer(pi1, pi1).ravel(), atol=1e-14)
     assert ch.irreducible_ and ch.aperiodic_ and ch.diameter_ == 2
@@ -81,7 +84,7 @@ def test_second_neighbour_chain_has_product_stationary_distribution():
 def test_context_free_table_gives_product_measure_for_three_classes():
     rho = np.array([0.5, 0.3, 0.2])
     ch = analyse(np.tile(rho, (9, 1)))
-    expected = np.array([rho[x] * rho[y] for x, y in C.decode_states(3, 2)])
+    expected = np.array([rho[x] * rho[y] for x, y in S.decode_states(3, 2)])
     np.testing.assert_allclose(ch.stationary_, expected, atol=1e-14)
 
 
@@ -89,10 +92,10 @@ def test_context_free_table_gives_product_measure_for_three_classes():
 def test_softmax_chain_has_the_papers_structure(n_classes, length):
     # Figs. 4-5: N_c edges out of every state, exactly the N_c constant states self-connected,
     # every state reachable within L_c steps, irreducible and aperiodic.
-    ch = analyse(C.random_softmax_table(n_classes, length, seed=1), C.state_labels(n_classes, length))
+    ch = analyse(S.random_softmax_table(n_classes, length, seed=1), S.state_labels(n_classes, length))
     assert ch.n_states == n_classes**length
     assert np.all(ch.out_degree_ == n_classes)
-    const = [C.encode_states(np.full(length, k), n_classes) for k in range(n_classes)]
+    const = [S.encode_states(np.full(length, k), n_classes) for k in range(n_classes)]
     assert sorted(ch.self_connected_.tolist()) == sorted(int(c) for c in const)
     assert ch.diameter_ == length
     assert ch.irreducible_ and ch.aperiodic_ and ch.period_ == 1
@@ -126,7 +129,7 @@ def test_cycles_of_coprime_lengths_are_aperiodic_without_self_loops():
 def test_copying_chain_is_reducible_with_two_closed_classes():
     # p(x_i = x_{i-1}) = 1: the constant states absorb, no unique equilibrium
     table = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
-    ch = analyse(table, C.state_labels(2, 2))
+    ch = analyse(table, S.state_labels(2, 2))
     assert not ch.irreducible_
     assert sorted(map(list, ch.closed_classes_)) == [[0], [3]]
     assert ch.transient_states_.tolist() == [1, 2]
@@ -141,13 +144,13 @@ def test_copying_chain_is_reducible_with_two_closed_classes():
 def test_hard_zero_makes_transient_states_but_a_unique_equilibrium():
     # 1D hard core with L_c = 2: no particle right after a particle; "11" can be left, never entered
     table = np.array([[0.7, 0.3], [1.0, 0.0], [0.7, 0.3], [1.0, 0.0]])
-    ch = analyse(table, C.state_labels(2, 2))
+    ch = analyse(table, S.state_labels(2, 2))
     assert not ch.irreducible_ and ch.aperiodic_
     assert ch.transient_states_.tolist() == [3]
     assert ch.stationary_ is not None and ch.stationary_[3] == 0.0
     assert ch.mixing_steps_ is not None
     # the same table at a finite temperature (every logit finite) is irreducible again
-    soft = C.softmax_table(np.log(np.clip(table, 1e-3, None)))
+    soft = S.softmax_table(np.log(np.clip(table, 1e-3, None)))
     assert analyse(soft).irreducible_
 
 
@@ -155,10 +158,10 @@ def test_hard_core_model_rows_are_reducible():
     from mapsim.models.analytic import HardCore, HardCoreConfig
 
     m = HardCore(HardCoreConfig(rho_eff=0.3, range=1.0))  # L_c = 1
-    cond = C.model_conditionals(m)
-    one_d = C.analyze_context_chain(C.table_1d(cond), 2, 1, cond=cond, n_steps=0)
+    cond = S.model_conditionals(m)
+    one_d = C.analyze_context_chain(S.table_1d(cond), 2, 1, cond=cond, n_steps=0)
     assert one_d.summary["irreducible"]  # "1" -> "0" -> "1": still strongly connected in 1D
-    res = C.analyze_context_chain(C.row_table(cond, 2), 2, 1, 2, cond=cond, n_steps=0)
+    res = C.analyze_context_chain(S.row_table(cond, 2), 2, 1, 2, cond=cond, n_steps=0)
     s = res.summary
     assert s["irreducible"] is False and s["transient_states"] == ["11"]  # two particles side by side
     assert s["unique_stationary"] and s["aperiodic"] and s["diameter"] is None
@@ -171,8 +174,8 @@ def test_hard_core_model_rows_are_reducible():
 # ---------------------------------------------------------------------------
 def test_table_1d_matches_the_models_first_row():
     m = LookupModel(2, seed=3)
-    cond = C.model_conditionals(m)
-    table = C.table_1d(cond)
+    cond = S.model_conditionals(m)
+    table = S.table_1d(cond)
     rng = np.random.default_rng(0)
     grids = torch.as_tensor(rng.integers(0, 2, (5, 1, 9)))
     lp = m.log_prob_pixels(grids).numpy()  # first row, outside above
@@ -183,11 +186,11 @@ def test_table_1d_matches_the_models_first_row():
 
 def test_row_table_is_the_product_of_pixel_conditionals():
     m = LookupModel(2, seed=4)
-    cond = C.model_conditionals(m)
+    cond = S.model_conditionals(m)
     W = 3
-    T = C.row_table(cond, W)
+    T = S.row_table(cond, W)
     np.testing.assert_allclose(T.sum(axis=1), 1.0, atol=1e-12)
-    rows = C.decode_states(2, W)
+    rows = S.decode_states(2, W)
     for s in (0, 3, 5):
         for y in (1, 6):
             grid = torch.as_tensor(np.stack([rows[s], rows[y]])[None])
@@ -200,24 +203,24 @@ def test_numpy_raster_sampler_equals_the_reference_sampler():
 
     m = LookupModel(3, seed=5)
     ref = sample_reference(m, 4, 5, 6, seed=11)
-    ours = C.sample_rows(C.model_conditionals(m), 4, 5, 6, seed=11)
+    ours = CS.sample_rows(S.model_conditionals(m), 4, 5, 6, seed=11)
     np.testing.assert_array_equal(ours, ref.grids)
 
 
 def test_boundary_start_is_the_exact_first_rows_distribution():
     m = LookupModel(2, seed=6)
-    cond = C.model_conditionals(m)
-    p0 = C.boundary_start(cond, 1, 2)
+    cond = S.model_conditionals(m)
+    p0 = S.boundary_start(cond, 1, 2)
     assert p0.sum() == pytest.approx(1.0)
-    grids = torch.as_tensor(C.decode_states(2, 2).reshape(4, 1, 2))
+    grids = torch.as_tensor(S.decode_states(2, 2).reshape(4, 1, 2))
     np.testing.assert_allclose(p0, np.exp(m.log_likelihood(grids).numpy()), atol=1e-12)
 
 
 @pytest.mark.parametrize("width,length", [(1, 1), (2, 1), (3, 1), (2, 2)])
 def test_row_recast_of_a_softmax_model_has_the_papers_structure(width, length):
     # Figs. 7-8: N_c^W successors per state, N_c^W self-connected states (L_c identical rows), diameter L_c
-    cond = C.RandomPairModel(2, length, seed=2)
-    ch = analyse(C.row_table(cond, width))
+    cond = S.RandomPairModel(2, length, seed=2)
+    ch = analyse(S.row_table(cond, width))
     A = 2**width
     assert ch.n_states == A**length
     assert np.all(ch.out_degree_ == A)
@@ -234,21 +237,21 @@ SIGNIFICANCE = 0.01
 
 
 def test_long_sequences_match_the_stationary_distribution_1d():
-    table = C.random_softmax_table(2, 3, seed=7)
+    table = S.random_softmax_table(2, 3, seed=7)
     res = C.analyze_context_chain(table, 2, 3, seed=8, n_sequences=64, n_steps=2000)
     s = res.summary
     assert s["sampled_visits"] == 64 * 2001
     assert s["chi2_p_value"] > SIGNIFICANCE
     assert s["stationary_tv_vs_sampled"] < 0.01
     # negative control: the same counts against another model's stationary distribution
-    other = analyse(C.random_softmax_table(2, 3, seed=7, beta=1.3))
+    other = analyse(S.random_softmax_table(2, 3, seed=7, beta=1.3))
     bad = C.markov_chi2(res.counts, other.stationary_, other.P)
     assert bad["p_value"] < 1e-6
 
 
 def test_long_row_sequences_match_the_stationary_distribution_2d():
-    cond = C.RandomPairModel(2, 1, seed=9)
-    res = C.analyze_context_chain(C.row_table(cond, 2), 2, 1, 2, cond=cond, seed=10, n_sequences=128, n_steps=300)
+    cond = S.RandomPairModel(2, 1, seed=9)
+    res = C.analyze_context_chain(S.row_table(cond, 2), 2, 1, 2, cond=cond, seed=10, n_sequences=128, n_steps=300)
     s = res.summary
     assert s["chi2_p_value"] > SIGNIFICANCE and s["chi2_dof"] == 3
     assert s["boundary_mixing_steps"] is not None
@@ -263,10 +266,10 @@ def test_markov_chi2_is_calibrated_for_a_sticky_chain():
     rng = np.random.default_rng(12)
     reps, M, T = 200, 10, 400
     start = rng.integers(0, 2, reps * M)
-    seq = C.sample_table_sequences(two_state_table(a, b), T, reps * M, rng, start)
+    seq = CS.sample_table_sequences(two_state_table(a, b), T, reps * M, rng, start)
     pvals = []
     for r in range(reps):
-        counts = C.context_counts(seq[r * M : (r + 1) * M], 2, 1)
+        counts = S.context_counts(seq[r * M : (r + 1) * M], 2, 1)
         pvals.append(C.markov_chi2(counts, pi, P)["p_value"])
     from scipy.stats import kstest
 
@@ -274,16 +277,16 @@ def test_markov_chi2_is_calibrated_for_a_sticky_chain():
 
 
 def test_fit_table_recovers_a_known_table():
-    table = C.random_softmax_table(2, 2, seed=13)
-    seq = C.sample_table_sequences(table, 20000, 8, seed=14)
-    fitted, counts = C.fit_table(seq, 2, 2, pseudocount=0.0)
+    table = S.random_softmax_table(2, 2, seed=13)
+    seq = CS.sample_table_sequences(table, 20000, 8, seed=14)
+    fitted, counts = S.fit_table(seq, 2, 2, pseudocount=0.0)
     assert counts.sum() == 8 * (20002 - 2)
     np.testing.assert_allclose(fitted, table, atol=0.02)
 
 
 def test_de_bruijn_order_visits_every_state_along_edges():
     for A, L in [(2, 2), (2, 3), (3, 2), (4, 1)]:
-        order = C.de_bruijn_order(A, L)
+        order = CP.de_bruijn_order(A, L)
         assert sorted(order.tolist()) == list(range(A**L))
         nxt = np.roll(order, -1)
         assert np.all((order * A) % A**L == nxt - nxt % A)
@@ -336,17 +339,17 @@ def test_pixelcnn_chains_are_irreducible_and_match_teacher_forcing():
 
     torch.manual_seed(0)
     m = build_model("pixelcnn", {"n_classes": 2, "layers": 2, "filters": 4, "kernel": 3, "out_width": 8}).double().eval()
-    cond = C.model_conditionals(m)
+    cond = S.model_conditionals(m)
     L = m.context_range
     assert L == 2
-    res = C.analyze_context_chain(C.table_1d(cond), 2, L, cond=cond, n_steps=0)
+    res = C.analyze_context_chain(S.table_1d(cond), 2, L, cond=cond, n_steps=0)
     assert res.summary["irreducible"] and res.summary["aperiodic"] and res.summary["diameter"] == L
-    T = C.row_table(cond, 2)
+    T = S.row_table(cond, 2)
     ch = analyse(T)
     assert ch.irreducible_ and ch.aperiodic_ and ch.diameter_ == L and np.all(ch.out_degree_ == 4)
     # one entry of Eq. 20 against the model's teacher-forced log-likelihood of rows L .. L (given rows 0 .. L-1)
     s, y = 9, 2
-    block = C.decode_states(2, 2 * L, np.array([s]))[0].reshape(L, 2)
-    grid = torch.as_tensor(np.concatenate([block, C.decode_states(2, 2, np.array([y]))], axis=0)[None])
+    block = S.decode_states(2, 2 * L, np.array([s]))[0].reshape(L, 2)
+    grid = torch.as_tensor(np.concatenate([block, S.decode_states(2, 2, np.array([y]))], axis=0)[None])
     lp = m.log_prob_pixels(grid).detach().numpy()[0, L].sum()
     assert T[s, y] == pytest.approx(math.exp(lp), rel=1e-9)

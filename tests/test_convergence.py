@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from mapsim.analysis import chain as C
+from mapsim.analysis import context_states as S
 from mapsim.analysis.convergence import RowConvergence, exact_row_logp
 from mapsim.cli import main
 from mapsim.errors import MapsimError
@@ -111,7 +111,7 @@ def test_hard_core_fluid_converges_by_two_context_ranges(range_):
 def test_exact_row_curve_matches_sampled_rows():
     m = StepRelax()
     H = 14
-    exact, tv = exact_row_logp(C.model_conditionals(m), H, 2)
+    exact, tv = exact_row_logp(S.model_conditionals(m), H, 2)
     W = 24
     r = sample_reference(m, 2000, H, W, seed=2)
     rc = RowConvergence(m.context_range).compute(r.log_probs)

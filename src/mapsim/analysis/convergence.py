@@ -219,7 +219,7 @@ class RowConvergence:
 def exact_row_logp(cond, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact expected row log-probabilities from the outside boundary, for tiny widths.
 
-    Uses the 2D recast (:mod:`mapsim.analysis.chain`): the first L_c rows are
+    Uses the 2D recast (:mod:`mapsim.analysis.context_states`, :mod:`mapsim.analysis.chain`): the first L_c rows are
     enumerated, later rows follow the row chain, so E[log p(row i)] and the
     distance of the block state to stationarity are exact.
 
@@ -240,9 +240,10 @@ def exact_row_logp(cond, height: int, width: int) -> tuple[np.ndarray, np.ndarra
         distribution is not unique).
     """
     from mapsim.analysis import chain as ch
+    from mapsim.analysis import context_states as cs
 
     N, L, W = int(cond.n_classes), int(cond.context_range), int(width)
-    T = ch.row_table(cond, W)  # (N^(WL), N^W)
+    T = cs.row_table(cond, W)  # (N^(WL), N^W)
     with np.errstate(divide="ignore", invalid="ignore"):
         ent = np.where(T > 0, T * np.log(T), 0.0).sum(axis=1)  # E[log p(row) | state]
     row = np.empty(height)
@@ -256,7 +257,7 @@ def exact_row_logp(cond, height: int, width: int) -> tuple[np.ndarray, np.ndarra
         return row, tv
     # rows 0 .. L-1: enumerate the first min(L, H) rows with the outside boundary
     h0 = min(L, height)
-    grids = ch.decode_states(N, h0 * W).reshape(-1, h0, W)
+    grids = cs.decode_states(N, h0 * W).reshape(-1, h0, W)
     canvas = np.full((grids.shape[0], h0 + L, W + 2 * L), N, dtype=np.int64)
     canvas[:, L:, L : L + W] = grids
     lp = np.take_along_axis(cond(canvas), grids[:, None], axis=1)[:, 0].sum(axis=2)  # (G, h0)

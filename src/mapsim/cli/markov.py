@@ -91,7 +91,7 @@ def build_chain_input(args: argparse.Namespace):
     """(table, n_classes, length, cond, source description) from the chain options."""
     import numpy as np
 
-    from mapsim.analysis import chain as ch
+    from mapsim.analysis import context_states as cs
     from mapsim.sampling.common import check_beta
 
     beta = check_beta(args.beta)
@@ -102,8 +102,8 @@ def build_chain_input(args: argparse.Namespace):
         model = load_model(args.model)
         N, L = _check_dims(args, model.n_classes, model.context_range, f"model {args.model}")
         _check_states(N, L, W, args.max_states)
-        cond = ch.model_conditionals(model, beta)
-        table = ch.table_1d(cond) if W is None else ch.row_table(cond, W, args.max_states)
+        cond = cs.model_conditionals(model, beta)
+        table = cs.table_1d(cond) if W is None else cs.row_table(cond, W, args.max_states)
         return table, N, L, cond, f"model {args.model} ({model.kind})"
     if W is not None and (args.table is not None or args.data is not None):
         raise MapsimError("--width (2D recast) needs a 2D model: use --model, or neither --table nor --data for a random one")
@@ -115,10 +115,10 @@ def build_chain_input(args: argparse.Namespace):
             raw = np.load(p, allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise MapsimError(f"--table {p}: not a readable .npy array ({exc})") from None
-        table, A, L0 = ch.check_table(raw, args.classes, args.length, where=f"--table {p}")
+        table, A, L0 = cs.check_table(raw, args.classes, args.length, where=f"--table {p}")
         N, L = _check_dims(args, A, L0, f"--table {p}")
         _check_states(N, L, None, args.max_states)
-        return ch.temper_table(table, beta), N, L, None, f"table {p}"
+        return cs.temper_table(table, beta), N, L, None, f"table {p}"
     if args.data is not None:
         from mapsim.lattice import load_dataset
 
@@ -127,15 +127,15 @@ def build_chain_input(args: argparse.Namespace):
         _check_states(N, L, None, args.max_states)
         if args.pseudocount < 0:
             raise MapsimError(f"--pseudocount must be non-negative, found {args.pseudocount}")
-        table, counts = ch.fit_table(ds.grids.reshape(-1, ds.shape[1]), N, L, args.pseudocount)
-        return ch.temper_table(table, beta), N, L, None, f"1D table fitted on the rows of {args.data} ({int(counts.sum())} transitions, pseudocount {args.pseudocount:g})"
+        table, counts = cs.fit_table(ds.grids.reshape(-1, ds.shape[1]), N, L, args.pseudocount)
+        return cs.temper_table(table, beta), N, L, None, f"1D table fitted on the rows of {args.data} ({int(counts.sum())} transitions, pseudocount {args.pseudocount:g})"
     N, L = _check_dims(args, None, None, "")
     _check_states(N, L, W, args.max_states)
     if W is None:
-        return (ch.random_softmax_table(N, L, args.seed, beta, args.scale), N, L, None,
+        return (cs.random_softmax_table(N, L, args.seed, beta, args.scale), N, L, None,
                 f"random softmax table (seed {args.seed}, logit scale {args.scale:g})")
-    cond = ch.RandomPairModel(N, L, seed=args.seed, beta=beta, scale=args.scale)
-    return ch.row_table(cond, W, args.max_states), N, L, cond, f"random pair model (seed {args.seed}, logit scale {args.scale:g})"
+    cond = cs.RandomPairModel(N, L, seed=args.seed, beta=beta, scale=args.scale)
+    return cs.row_table(cond, W, args.max_states), N, L, cond, f"random pair model (seed {args.seed}, logit scale {args.scale:g})"
 
 
 def _check_states(N: int, L: int, W: int | None, max_states: int) -> None:
@@ -171,7 +171,7 @@ def cmd_chain(args: argparse.Namespace) -> int:
 def _write_chain_files(out: Path, res, s: dict[str, Any]) -> dict[str, str]:
     import numpy as np
 
-    from mapsim.analysis import chain as ch
+    from mapsim.analysis import chain_plots as cp
     from mapsim.fileio import atomic_path, save_figure_atomic
 
     files = {"report": str(out / "chain.json"), "arrays": str(out / "chain.npz")}
@@ -196,14 +196,14 @@ def _write_chain_files(out: Path, res, s: dict[str, Any]) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(5.5, 5.5))
         what = "1D context states" if res.width is None else f"row blocks, W = {res.width}"
         A = res.n_classes ** (res.width or 1)
-        ch.plot_state_graph(res.chain, ax, order=ch.de_bruijn_order(A, res.length),
+        cp.plot_state_graph(res.chain, ax, order=cp.de_bruijn_order(A, res.length),
                             title=f"N_c = {res.n_classes}, L_c = {res.length}: {what}\n{_short_verdict(s)}")
         save_figure_atomic(fig, out / "state_graph.png", dpi=130, bbox_inches="tight")
         plt.close(fig)
         files["state_graph"] = str(out / "state_graph.png")
     if res.chain.tv_ is not None:
         fig, ax = plt.subplots(figsize=(6.5, 4))
-        ch.plot_tv(res.chain, ax, res.boundary_curve, res.length, unit=s["step_unit"])
+        cp.plot_tv(res.chain, ax, res.boundary_curve, res.length, unit=s["step_unit"])
         ax.set_title(f"Convergence of the context chain ({res.chain.n_states} states)", fontsize=10)
         save_figure_atomic(fig, out / "tv.png", dpi=130, bbox_inches="tight")
         plt.close(fig)
