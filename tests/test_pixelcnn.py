@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from model_checks import check_autoregressive, check_crop_invariance, check_sampler_log_probs
 
-from mapsim.benchmarks.train import plain_forward
 from mapsim.models.base import causal_offsets
 from mapsim.models.io import load_model, save_model
 from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
@@ -98,16 +98,74 @@ def test_parameter_names_are_stable():
     assert names == {"v_convs", "h_convs", "v2h", "h_res", "skips", "out1", "out2"}
 
 
+def _placed(conv, t, mask, dr, dc):
+    """Apply ``conv`` so that output pixel (r, c) reads input rows r+dr .., columns c+dc .. .
+
+    ``t`` (B, C, Hc, Wc) and ``mask`` (1, 1, Hc, Wc) live on the whole canvas; the result
+    is on the canvas too, zero and masked out wherever the kernel leaves the canvas or
+    reads an undefined input.
+    """
+    kh, kw = conv.kernel_size
+    y = conv(t)  # y[i, j] reads rows i .., columns j .. : output pixel (i - dr, j - dc)
+    m = F.conv2d(mask, torch.ones(1, 1, kh, kw, dtype=mask.dtype)) == kh * kw
+    Hc, Wc = t.shape[-2:]
+    out = t.new_zeros(t.shape[0], y.shape[1], Hc, Wc)
+    out_mask = torch.zeros_like(mask)
+    r0, c0 = max(0, -dr), max(0, -dc)  # first output pixel inside the canvas
+    r1, c1 = min(Hc, y.shape[-2] - dr), min(Wc, y.shape[-1] - dc)
+    out[:, :, r0:r1, c0:c1] = y[:, :, r0 + dr : r1 + dr, c0 + dc : c1 + dc]
+    out_mask[:, :, r0:r1, c0:c1] = m[:, :, r0 + dr : r1 + dr, c0 + dc : c1 + dc].to(mask.dtype)
+    return out * out_mask, out_mask
+
+
+def plain_logits(model, canvas):
+    """The Gated PixelCNN of :mod:`mapsim.models.pixelcnn`'s docstring, in canvas coordinates.
+
+    Written independently of ``GatedPixelCNN.forward`` (which trims every tensor to
+    where it is needed): every feature map covers the whole canvas with a mask of
+    where it is defined, and each convolution is placed by the offsets the docstring
+    gives (layer 0: vertical rows r-p .. r-1, horizontal columns c-p .. c-1; later
+    layers: rows r-p .. r, columns c-p .. c).  Returns the logits of the sample pixels
+    and checks that these are exactly where the last layer is defined.
+    """
+    p, n, L = model.p, model.config.layers, model.context_range
+    x = F.one_hot(canvas.long(), model.n_classes + 1).permute(0, 3, 1, 2).to(model.out2.weight.dtype)
+    ones = torch.ones(1, 1, *canvas.shape[-2:], dtype=x.dtype)
+
+    def gate_(a):
+        first, second = a.chunk(2, dim=1)
+        return torch.tanh(first) * torch.sigmoid(second)
+
+    v = h = x
+    mv = mh = ones
+    skip = None
+    for layer in range(n):
+        v_pre, mv = _placed(model.v_convs[layer], v, mv, -p, -p)
+        h_conv, mh_conv = _placed(model.h_convs[layer], h, mh, 0, -p)
+        h_pre, mh_pre = h_conv + model.v2h[layer](v_pre) * mv, mh_conv * mv
+        g = gate_(h_pre) * mh_pre
+        h_new = model.h_res[layer](g) * mh_pre
+        h, mh = (h_new, mh_pre) if layer == 0 else (h_new + h, mh_pre * mh)
+        s = model.skips[layer](g) * mh_pre
+        skip, m_skip = (s, mh_pre) if skip is None else (skip + s, m_skip * mh_pre)
+        v = gate_(v_pre) * mv
+    logits = model.out2(torch.relu(model.out1(torch.relu(skip))))
+    sample = torch.zeros_like(m_skip, dtype=torch.bool)
+    sample[:, :, L:, L : canvas.shape[-1] - L] = True
+    assert torch.equal(m_skip.bool(), sample), "the receptive field of the last layer is not the sample"
+    return logits[:, :, L:, L : canvas.shape[-1] - L]
+
+
 @pytest.mark.parametrize("layers, kernel, n_classes", [(1, 3, 2), (4, 3, 3), (2, 5, 2)])
 def test_fast_forward_equals_the_plain_formula(layers, kernel, n_classes):
     model = _model(layers, kernel, n_classes, seed=2)
     grids = torch.as_tensor(np.random.default_rng(3).integers(0, n_classes, (2, 6, 7)))
     canvas = model.make_canvas(grids)
     with torch.no_grad():
-        torch.testing.assert_close(model(canvas), plain_forward(model, canvas), rtol=0, atol=1e-6)
+        torch.testing.assert_close(model(canvas), plain_logits(model, canvas), rtol=0, atol=1e-6)
     # with gradients: same loss and parameter gradients
     losses, grads = [], []
-    for f in (model, lambda c: plain_forward(model, c)):
+    for f in (model, lambda c: plain_logits(model, c)):
         model.zero_grad(set_to_none=True)
         loss = torch.nn.functional.cross_entropy(f(canvas), grids)
         loss.backward()
