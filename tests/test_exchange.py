@@ -104,10 +104,10 @@ def test_grid_png_grid_is_exact_and_uses_fixed_colours(tmp_path):
 def test_import_then_export_keeps_species_and_pixel(tmp_path):
     atoms = Atoms("Cu2Zn", positions=[[0.6, 0.6, 5], [1.8, 0.6, -3], [0.6, 3.0, 0]], cell=[3.6, 3.6, 10], pbc=True)
     ase.io.write(tmp_path / "s.extxyz", atoms)
-    ds, _ = import_files([tmp_path / "s.extxyz"], species_map={"Cu": "particle", "Zn": "solvent"})
-    assert ds.metadata["pixel_size"] == pytest.approx(1.2) and ds.shape == (3, 3)
+    ds, _ = import_files([tmp_path / "s.extxyz"], species_map={"Cu": "particle", "Zn": "solvent"}, pixel_size=1.2)
+    assert ds.metadata["pixel_size"] == pytest.approx([1.2, 1.2]) and ds.shape == (3, 3)
     report = export_dataset(ds, tmp_path / "x", "extxyz")
-    assert report["species"] == {"particle": "Cu", "solvent": "Zn"} and report["pixel_size"] == pytest.approx(1.2)
+    assert report["species"] == {"particle": "Cu", "solvent": "Zn"} and report["pixel_size"] == pytest.approx([1.2, 1.2])
     again = ase.io.read(tmp_path / "x" / "sample_00000.extxyz")
     np.testing.assert_allclose(again.positions[:, :2], atoms.positions[:, :2])  # z projected out
     assert again.get_chemical_symbols() == ["Cu", "Cu", "Zn"]
@@ -126,9 +126,9 @@ def test_nearest_neighbour_rule_and_periodic_wrapping(tmp_path):
                      rng.normal()] for i, j in sites])
     ase.io.write(tmp_path / "lat.xyz", Atoms(["Ni"] * len(sites), positions=pos, cell=[15, 12, 5], pbc=True),
                  format="extxyz")
-    ds, report = import_files([tmp_path / "lat.xyz"])
-    assert report["pixel_size_rule"] == "nearest-neighbour median"
-    assert report["pixel_size"] == pytest.approx(1.5) and ds.shape == (8, 10) and ds.classes == ("empty", "Ni")
+    ds, report = import_files([tmp_path / "lat.xyz"], offsets=False)
+    assert report["pixel_size_rule"] == "nearest-neighbour median" and "offsets" not in ds.extras
+    assert report["pixel_size"] == pytest.approx([1.5, 1.5]) and ds.shape == (8, 10) and ds.classes == ("empty", "Ni")
     expected = np.zeros((8, 10), np.uint8)
     expected[tuple(np.array(sites).T)] = 1
     np.testing.assert_array_equal(ds.grids[0], expected)
@@ -138,8 +138,9 @@ def test_nearest_neighbour_rule_and_periodic_wrapping(tmp_path):
     extra = np.array([pos[0] + [0, 0, 3.0], pos[1] + [0.3, 0.2, 0]])
     ase.io.write(tmp_path / "lat2.xyz", Atoms(["Ni"] * (len(sites) + 2), positions=np.vstack([pos, extra]),
                                               cell=[15, 12, 5], pbc=True), format="extxyz")
-    ds2, report2 = import_files([tmp_path / "lat2.xyz"])
-    assert report2["pixel_size"] == pytest.approx(1.5) and report2["collisions"] == 2
+    ds2, report2 = import_files([tmp_path / "lat2.xyz"], offsets=False)
+    assert report2["pixel_size"] == pytest.approx([1.5, 1.5]) and report2["collisions"] == 2
+    assert report2["atoms_lost"] == 2 and report2["atoms_placed"] == len(sites)
     np.testing.assert_array_equal(ds2.grids[0], expected)
 
 
@@ -220,7 +221,7 @@ def test_collisions_are_counted_and_reported(tmp_path, capsys):
     assert main(["import", str(path), "--pixel-size", "1", "--species-map", "Au=particle,Ag=solvent",
                  "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "collisions: 2 atom(s)" in text and "--refine" in text
+    assert "2 of 4 atoms placed" in text and "2 atom(s) LOST" in text and "--refine" in text
 
 
 def test_refine_shrinks_the_pixel_until_no_collisions(tmp_path):
@@ -230,12 +231,12 @@ def test_refine_shrinks_the_pixel_until_no_collisions(tmp_path):
     assert report["collisions"] == 0 and report["refine_steps"] > 0
     assert ds.metadata["pixel_size_requested"] == pytest.approx(0.9 ** report["refine_steps"])
     n = ds.shape[0]
-    assert ds.shape == (n, n) and ds.metadata["pixel_size"] == pytest.approx(4 / n)  # stretched to tile the cell
+    assert ds.shape == (n, n) and ds.metadata["pixel_size"] == pytest.approx([4 / n, 4 / n])  # stretched to tile the cell
     assert np.count_nonzero(ds.grids[0]) == 3
     # the pair 0.03 apart cannot be split before the limit (half the start): collisions stay reported
     _, report = import_files([_collide(tmp_path)], pixel_size=1.0, refine=True,
                              species_map={"Au": "particle", "Ag": "particle"})
-    assert report["collisions"] == 1 and 0.5 <= report["pixel_size"] < 0.5 / 0.9
+    assert report["collisions"] == 1 and 0.5 <= report["pixel_size"][0] < 0.5 / 0.9
 
 
 # ---------------------------------------------------------------------------

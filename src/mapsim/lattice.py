@@ -7,7 +7,28 @@ File format
               ``particle`` = 1, ``solvent`` = 2 when solvent is kept).
 ``metadata``  0-d string array holding a JSON object (generator, parameters, seed,
               package version, ...).
+``offsets``   optional float32 array ``(n_samples, H, W, 2)``: the position of the atom in
+              each occupied pixel relative to the pixel's corner, in pixel units in [0, 1);
+              component 0 along rows (y), component 1 along columns (x); NaN exactly where
+              the pixel is empty (class 0). A dataset with offsets must give ``pixel_size``.
 Any other key is an *extra* array (e.g. ``log_probs`` from a sampler) and is kept.
+
+Geometry metadata (all optional except as stated; per-axis lists are in the order rows (y),
+columns (x), like ``offsets``):
+
+``pixel_size``   pixel side per axis ``[a_y, a_x]`` in ``length_unit`` (one number = both
+                 axes, as older files store it). Required when ``offsets`` is present.
+``length_unit``  the unit of every length (``"Å"``, ``"sigma"``, ``"nm"``), as the user gave it.
+``periodic``     ``[per_y, per_x]`` (one bool = both axes, as older files store it; Monte Carlo
+                 lattice data record it in ``params.periodic``). Read it with
+                 :func:`periodic_axes`, never directly.
+``cell``         ``[L_y, L_x]``: the extent of a sample in ``length_unit`` (= shape x pixel).
+``species_map``  chemical species -> class name.
+``sources``      per-sample provenance; ``sources[k]["origin"]`` and ``sources[k]["pixel_size"]``
+                 (both ``[y, x]``) place sample k when samples were cut from different cells.
+
+Positions are ``origin + (index + offset) * pixel`` per axis (:func:`atom_positions`); without
+offsets an atom sits at its pixel centre (offset 0.5).
 """
 
 from __future__ import annotations
@@ -28,6 +49,12 @@ MC_CLASSES: tuple[str, ...] = ("empty", "particle", "solvent")
 """Class names of Monte Carlo data, index = class id."""
 
 REQUIRED_KEYS = ("grids", "classes", "metadata")
+
+OFFSETS_KEY = "offsets"
+"""Name of the optional positions-inside-pixels array."""
+
+# float32 just below 1: offsets computed in float64 are clamped to it so that they stay in [0, 1)
+_BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 
 
 @dataclass
@@ -55,6 +82,12 @@ class Dataset:
         self.classes = tuple(str(c) for c in self.classes)
         _validate_arrays(self.grids, self.classes, "dataset")
         _check_finite_json(self.metadata, "dataset", "metadata")
+        validate_geometry(self.grids, self.classes, self.metadata, self.extras, "dataset")
+
+    @property
+    def offsets(self) -> np.ndarray | None:
+        """Positions inside the pixels, float32 (n_samples, H, W, 2), or None (see the module docstring)."""
+        return self.extras.get("offsets")
 
     @property
     def n_samples(self) -> int:
@@ -175,7 +208,10 @@ def load_dataset(path: str | Path) -> Dataset:
         raise MapsimError(f"{where}: 'metadata' must be a JSON object, found {type(metadata).__name__}")
     _validate_arrays(grids, classes, where)
     _check_finite_json(metadata, where, "metadata")
+    validate_geometry(grids, classes, metadata, arrays, where)
     for k, v in arrays.items():
+        if k == OFFSETS_KEY:
+            continue  # NaN marks empty pixels; validate_geometry checked it
         if v.dtype.kind == "f" and not np.all(np.isfinite(v) | np.isneginf(v)):
             raise MapsimError(f"{where}: array {k!r} contains NaN or +inf")
     return Dataset(grids, classes, metadata, arrays)
@@ -228,3 +264,486 @@ def grids_from_any(grids: np.ndarray, n_classes: int, where: str = "grids") -> n
     if a.size and (a.min() < 0 or a.max() >= n_classes):
         raise MapsimError(f"{where}: class ids must lie in 0..{n_classes - 1}, found {int(a.min())}..{int(a.max())}")
     return a.astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry: periodicity, pixel size, offsets, positions, the interior of generated samples
+# ---------------------------------------------------------------------------------------------
+
+def _axis_pair(value: Any, what: str, where: str, kind: type) -> tuple[Any, Any]:
+    """One value for both axes, or a list of two (rows, columns)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise MapsimError(f"{where}: metadata {what}: expected one value or [rows, columns], found {list(value)}")
+        vals = tuple(value)
+    else:
+        vals = (value, value)
+    for v in vals:
+        if kind is bool:
+            if not isinstance(v, (bool, np.bool_)):
+                raise MapsimError(f"{where}: metadata {what}: expected true/false per axis, found {value!r}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            raise MapsimError(f"{where}: metadata {what}: expected a positive number per axis, found {value!r}")
+    return vals
+
+
+def periodic_axes(metadata: Mapping[str, Any] | None, override: bool | Sequence[bool] | None = None,
+                  where: str = "dataset") -> tuple[bool, bool]:
+    """Periodicity of the samples per axis ``(rows/y, columns/x)``; the one reader of ``periodic``.
+
+    Parameters
+    ----------
+    metadata : dict or None
+        Looks for ``metadata["params"]["periodic"]`` (Monte Carlo lattice data, one bool) and
+        then ``metadata["periodic"]`` (one bool for both axes, as older files store it, or
+        ``[per_y, per_x]``).
+    override : bool or (bool, bool), optional
+        Returned (as a pair) when given.
+
+    Returns
+    -------
+    (bool, bool)
+        Absent any record both axes are open: open estimators stay correct for periodic
+        data, the converse is not true.
+    """
+    if override is not None:
+        return tuple(bool(v) for v in _axis_pair(override, "periodic", where, bool))  # type: ignore[return-value]
+    if not metadata:
+        return (False, False)
+    params = metadata.get("params")
+    if isinstance(params, Mapping) and "periodic" in params:
+        return tuple(bool(v) for v in _axis_pair(params["periodic"], "params.periodic", where, bool))  # type: ignore
+    if "periodic" in metadata and metadata["periodic"] is not None:
+        return tuple(bool(v) for v in _axis_pair(metadata["periodic"], "periodic", where, bool))  # type: ignore
+    return (False, False)
+
+
+def pixel_size_of(metadata: Mapping[str, Any] | None, where: str = "dataset") -> tuple[float, float] | None:
+    """Pixel side per axis ``(a_y, a_x)`` in the dataset's ``length_unit``, or None when not recorded."""
+    if not metadata or metadata.get("pixel_size") is None:
+        return None
+    return tuple(float(v) for v in _axis_pair(metadata["pixel_size"], "pixel_size", where, float))  # type: ignore
+
+
+def length_unit_of(metadata: Mapping[str, Any] | None) -> str | None:
+    """The dataset's ``length_unit`` (None when not recorded)."""
+    unit = (metadata or {}).get("length_unit")
+    return str(unit) if unit is not None else None
+
+
+def validate_offsets(offsets: Any, grids: np.ndarray, where: str = "dataset") -> None:
+    """Check an ``offsets`` array against its grids (shape, dtype, range, NaN exactly where empty).
+
+    Raises
+    ------
+    MapsimError
+        Naming ``where``, what was expected and the first offending pixel.
+    """
+    if not isinstance(offsets, np.ndarray):
+        raise MapsimError(f"{where}: 'offsets' must be a NumPy array, found {type(offsets).__name__}")
+    want = tuple(grids.shape) + (2,)
+    if offsets.shape != want:
+        raise MapsimError(f"{where}: 'offsets' must have shape grids.shape + (2,) = {want}, found {offsets.shape}")
+    if offsets.dtype != np.float32:
+        raise MapsimError(f"{where}: 'offsets' must have dtype float32, found {offsets.dtype}")
+    occupied = grids != 0
+    nan = np.isnan(offsets)
+    bad = occupied[..., None] & nan
+    if bad.any():
+        k, i, j, _ = np.argwhere(bad)[0]
+        raise MapsimError(f"{where}: 'offsets' is NaN on occupied pixel (sample {k}, row {i}, column {j}); "
+                          "every atom needs a position")
+    bad = ~occupied[..., None] & ~nan
+    if bad.any():
+        k, i, j, _ = np.argwhere(bad)[0]
+        raise MapsimError(f"{where}: 'offsets' holds a number on empty pixel (sample {k}, row {i}, column {j}); "
+                          "expected NaN where the class is 0")
+    with np.errstate(invalid="ignore"):
+        out = occupied[..., None] & ~((offsets >= 0.0) & (offsets < 1.0))
+    if out.any():
+        k, i, j, c = np.argwhere(out)[0]
+        raise MapsimError(f"{where}: 'offsets' outside [0, 1): {float(offsets[k, i, j, c])!r} at sample {k}, "
+                          f"row {i}, column {j}, component {c} (pixel units relative to the pixel corner)")
+
+
+def validate_geometry(grids: np.ndarray, classes: Sequence[str], metadata: Mapping[str, Any],
+                      extras: Mapping[str, np.ndarray], where: str = "dataset") -> None:
+    """Check the geometry metadata and ``offsets`` (see the module docstring)."""
+    px = pixel_size_of(metadata, where)
+    periodic_axes(metadata, where=where)
+    if metadata.get("cell") is not None:
+        _axis_pair(metadata["cell"], "cell", where, float)
+    unit = metadata.get("length_unit")
+    if unit is not None and (not isinstance(unit, str) or not unit.strip()):
+        raise MapsimError(f"{where}: metadata length_unit: expected a non-empty string, found {unit!r}")
+    smap = metadata.get("species_map")
+    if smap is not None:
+        if not isinstance(smap, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in smap.items()):
+            raise MapsimError(f"{where}: metadata species_map: expected species -> class name, found {smap!r}")
+        unknown = sorted({v for v in smap.values()} - set(classes))
+        if unknown:
+            raise MapsimError(f"{where}: metadata species_map names class(es) {unknown} that are not in "
+                              f"classes {list(classes)}")
+    if OFFSETS_KEY in extras:
+        if px is None:
+            raise MapsimError(f"{where}: has 'offsets' but no metadata pixel_size; positions need the pixel size")
+        validate_offsets(extras[OFFSETS_KEY], grids, where)
+
+
+def sample_geometry(dataset: Dataset, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Origin and pixel size of sample ``k``, each float64 ``(2,)`` in the order (y, x), in length units.
+
+    ``metadata["sources"][k]`` (import from cells that differ per frame) wins over the dataset's
+    ``pixel_size``; the origin defaults to 0. Without any pixel size the pixel is 1 (pixel units).
+    """
+    src = None
+    sources = dataset.metadata.get("sources")
+    if isinstance(sources, list) and len(sources) == dataset.n_samples and isinstance(sources[k], Mapping):
+        src = sources[k]
+    pixel = pixel_size_of(dataset.metadata) or (1.0, 1.0)
+    origin = (0.0, 0.0)
+    if src is not None and src.get("pixel_size") is not None and src.get("origin") is not None:
+        pixel = _axis_pair(src["pixel_size"], f"sources[{k}].pixel_size", "dataset", float)
+        origin = tuple(float(v) for v in src["origin"])
+    return np.asarray(origin, float), np.asarray(pixel, float)
+
+
+def atom_positions(dataset: Dataset, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The atoms of sample ``k``: positions and class ids, raster order.
+
+    Returns
+    -------
+    xy : ndarray of float64, shape (n_atoms, 2)
+        Columns (x, y) in the dataset's length unit: ``origin + (index + offset) * pixel``;
+        pixel centres (offset 0.5) when the dataset has no offsets.
+    class_ids : ndarray of int64, shape (n_atoms,)
+    """
+    grid = dataset.grids[k]
+    rows, cols = np.nonzero(grid)
+    origin, pixel = sample_geometry(dataset, k)
+    off = dataset.offsets
+    if off is None:
+        oy = ox = np.full(rows.size, 0.5)
+    else:
+        oy = off[k, rows, cols, 0].astype(np.float64)
+        ox = off[k, rows, cols, 1].astype(np.float64)
+    xy = np.empty((rows.size, 2))
+    xy[:, 0] = origin[1] + (cols + ox) * pixel[1]
+    xy[:, 1] = origin[0] + (rows + oy) * pixel[0]
+    return xy, grid[rows, cols].astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How positions in a plane map onto a grid (per axis: index 0 = y/rows, 1 = x/columns).
+
+    Pixel ``(i, j)`` covers ``[origin_x + j*pixel_x, ...) x [origin_y + i*pixel_y, ...)``.
+    """
+
+    shape: tuple[int, int]
+    origin: tuple[float, float]
+    pixel: tuple[float, float]
+    periodic: tuple[bool, bool]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"shape": [int(v) for v in self.shape], "origin": [float(v) for v in self.origin],
+                "pixel_size": [float(v) for v in self.pixel], "periodic": [bool(v) for v in self.periodic]}
+
+
+def grid_geometry(xy: np.ndarray, cell: tuple[float | None, float | None], pixel_size: float,
+                  where: str = "positions") -> Geometry:
+    """The grid that holds a set of positions for a requested pixel size.
+
+    Parameters
+    ----------
+    xy : ndarray of float, shape (n, 2)
+        Positions (x, y) in length units.
+    cell : (L_x or None, L_y or None)
+        Periodic cell length per axis (the cell starts at 0); None for an open axis.
+    pixel_size : float
+        Requested pixel side (length units, > 0).
+
+    Returns
+    -------
+    Geometry
+        Periodic axis: ``n = max(1, round(L / a))`` pixels of ``L / n`` from 0. Open axis: pixels
+        of exactly ``a``, the first centred on the lowest coordinate.
+    """
+    shape, origin, pixel = [0, 0], [0.0, 0.0], [0.0, 0.0]
+    for axis, col in ((0, 1), (1, 0)):
+        L = cell[col]
+        if L is not None:
+            n = max(1, int(round(L / pixel_size)))
+            shape[axis], origin[axis], pixel[axis] = n, 0.0, L / n
+        else:
+            if xy.shape[0] == 0:
+                raise MapsimError(f"{where}: no atoms to place and no periodic cell along "
+                                  f"{'xy'[col]}; cannot define a grid (give --cell LX,LY)")
+            lo, hi = float(xy[:, col].min()), float(xy[:, col].max())
+            n = int(math.floor((hi - lo) / pixel_size + 0.5)) + 1
+            shape[axis], origin[axis], pixel[axis] = n, lo - 0.5 * pixel_size, float(pixel_size)
+    if shape[0] * shape[1] > 2**31:
+        raise MapsimError(f"{where}: pixel size {pixel_size:g} gives a {shape[0]}x{shape[1]} grid; too large "
+                          "(give a larger --pixel-size)")
+    return Geometry((shape[0], shape[1]), (origin[0], origin[1]), (pixel[0], pixel[1]),
+                    (cell[1] is not None, cell[0] is not None))
+
+
+@dataclass
+class Raster:
+    """Positions placed on a grid (:func:`rasterize`).
+
+    Attributes
+    ----------
+    grid : ndarray of uint8, shape (H, W)
+    offsets : ndarray of float32, shape (H, W, 2)
+        Position of the kept atom inside its pixel, (y, x) in pixel units in [0, 1); NaN where empty.
+    lost : int
+        Atoms not in the grid because their pixel already held one (n_atoms - occupied pixels).
+    conflicts : int
+        Pixels that received atoms of different classes.
+    kept : ndarray of int64, shape (occupied pixels,)
+        Index (into the input) of the atom each occupied pixel keeps.
+    """
+
+    grid: np.ndarray
+    offsets: np.ndarray
+    lost: int
+    conflicts: int
+    kept: np.ndarray
+
+
+def pixel_index(xy: np.ndarray, geom: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row, column (int64, (n,)) and offsets (float64, (n, 2), (y, x) in [0, 1)) of positions on a grid.
+
+    Periodic axes wrap; open axes clip (rounding at the far edge).
+    """
+    idx, frac = [], []
+    for axis, col in ((0, 1), (1, 0)):
+        u = (xy[:, col] - geom.origin[axis]) / geom.pixel[axis]
+        n = geom.shape[axis]
+        if geom.periodic[axis]:
+            u = np.mod(u, n)
+            u[u >= n] = 0.0
+        k = np.floor(u).astype(np.int64)
+        f = u - k
+        if not geom.periodic[axis]:
+            kc = np.clip(k, 0, n - 1)
+            f = np.where(k != kc, np.where(k < kc, 0.0, _BELOW_ONE), f)
+            k = kc
+        idx.append(k)
+        frac.append(np.clip(f, 0.0, _BELOW_ONE))
+    return idx[0], idx[1], np.stack(frac, axis=1)
+
+
+def rasterize(xy: np.ndarray, class_ids: np.ndarray, geom: Geometry) -> Raster:
+    """Place atoms on a grid, keeping each kept atom's position inside its pixel.
+
+    Parameters
+    ----------
+    xy : ndarray of float, shape (n, 2)
+        Positions (x, y) in length units of atoms of non-empty classes.
+    class_ids : ndarray of int, shape (n,)
+        Class id (1..255) of each atom.
+    geom : Geometry
+
+    Returns
+    -------
+    Raster
+        Where several atoms share a pixel the highest class id wins (the first such atom in
+        input order); the others are *lost* and counted.
+    """
+    h, w = geom.shape
+    grid = np.zeros((h, w), np.uint8)
+    offsets = np.full((h, w, 2), np.nan, np.float32)
+    n = xy.shape[0]
+    if n == 0:
+        return Raster(grid, offsets, 0, 0, np.empty(0, np.int64))
+    rows, cols, frac = pixel_index(xy, geom)
+    flat = rows * w + cols
+    cls = np.asarray(class_ids, np.int64)
+    # the atom kept per pixel: highest class, then first in input order
+    order = np.lexsort((np.arange(n), -cls, flat))
+    first = np.ones(n, bool)
+    first[1:] = flat[order][1:] != flat[order][:-1]
+    kept = np.sort(order[first])
+    grid.reshape(-1)[flat[kept]] = cls[kept].astype(np.uint8)
+    off32 = np.minimum(frac[kept].astype(np.float32), np.float32(_BELOW_ONE))
+    offsets.reshape(-1, 2)[flat[kept]] = off32
+    lost = int(n - kept.size)
+    conflicts = 0
+    if lost:
+        lo = np.full(h * w, 256, np.int64)
+        np.minimum.at(lo, flat, cls)
+        occ = flat[kept]
+        conflicts = int(np.count_nonzero(lo[occ] != grid.reshape(-1)[occ]))
+    return Raster(grid, offsets, lost, conflicts, kept)
+
+
+#: Relative step of the collision-free pixel search.
+PIXEL_SEARCH_STEP = 0.005
+
+
+def largest_collision_free_pixel(frames: Sequence[tuple[np.ndarray, tuple[float | None, float | None]]],
+                                 where: str = "positions") -> tuple[float, str]:
+    """The largest pixel that puts at most one atom in every pixel of every frame.
+
+    Parameters
+    ----------
+    frames : sequence of (xy, cell)
+        ``xy`` float (n, 2) positions (x, y); ``cell`` as in :func:`grid_geometry`.
+
+    Returns
+    -------
+    pixel : float
+        Requested pixel side (periodic axes stretch it to tile the cell).
+    rule : str
+        How it was found, for the report.
+
+    Notes
+    -----
+    Rule: scan down from ``sqrt(area per atom)`` of the densest frame (no larger pixel can
+    hold every atom) in steps of :data:`PIXEL_SEARCH_STEP` (0.5 %) and take the first pixel
+    with no collision in any frame. The scan ends at the latest at ``d_min / sqrt(2)`` (d_min
+    the smallest pair distance), where no square pixel can hold two atoms. Collisions depend on
+    where the grid lines fall, not only on d_min, so the result is usually well above that bound.
+
+    Raises
+    ------
+    MapsimError
+        When two atoms share a position (no pixel separates them) or there are no atoms.
+    """
+    from scipy.spatial import cKDTree
+
+    d_min, start = math.inf, 0.0
+    for xy, cell in frames:
+        if xy.shape[0] < 2:
+            continue
+        pts, box = xy.copy(), np.empty(2)
+        for col in range(2):
+            L = cell[col]
+            if L is not None:
+                pts[:, col] = np.mod(pts[:, col], L)
+                pts[:, col][pts[:, col] >= L] = 0.0
+                box[col] = L
+            else:
+                pts[:, col] -= pts[:, col].min()
+                box[col] = 3.0 * pts[:, col].max() + 1.0
+        d, _ = cKDTree(pts, boxsize=box).query(pts, k=2)
+        d_min = min(d_min, float(d[:, 1].min()))
+        extent = [cell[c] if cell[c] is not None else float(np.ptp(xy[:, c])) + 1e-12 for c in range(2)]
+        start = max(start, math.sqrt(extent[0] * extent[1] / xy.shape[0]))
+    if not math.isfinite(d_min):
+        raise MapsimError(f"{where}: fewer than two atoms in every frame; the collision-free pixel is undefined "
+                          "(give --pixel-size)")
+    if d_min <= 1e-9 * start:
+        raise MapsimError(f"{where}: two atoms share an xy position (distance {d_min:.3g}); no pixel holds them "
+                          "apart (give --pixel-size; the summary counts the atoms lost)")
+    floor = d_min / math.sqrt(2.0) * (1.0 - 1e-9)
+    a = start
+    steps = 0
+    while a > floor:
+        if all(_no_collision(xy, cell, a, where) for xy, cell in frames):
+            break
+        a *= 1.0 - PIXEL_SEARCH_STEP
+        steps += 1
+    else:
+        a = floor
+        while not all(_no_collision(xy, cell, a, where) for xy, cell in frames):
+            a *= 1.0 - PIXEL_SEARCH_STEP  # periodic cells stretch the pixel a little above the request
+    rule = (f"largest collision-free pixel: scanned down from sqrt(area per atom) = {start:.6g} in "
+            f"{100 * PIXEL_SEARCH_STEP:g} % steps ({steps} step(s)); smallest pair distance {d_min:.6g}")
+    return float(a), rule
+
+
+def _no_collision(xy: np.ndarray, cell, a: float, where: str) -> bool:
+    if xy.shape[0] < 2:
+        return True
+    geom = grid_geometry(xy, cell, a, where)
+    rows, cols, _ = pixel_index(xy, geom)
+    flat = rows * geom.shape[1] + cols
+    return np.unique(flat).size == flat.size
+
+
+# ---------------------------------------------------------------------------------------------
+# The interior of generated samples
+# ---------------------------------------------------------------------------------------------
+
+def context_range_of(metadata: Mapping[str, Any] | None, where: str = "dataset") -> int | None:
+    """The generating model's L_c: ``metadata["context_range"]`` or ``metadata["model"]["context_range"]``."""
+    metadata = metadata or {}
+    model = metadata.get("model")
+    for holder in (metadata, model if isinstance(model, Mapping) else None):
+        if holder and holder.get("context_range") is not None:
+            try:
+                return int(holder["context_range"])
+            except (TypeError, ValueError):
+                raise MapsimError(f"{where}: metadata context_range: expected an integer, "
+                                  f"found {holder['context_range']!r}") from None
+    return None
+
+
+@dataclass(frozen=True)
+class Interior:
+    """The part of a sample that statistics and exports use (:func:`interior`).
+
+    Attributes
+    ----------
+    rows, cols : slice
+        ``grid[rows, cols]`` is the interior.
+    skip_rows, skip_cols : int
+        Rows dropped at the top (the chain's start-up) and columns dropped at each side.
+    periodic : (bool, bool)
+        Periodicity of the interior per axis: an axis stays periodic only if nothing was cut from it.
+    """
+
+    rows: slice
+    cols: slice
+    skip_rows: int
+    skip_cols: int
+    periodic: tuple[bool, bool]
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        """(row, column) of the interior's first pixel in the full sample."""
+        return int(self.rows.start), int(self.cols.start)
+
+
+def interior(metadata: Mapping[str, Any] | None, shape: tuple[int, int], skip_rows: int | None = None,
+             skip_cols: int | None = None, where: str = "dataset") -> Interior:
+    """The one definition of the interior of (generated) samples, used by export and compare.
+
+    Parameters
+    ----------
+    metadata : dict
+        The dataset's metadata; ``context_range`` (the generating model's L_c, top level or in
+        ``model``) sets the defaults, ``periodic`` the periodicity (:func:`periodic_axes`).
+    shape : (H, W)
+        Sample shape.
+    skip_rows : int, optional
+        Rows dropped at the top; default ``2 * L_c`` (the autoregressive chain's start-up), 0
+        for data not generated by a model.
+    skip_cols : int, optional
+        Columns dropped on each side; default ``L_c`` (the columns whose context reaches past
+        the side edge), 0 for data not generated by a model.
+
+    Returns
+    -------
+    Interior
+
+    Raises
+    ------
+    MapsimError
+        Negative skips or skips that leave nothing.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    lc = context_range_of(metadata, where)
+    r = int(skip_rows) if skip_rows is not None else (2 * lc if lc is not None else 0)
+    c = int(skip_cols) if skip_cols is not None else (lc if lc is not None else 0)
+    if r < 0 or c < 0:
+        raise MapsimError(f"{where}: interior: skipped rows/columns must be non-negative, found {r} rows, {c} columns")
+    if r >= h or 2 * c >= w:
+        raise MapsimError(f"{where}: interior: dropping {r} row(s) at the top and {c} column(s) at each side "
+                          f"leaves nothing of {h}x{w} samples (give smaller skips)")
+    per = periodic_axes(metadata, where=where)
+    return Interior(slice(r, h), slice(c, w - c), r, c, (per[0] and r == 0, per[1] and c == 0))

@@ -12,11 +12,15 @@ structure files (any format ASE reads: xyz, extxyz, LAMMPS dump with --format la
   Only the xy plane is used (z is ignored). Along a periodic cell axis the positions are wrapped
   into the cell and the grid spans it with round(L / pixel) pixels of L / n each; the cell must be
   rectangular in xy. Along an open axis the grid spans the atoms, the first pixel centred on the
-  lowest coordinate. Pixel size: --pixel-size, else the value stored by 'mapsim export' in extxyz
-  files, else the median nearest-neighbour distance in the xy projection (minimum image, pooled over
-  all frames), so touching atoms land on neighbouring pixels. Atoms that land on an occupied pixel are
-  counted as collisions (the highest class id wins); --refine shrinks the pixel by 10 % per step
-  until there are none or --min-pixel-size (default half the start) is reached.
+  lowest coordinate. Every atom's position inside its pixel is kept (dataset key 'offsets'), so
+  export gives back the same positions; --no-offsets keeps the grid only.
+  Pixel size: --pixel-size, else the value stored by 'mapsim export' in extxyz files, else the
+  largest collision-free pixel (at most one atom per pixel in every frame; scanned down from
+  sqrt(area per atom) in 0.5 % steps), or with --no-offsets the median nearest-neighbour distance
+  in the xy projection (minimum image, pooled over all frames). An atom that lands on an occupied
+  pixel is lost: the summary counts it (the highest class id is kept); --refine shrinks the pixel by
+  10 % per step until none is lost or --min-pixel-size (default half the start) is reached.
+  --length-unit names the files' unit (Å, sigma, nm); it is stored and printed with every length.
   Species -> class: --species-map, else the map stored in the file, else one class per species
   (sorted). Class 0 is always 'empty'; SPECIES=empty drops a species. LAMMPS atom types read as
   H, He, ... (type 1, 2, ...).
@@ -28,8 +32,8 @@ images (.png, .tif, .tiff; one image pixel = one grid pixel; a multi-page TIFF g
   binary image (two levels): lower = empty, higher = particle.
 
 examples:
-  mapsim import snap.extxyz --out data.npz
-  mapsim import dump.lammpstrj --format lammps-dump-text --species-map H=particle --pixel-size 1.1 --out data.npz
+  mapsim import snap.extxyz --length-unit Å --out data.npz
+  mapsim import dump.lammpstrj --format lammps-dump-text --species-map H=particle --length-unit sigma --out data.npz
   mapsim import a.xyz b.xyz --cell 40,40 --pixel-size 1 --species-map Au=particle,O=empty --out data.npz
   mapsim import micrograph.tif --threshold 128 --invert --out data.npz
 """
@@ -46,7 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("structure files")
     g.add_argument("--format", dest="fmt", help="ASE format name when the file name does not tell (e.g. lammps-dump-text)")
     g.add_argument("--frames", default=":", help="frames of each file, ASE index syntax (default ':' = all; '::10', '-1')")
-    g.add_argument("--pixel-size", type=finite_float, help="pixel side in the files' length unit (Å)")
+    g.add_argument("--pixel-size", type=finite_float,
+                   help="pixel side in the files' length unit (default: largest collision-free pixel)")
+    g.add_argument("--length-unit", help="the files' length unit, stored and printed (e.g. Å, sigma, nm)")
+    g.add_argument("--no-offsets", action="store_true",
+                   help="keep only the grid, not the positions inside pixels (pixel default: nearest-neighbour median)")
     g.add_argument("--cell", help="LX,LY: treat frames as periodic in this rectangular cell at the origin (for plain xyz)")
     g.add_argument("--species-map", action="append", metavar="SPECIES=CLASS,...",
                    help="species -> class name (CLASS 'empty' drops the species); repeatable")
@@ -65,17 +73,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export", help="dataset -> one extxyz/xyz/png file per sample",
         description="Write every sample of a dataset as its own file (sample_00000.extxyz, ...). Atoms sit at "
-                    "pixel centres, x = (j + 0.5) a, y = (i + 0.5) a, z = 0, in a periodic W a x H a cell; empty "
-                    "pixels get no atom. extxyz keeps the cell, pixel size, H, W and the class <-> species map, "
-                    "so 'mapsim import' rebuilds the grid exactly; plain xyz keeps positions only (import with "
-                    "--pixel-size A --cell W*A,H*A). PNG: one pixel per grid point, fixed colour per class "
+                    "their stored positions (dataset key offsets), else at pixel centres, x = x0 + (j + 0.5) a, "
+                    "y = y0 + (i + 0.5) a, z = 0, in a W a x H a cell, periodic along the axes the dataset is "
+                    "periodic on; empty pixels get no atom. extxyz keeps the cell, pixel size, origin, H, W, the "
+                    "length unit and the class <-> species map, so 'mapsim import' rebuilds the grid and the "
+                    "positions exactly; plain xyz keeps positions only (import with --pixel-size A --cell "
+                    "W*A,H*A for a periodic grid). --interior drops the chain's start-up rows and side columns of "
+                    "generated samples (default 2 L_c rows and L_c columns each side). PNG: one pixel per grid point, fixed colour per class "
                     "(empty white, particle near-black, solvent blue, ...). The directory appears only when "
                     "every file is written.")
     p.add_argument("data", metavar="DATA.npz", help="dataset file")
     p.add_argument("--format", dest="fmt", required=True, choices=("extxyz", "xyz", "png"))
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist or be empty)")
     p.add_argument("--pixel-size", type=finite_float,
-                   help="pixel side in Å (default: the dataset's pixel_size from import, else 1)")
+                   help="pixel side in length units (default: the dataset's geometry from import, else 1)")
+    p.add_argument("--interior", action="store_true",
+                   help="export only the interior of generated samples (start-up rows and side columns dropped)")
+    p.add_argument("--skip-rows", type=int, help="rows dropped at the top for --interior (default 2 L_c)")
+    p.add_argument("--skip-cols", type=int, help="columns dropped at each side for --interior (default L_c)")
     p.add_argument("--species-map", action="append", metavar="CLASS=SPECIES,...",
                    help="class -> chemical symbol (default: the map from import, else the class name if it is "
                         "an element, particle=Au, solvent=O, then C, N, S, ...)")
@@ -108,7 +123,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         dataset, report = import_files(
             args.files, fmt=args.fmt, frames=args.frames, pixel_size=args.pixel_size,
             cell=tuple(cell) if cell else None, species_map=parse_pairs(args.species_map, "--species-map"),
-            refine=args.refine, min_pixel_size=args.min_pixel_size, thresholds=_floats(args.threshold, "--threshold"),
+            refine=args.refine, min_pixel_size=args.min_pixel_size, offsets=not args.no_offsets,
+            length_unit=args.length_unit, thresholds=_floats(args.threshold, "--threshold"),
             invert=args.invert, class_map=parse_pairs(args.class_map, "--class-map"), class_names=names, crop=crop,
             progress=bar.update)
     save_dataset(out, dataset)
@@ -116,13 +132,19 @@ def cmd_import(args: argparse.Namespace) -> int:
     text = (f"wrote {out}: {report['samples']} sample(s) {report['height']}x{report['width']}, "
             f"classes {report['classes']}")
     if report["kind"] == "atoms":
-        text += (f"; pixel {report['pixel_size']:.6g} ({report['pixel_size_rule']}"
+        unit = report["length_unit"] or "length units (give --length-unit)"
+        pix = report["pixel_size"]
+        pix_text = f"{pix[0]:.6g}" if pix[0] == pix[1] else f"{pix[0]:.6g} x {pix[1]:.6g} (y x)"
+        text += (f"; pixel {pix_text} {unit} ({report['pixel_size_rule']}"
                  + (f", refined in {report['refine_steps']} step(s)" if report["refine_steps"] else "") + ")"
-                 + f"; {report['atoms_placed']} atoms placed; collisions: {report['collisions']}")
-        if report["collisions"]:
-            text += (f" atom(s) landed on an occupied pixel in {report['samples_with_collisions']} sample(s)"
+                 + f"; {report['atoms_placed']} of {report['atoms_read']} atoms placed"
+                 + ("; positions kept" if report["offsets"] else "; positions not kept (pixel centres)"))
+        if report["atoms_lost"]:
+            text += (f"; {report['atoms_lost']} atom(s) LOST: they landed on an occupied pixel in "
+                     f"{report['samples_with_collisions']} sample(s)"
                      f" ({report['conflicts']} pixel(s) with mixed classes; highest class id kept)"
-                     + ("" if args.refine else "; --refine shrinks the pixel"))
+                     + ("" if args.refine else "; a smaller --pixel-size (or none, for the collision-free "
+                                                "default) or --refine keeps them"))
     else:
         text += f"; classes from {report['class_rule']}"
     emit(report, args.json, text=None if args.json else text)
@@ -136,11 +158,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data)
     with progress(total=dataset.n_samples, desc=f"export {args.fmt}", unit="file") as bar:
         report = export_dataset(dataset, args.out, args.fmt, pixel_size=args.pixel_size,
-                                species_map=parse_pairs(args.species_map, "--species-map"), overwrite=args.overwrite,
-                                progress=bar.update)
+                                species_map=parse_pairs(args.species_map, "--species-map"),
+                                interior_only=args.interior, skip_rows=args.skip_rows, skip_cols=args.skip_cols,
+                                overwrite=args.overwrite, progress=bar.update)
     text = f"wrote {report['files']} {args.fmt} file(s) to {report['out']}"
+    inner = report["interior"]
+    if inner["skip_rows"] or inner["skip_cols"]:
+        text += (f" (interior {inner['shape'][0]}x{inner['shape'][1]}: {inner['skip_rows']} start-up row(s) and "
+                 f"{inner['skip_cols']} column(s) each side dropped)")
     if args.fmt != "png":
-        text += (f" ({report['atoms']} atoms, pixel {report['pixel_size']:.6g} Å, species "
-                 + ", ".join(f"{c}={s}" for c, s in report["species"].items()) + ")")
+        pix = report["pixel_size"]
+        unit = report["length_unit"] or "length units"
+        text += (f" ({report['atoms']} atoms at {report['positions']}, pixel "
+                 + (f"{pix[0]:.6g}" if pix[0] == pix[1] else f"{pix[0]:.6g} x {pix[1]:.6g} (y x)")
+                 + (" (first sample; samples differ)" if report["pixel_size_varies"] else "")
+                 + f" {unit}, species " + ", ".join(f"{c}={s}" for c, s in report["species"].items()) + ")")
     emit(report, args.json, text=None if args.json else text)
     return 0

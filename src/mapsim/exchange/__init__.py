@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+
+import numpy as np
 from typing import Any, Callable, Sequence
 
 from mapsim.errors import MapsimError
@@ -26,10 +28,11 @@ from mapsim.exchange.common import (
     parse_pairs,
     parse_shape,
     require,
+    stack_offsets,
     stack_samples,
 )
 from mapsim.exchange.images import IMAGE_SUFFIXES
-from mapsim.lattice import Dataset
+from mapsim.lattice import OFFSETS_KEY, Dataset, interior, length_unit_of, periodic_axes, pixel_size_of, sample_geometry
 
 __all__ = ["import_files", "export_dataset", "EXPORT_FORMATS", "IMAGE_SUFFIXES", "is_image", "parse_pairs",
            "parse_shape", "check_output_dir"]
@@ -52,6 +55,8 @@ def import_files(
     species_map: dict[str, str] | None = None,
     refine: bool = False,
     min_pixel_size: float | None = None,
+    offsets: bool = True,
+    length_unit: str | None = None,
     thresholds: Sequence[float] | None = None,
     invert: bool = False,
     class_map: dict[str, str] | None = None,
@@ -68,7 +73,7 @@ def import_files(
     Parameters
     ----------
     paths : sequence of path-like
-    fmt, frames, pixel_size, cell, species_map, refine, min_pixel_size
+    fmt, frames, pixel_size, cell, species_map, refine, min_pixel_size, offsets, length_unit
         Structure options, see :func:`mapsim.exchange.atoms.import_atoms`.
     thresholds, invert, class_map, class_names
         Image options, see :func:`mapsim.exchange.images.import_images`.
@@ -82,7 +87,9 @@ def import_files(
     dataset : Dataset
         ``metadata`` holds ``generator`` (``mapsim.import``), ``kind``, ``sources`` (one dict
         per sample: ``file``, ``frame`` and converter details) and the converter's settings
-        (atoms: ``pixel_size``, ``pixel_size_rule``, ``species_map``, ``collisions`` ...).
+        (atoms: ``pixel_size`` [a_y, a_x], ``pixel_size_rule``, ``species_map``, ``collisions``,
+        ``atoms_lost``, ``periodic``, ``cell``, ``length_unit`` ...); structure files keep the
+        extra array ``offsets`` (see :mod:`mapsim.lattice`) unless ``offsets=False``.
     report : dict
         Summary for the command line (samples, shape, classes, collisions ...).
     """
@@ -104,7 +111,7 @@ def import_files(
             raise MapsimError("--threshold/--class-map/--classes/--invert apply to images; the inputs are structure files")
         samples, classes, info = import_atoms(paths, fmt=fmt, frames=frames, pixel_size=pixel_size, cell=cell,
                                               species_map=species_map, refine=refine, min_pixel_size=min_pixel_size,
-                                              progress=progress)
+                                              offsets=offsets, length_unit=length_unit, progress=progress)
     else:
         from mapsim.exchange.images import import_images
 
@@ -113,6 +120,8 @@ def import_files(
             require("tifffile", "io", "reading TIFF images")
         if pixel_size is not None or cell is not None or species_map or refine or min_pixel_size is not None:
             raise MapsimError("--pixel-size/--cell/--species-map/--refine apply to structure files; the inputs are images")
+        if length_unit is not None:
+            raise MapsimError("--length-unit applies to structure files; image pixels have no length")
         if frames != ":":
             raise MapsimError("--frames applies to structure files; every page of an image is imported")
         samples, classes, info = import_images(paths, thresholds=thresholds, invert=invert, class_map=class_map,
@@ -129,18 +138,25 @@ def import_files(
         **info,
         "sources": [s.source for s in samples],
     }
-    dataset = Dataset(grids, classes, metadata)
+    extras = {}
+    off = stack_offsets(samples, crop) if kind == "atoms" else None
+    if off is not None:
+        extras[OFFSETS_KEY] = off
+    dataset = Dataset(grids, classes, metadata, extras)
     report: dict[str, Any] = {"samples": dataset.n_samples, "height": dataset.shape[0], "width": dataset.shape[1],
                               "classes": list(classes), "kind": kind}
     if kind == "atoms":
         with_coll = [s.source for s in samples if s.source["collisions"]]
         report.update({
             "pixel_size": info["pixel_size"], "pixel_size_rule": info["pixel_size_rule"],
+            "pixel_size_rule_detail": info.get("pixel_size_rule_detail"),
             "refine_steps": info["refine_steps"], "collisions": info["collisions"],
-            "samples_with_collisions": len(with_coll),
+            "atoms_lost": info["atoms_lost"], "samples_with_collisions": len(with_coll),
             "conflicts": int(sum(s.source["conflicts"] for s in samples)),
             "atoms_placed": int(sum(s.source["n_placed"] for s in samples)),
-            "species_map": info["species_map"],
+            "atoms_read": int(sum(s.source["n_atoms"] - s.source["n_dropped"] for s in samples)),
+            "species_map": info["species_map"], "offsets": off is not None,
+            "length_unit": info["length_unit"], "periodic": info["periodic"],
         })
     else:
         report["class_rule"] = info["class_rule"]
@@ -154,6 +170,9 @@ def export_dataset(
     *,
     pixel_size: float | None = None,
     species_map: dict[str, str] | None = None,
+    interior_only: bool = False,
+    skip_rows: int | None = None,
+    skip_cols: int | None = None,
     overwrite: bool = False,
     progress: Callable[[int], object] | None = None,
 ) -> dict[str, Any]:
@@ -165,23 +184,29 @@ def export_dataset(
     out_dir : path-like
         Created (or, with ``overwrite``, replaced) only once every file is written.
     fmt : {"extxyz", "xyz", "png"}
-        ``extxyz``: cell, pbc and the ``mapsim_*`` keys (pixel size, H, W, classes, class <->
-        species) in the comment line, so import rebuilds the grid exactly. ``xyz``: plain XYZ,
-        positions only (import needs ``--pixel-size`` and ``--cell`` for an exact grid). ``png``:
-        palette image, one pixel per grid point, fixed colour per class.
+        ``extxyz``: cell, pbc and the ``mapsim_*`` keys (pixel size, origin, H, W, classes, class
+        <-> species, length unit) in the comment line, so import rebuilds the grid and positions
+        exactly. ``xyz``: plain XYZ, positions only. ``png``: palette image, one pixel per grid
+        point, fixed colour per class.
     pixel_size : float, optional
-        Pixel side (Å) for atom coordinates; default the dataset's ``metadata["pixel_size"]``
-        (set by import), else 1.
+        Pixel side for atom coordinates (both axes, origin 0); default each sample's own
+        geometry from the metadata (:func:`mapsim.lattice.sample_geometry`), else 1.
     species_map : dict, optional
         Class name -> chemical symbol; classes left out get the defaults of
         :func:`mapsim.exchange.atoms.default_species`.
+    interior_only : bool
+        Export only the interior (:func:`mapsim.lattice.interior`: the chain's start-up rows and
+        the side columns of generated samples dropped); ``skip_rows``/``skip_cols`` override
+        its defaults.
     progress : callable, optional
         Called with 1 after each file is written.
 
     Returns
     -------
     dict
-        ``out``, ``format``, ``files``, and for atoms ``pixel_size``, ``species`` and ``atoms``.
+        ``out``, ``format``, ``files``, ``interior`` (rows, columns kept), and for atoms
+        ``pixel_size`` ([a_y, a_x]), ``length_unit``, ``positions`` (``offsets`` or ``pixel
+        centres``), ``species`` and ``atoms``.
     """
     if fmt not in EXPORT_FORMATS:
         raise MapsimError(f"--format {fmt!r}: expected one of {list(EXPORT_FORMATS)}")
@@ -189,14 +214,23 @@ def export_dataset(
     check_output_dir(out, overwrite)
     n = dataset.n_samples
     names = [f"sample_{k:05d}.{fmt}" for k in range(n)]
-    report: dict[str, Any] = {"out": str(out), "format": fmt, "files": n}
+    if interior_only or skip_rows is not None or skip_cols is not None:
+        inner = interior(dataset.metadata, dataset.shape, skip_rows, skip_cols)
+    else:
+        per = periodic_axes(dataset.metadata)
+        inner = interior({"periodic": list(per)}, dataset.shape, 0, 0)
+    grids = dataset.grids[:, inner.rows, inner.cols]
+    offsets = dataset.offsets[:, inner.rows, inner.cols] if dataset.offsets is not None else None
+    report: dict[str, Any] = {"out": str(out), "format": fmt, "files": n,
+                              "interior": {"skip_rows": inner.skip_rows, "skip_cols": inner.skip_cols,
+                                           "shape": [int(grids.shape[1]), int(grids.shape[2])]}}
     require("PIL" if fmt == "png" else "ase", "io", f"{fmt} export")
     if fmt == "png":
         from mapsim.exchange.images import grid_to_png
 
         with atomic_directory(out, overwrite) as tmp:
             for k in range(n):
-                grid_to_png(dataset.grids[k], dataset.classes, tmp / names[k], {"sample": k})
+                grid_to_png(grids[k], dataset.classes, tmp / names[k], {"sample": k})
                 if progress is not None:
                     progress(1)
         return report
@@ -206,9 +240,9 @@ def export_dataset(
 
     from mapsim.exchange.atoms import default_species, grid_to_atoms
 
-    a = pixel_size if pixel_size is not None else dataset.metadata.get("pixel_size", 1.0)
-    if not isinstance(a, (int, float)) or isinstance(a, bool) or not (a > 0 and math.isfinite(a)):
-        raise MapsimError(f"pixel size: expected a positive number, found {a!r}")
+    if pixel_size is not None and (isinstance(pixel_size, bool) or not (pixel_size > 0 and math.isfinite(pixel_size))):
+        raise MapsimError(f"--pixel-size: expected a positive number, found {pixel_size!r}")
+    unit = length_unit_of(dataset.metadata) if pixel_size is None else None
     given = dict(species_map or {})
     for c, s in given.items():
         if c == EMPTY or c not in dataset.classes:
@@ -223,21 +257,33 @@ def export_dataset(
     species = default_species(dataset.classes, {**known, **given})
     if len(set(species.values())) != len(species):
         raise MapsimError(f"species map {species}: two classes share a species, so import could not tell them apart")
-    n_atoms = 0
+    n_atoms, pixels = 0, set()
     with atomic_directory(out, overwrite) as tmp:
         for k in range(n):
-            grid = dataset.grids[k]
-            atoms = grid_to_atoms(grid, dataset.classes, species, float(a), {"mapsim_sample": k})
+            if pixel_size is not None:
+                origin, pixel = np.zeros(2), np.array([float(pixel_size)] * 2)
+            else:
+                origin, pixel = sample_geometry(dataset, k)
+            origin = origin + np.asarray(inner.origin, float) * pixel
+            pixels.add(tuple(float(v) for v in pixel))
+            atoms = grid_to_atoms(grids[k], dataset.classes, species, tuple(pixel), {"mapsim_sample": k},
+                                  offsets=None if offsets is None else offsets[k], origin=tuple(origin),
+                                  periodic=inner.periodic, length_unit=unit)
             n_atoms += len(atoms)
             if fmt == "extxyz":
                 ase.io.write(tmp / names[k], atoms, format="extxyz")
             else:
-                h, w = grid.shape
+                h, w = grids[k].shape
                 spec = " ".join(f"{c}:{s}" for c, s in species.items())
-                comment = (f"mapsim sample {k}: {h}x{w} pixels of {float(a)!r} A in a periodic "
-                           f"{w * float(a)!r} x {h * float(a)!r} cell; classes {spec}")
+                bc = {(True, True): "periodic", (False, False): "open"}.get(tuple(inner.periodic), "mixed")
+                comment = (f"mapsim sample {k}: {h}x{w} pixels of {pixel[0]!r} x {pixel[1]!r} {unit or 'length units'} "
+                           f"(y x) from origin {origin[1]!r},{origin[0]!r} in a {bc} {w * pixel[1]!r} x {h * pixel[0]!r} "
+                           f"cell; classes {spec}")
                 ase.io.write(tmp / names[k], atoms, format="xyz", comment=comment)
             if progress is not None:
                 progress(1)
-    report.update({"pixel_size": float(a), "species": species, "atoms": n_atoms})
+    first = sorted(pixels)[0]
+    report.update({"pixel_size": list(first), "pixel_size_varies": len(pixels) > 1, "length_unit": unit,
+                   "positions": "offsets" if offsets is not None else "pixel centres",
+                   "species": species, "atoms": n_atoms})
     return report

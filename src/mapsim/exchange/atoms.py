@@ -41,6 +41,7 @@ import numpy as np
 
 from mapsim.errors import MapsimError
 from mapsim.exchange.common import EMPTY, Sample, check_name, class_order
+from mapsim.lattice import Geometry, grid_geometry, largest_collision_free_pixel, rasterize
 
 __all__ = [
     "read_frames", "frame_geometry", "atoms_to_grid", "grid_to_atoms", "nearest_neighbour_median",
@@ -100,20 +101,6 @@ def _one_line(exc: BaseException) -> str:
     return (text[:200] + "...") if len(text) > 200 else (text or "no message")
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """How one frame's xy plane maps onto its grid (per axis: index 0 = y/rows, 1 = x/columns)."""
-
-    shape: tuple[int, int]
-    origin: tuple[float, float]
-    pixel: tuple[float, float]
-    periodic: tuple[bool, bool]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"shape": [int(v) for v in self.shape], "origin": [float(v) for v in self.origin],
-                "pixel_size": [float(v) for v in self.pixel], "periodic": [bool(v) for v in self.periodic]}
-
-
 def _xy_cell(atoms, where: str, cell_override: tuple[float, float] | None):
     """(Lx, Ly, periodic_x, periodic_y) of a frame, checking the cell is rectangular in xy."""
     if cell_override is not None:
@@ -132,6 +119,12 @@ def _xy_cell(atoms, where: str, cell_override: tuple[float, float] | None):
     return float(lx), float(ly), per_x, per_y
 
 
+def frame_cell(atoms, where: str, cell_override: tuple[float, float] | None = None) -> tuple[float | None, float | None]:
+    """Periodic cell length per axis ``(L_x or None, L_y or None)`` of a frame (None: open axis)."""
+    lx, ly, per_x, per_y = _xy_cell(atoms, where, cell_override)
+    return (lx if per_x else None, ly if per_y else None)
+
+
 def frame_geometry(atoms, xy: np.ndarray, pixel_size: float, where: str,
                    cell_override: tuple[float, float] | None = None) -> Geometry:
     """The grid of one frame for a pixel size (see the module docstring).
@@ -144,65 +137,24 @@ def frame_geometry(atoms, xy: np.ndarray, pixel_size: float, where: str,
     pixel_size : float, > 0
         In the structure's length unit (Å for most formats).
     """
-    lx, ly, per_x, per_y = _xy_cell(atoms, where, cell_override)
-    shape, origin, pixel = [0, 0], [0.0, 0.0], [0.0, 0.0]
-    for axis, (L, per, col) in enumerate(((ly, per_y, 1), (lx, per_x, 0))):
-        if per:
-            n = max(1, int(round(L / pixel_size)))
-            shape[axis], origin[axis], pixel[axis] = n, 0.0, L / n
-        else:
-            if xy.shape[0] == 0:
-                raise MapsimError(f"{where}: no atoms to place and no periodic cell along "
-                                  f"{'xy'[col]}; cannot define a grid (give --cell LX,LY)")
-            lo, hi = float(xy[:, col].min()), float(xy[:, col].max())
-            n = int(math.floor((hi - lo) / pixel_size + 0.5)) + 1
-            shape[axis], origin[axis], pixel[axis] = n, lo - 0.5 * pixel_size, float(pixel_size)
-    if shape[0] * shape[1] > 2**31:
-        raise MapsimError(f"{where}: pixel size {pixel_size:g} gives a {shape[0]}x{shape[1]} grid; too large "
-                          "(give a larger --pixel-size)")
-    return Geometry((shape[0], shape[1]), (origin[0], origin[1]), (pixel[0], pixel[1]), (per_y, per_x))
+    return grid_geometry(xy, frame_cell(atoms, where, cell_override), pixel_size, where)
 
 
 def atoms_to_grid(xy: np.ndarray, class_ids: np.ndarray, geom: Geometry) -> tuple[np.ndarray, int, int]:
-    """Rasterise atoms onto a grid.
-
-    Parameters
-    ----------
-    xy : float array (n, 2)
-        Positions (x, y) of atoms of non-empty classes.
-    class_ids : int array (n,)
-        Class id (>= 1) of each atom.
-    geom : Geometry
+    """Rasterise atoms onto a grid (grid, atoms lost, conflicts); :func:`mapsim.lattice.rasterize` keeps
+    the positions too.
 
     Returns
     -------
     grid : uint8 array (H, W)
         Where several atoms share a pixel, the highest class id wins.
-    collisions : int
+    lost : int
         Atoms that landed on a pixel already taken (n_atoms - n_occupied_pixels).
     conflicts : int
         Pixels holding atoms of different classes.
     """
-    h, w = geom.shape
-    grid = np.zeros((h, w), np.uint8)
-    if xy.shape[0] == 0:
-        return grid, 0, 0
-    idx = []
-    for axis, col in ((0, 1), (1, 0)):
-        k = np.floor((xy[:, col] - geom.origin[axis]) / geom.pixel[axis]).astype(np.int64)
-        n = geom.shape[axis]
-        k = np.mod(k, n) if geom.periodic[axis] else np.clip(k, 0, n - 1)  # clip: rounding at the far edge
-        idx.append(k)
-    flat = idx[0] * w + idx[1]
-    np.maximum.at(grid.reshape(-1), flat, class_ids.astype(np.uint8))
-    occupied = np.unique(flat)
-    collisions = int(flat.size - occupied.size)
-    conflicts = 0
-    if collisions:
-        lo = np.full(h * w, 255, np.int64)
-        np.minimum.at(lo, flat, class_ids.astype(np.int64))
-        conflicts = int(np.count_nonzero(lo[occupied] != grid.reshape(-1)[occupied]))
-    return grid, collisions, conflicts
+    r = rasterize(xy, class_ids, geom)
+    return r.grid, r.lost, r.conflicts
 
 
 def _periodic_xy(atoms, xy: np.ndarray, where: str, cell_override) -> tuple[np.ndarray, np.ndarray]:
@@ -285,9 +237,11 @@ def default_species(classes: Sequence[str], known: dict[str, str] | None = None)
     return out
 
 
-def grid_to_atoms(grid: np.ndarray, classes: Sequence[str], species: dict[str, str], pixel_size: float,
-                  info: dict[str, Any] | None = None):
-    """One atom per non-empty pixel, at the pixel centre, in a periodic ``W a x H a`` cell.
+def grid_to_atoms(grid: np.ndarray, classes: Sequence[str], species: dict[str, str],
+                  pixel_size: float | Sequence[float], info: dict[str, Any] | None = None, *,
+                  offsets: np.ndarray | None = None, origin: Sequence[float] = (0.0, 0.0),
+                  periodic: Sequence[bool] = (True, True), length_unit: str | None = None):
+    """One atom per non-empty pixel in a ``W a_x x H a_y`` cell.
 
     Parameters
     ----------
@@ -296,35 +250,52 @@ def grid_to_atoms(grid: np.ndarray, classes: Sequence[str], species: dict[str, s
         Class names, index = class id (class 0 is empty and gets no atoms).
     species : dict
         Class name -> chemical symbol for every non-empty class.
-    pixel_size : float
-        Length of a pixel side (Å).
+    pixel_size : float or (a_y, a_x)
+        Pixel side in the dataset's length unit.
     info : dict, optional
         Extra ``atoms.info`` entries.
+    offsets : float32 array (H, W, 2), optional
+        Position inside each occupied pixel, (y, x) in pixel units; default the pixel centre.
+    origin : (y0, x0)
+        Corner of pixel (0, 0) in length units.
+    periodic : (bool, bool)
+        Periodicity of rows (y) and columns (x); becomes ASE ``pbc`` (x, y, False).
+    length_unit : str, optional
+        Written as ``mapsim_length_unit``.
 
     Returns
     -------
     ase.Atoms
-        With ``info`` holding :data:`INFO_KEYS` so that import rebuilds the grid exactly.
+        Positions ``x = x0 + (j + offset_x) a_x``, ``y = y0 + (i + offset_y) a_y``, ``z = 0``; ``info``
+        holds :data:`INFO_KEYS` and ``mapsim_origin`` so that import rebuilds the grid exactly.
     """
     from ase import Atoms
 
+    ay, ax = (float(v) for v in (pixel_size if isinstance(pixel_size, (tuple, list, np.ndarray))
+                                 else (pixel_size, pixel_size)))
     h, w = grid.shape
     rows, cols = np.nonzero(grid)  # raster order
     cls = grid[rows, cols]
     symbols = [species[classes[c]] for c in cls]
+    oy = np.full(rows.size, 0.5) if offsets is None else offsets[rows, cols, 0].astype(np.float64)
+    ox = np.full(rows.size, 0.5) if offsets is None else offsets[rows, cols, 1].astype(np.float64)
     pos = np.zeros((rows.size, 3))
-    pos[:, 0] = (cols + 0.5) * pixel_size
-    pos[:, 1] = (rows + 0.5) * pixel_size
-    atoms = Atoms(symbols=symbols, positions=pos, cell=[w * pixel_size, h * pixel_size, pixel_size],
-                  pbc=[True, True, False])
+    pos[:, 0] = float(origin[1]) + (cols + ox) * ax
+    pos[:, 1] = float(origin[0]) + (rows + oy) * ay
+    atoms = Atoms(symbols=symbols, positions=pos, cell=[w * ax, h * ay, max(ax, ay)],
+                  pbc=[bool(periodic[1]), bool(periodic[0]), False])
     atoms.info.update(info or {})
     atoms.info.update({
-        "mapsim_pixel_size": float(pixel_size),
+        "mapsim_pixel_size": ax if ax == ay else np.array([ay, ax]),
         "mapsim_height": int(h),
         "mapsim_width": int(w),
         "mapsim_classes": ",".join(check_name(c, "class name") for c in classes),
         "mapsim_species": ",".join(f"{c}={check_name(species[c], 'species')}" for c in classes[1:]),
     })
+    if tuple(float(v) for v in origin) != (0.0, 0.0):
+        atoms.info["mapsim_origin"] = np.array([float(origin[0]), float(origin[1])])
+    if length_unit is not None:
+        atoms.info["mapsim_length_unit"] = str(length_unit)
     return atoms
 
 
@@ -337,7 +308,13 @@ def _info_of(atoms, where: str) -> dict[str, Any] | None:
     if missing:
         raise MapsimError(f"{where}: mapsim info incomplete, missing {missing}")
     try:
-        a = float(info["mapsim_pixel_size"])
+        pix = np.atleast_1d(np.asarray(info["mapsim_pixel_size"], float))
+        if pix.size not in (1, 2):
+            raise ValueError(f"mapsim_pixel_size has {pix.size} values")
+        ay, ax = float(pix[0]), float(pix[-1])
+        origin = np.atleast_1d(np.asarray(info.get("mapsim_origin", [0.0, 0.0]), float))
+        if origin.size != 2:
+            raise ValueError(f"mapsim_origin has {origin.size} values")
         h, w = int(info["mapsim_height"]), int(info["mapsim_width"])
         classes = tuple(str(info["mapsim_classes"]).split(","))
         species = {}
@@ -347,11 +324,15 @@ def _info_of(atoms, where: str) -> dict[str, Any] | None:
             species[c] = s
     except (TypeError, ValueError) as exc:
         raise MapsimError(f"{where}: mapsim info not understood ({exc})") from None
-    if not (a > 0 and math.isfinite(a)) or h < 1 or w < 1 or not classes or classes[0] != EMPTY:
-        raise MapsimError(f"{where}: mapsim info invalid (pixel size {a}, {h}x{w}, classes {list(classes)})")
+    if not all(v > 0 and math.isfinite(v) for v in (ay, ax)) or not np.all(np.isfinite(origin)) or h < 1 or w < 1 \
+            or not classes or classes[0] != EMPTY:
+        raise MapsimError(f"{where}: mapsim info invalid (pixel size {pix.tolist()}, {h}x{w}, classes {list(classes)})")
     if set(species) != set(classes[1:]):
         raise MapsimError(f"{where}: mapsim info: species given for {sorted(species)}, classes are {list(classes)}")
-    return {"pixel_size": a, "height": h, "width": w, "classes": classes, "species": species}
+    unit = info.get("mapsim_length_unit")
+    return {"pixel_size": ax if ay == ax else None, "pixel": (ay, ax), "origin": (float(origin[0]), float(origin[1])),
+            "height": h, "width": w, "classes": classes, "species": species,
+            "length_unit": str(unit) if unit is not None else None}
 
 
 def import_atoms(
@@ -364,9 +345,11 @@ def import_atoms(
     species_map: dict[str, str] | None = None,
     refine: bool = False,
     min_pixel_size: float | None = None,
+    offsets: bool = True,
+    length_unit: str | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> tuple[list[Sample], tuple[str, ...], dict[str, Any]]:
-    """Read structure files and rasterise every frame (see the module docstring).
+    """Read structure files and place every frame on a grid (see the module docstring).
 
     Parameters
     ----------
@@ -376,8 +359,10 @@ def import_atoms(
     frames : str
         ASE frame selection applied to each file.
     pixel_size : float, optional
-        Pixel side in the files' length unit; default from the files' mapsim info, else the
-        nearest-neighbour rule.
+        Pixel side in the files' length unit; default from the files' mapsim info, else (with
+        ``offsets``) the largest collision-free pixel
+        (:func:`mapsim.lattice.largest_collision_free_pixel`), else (without) the
+        nearest-neighbour median.
     cell : (Lx, Ly), optional
         Treat every frame as periodic in a rectangular ``Lx x Ly`` cell at the origin (for
         formats without a cell, e.g. plain xyz).
@@ -387,6 +372,11 @@ def import_atoms(
     refine : bool
         Shrink the pixel by :data:`REFINE_FACTOR` per step until no two atoms share a pixel or
         the pixel would fall below ``min_pixel_size`` (default half the starting size).
+    offsets : bool
+        Keep each atom's position inside its pixel (``Sample.offsets``).
+    length_unit : str, optional
+        Unit of the files' lengths (``Å``, ``sigma``, ``nm``); default the unit stored by
+        ``mapsim export``, else unrecorded (None).
     progress : callable, optional
         Called with 1 after each file is read.
 
@@ -395,10 +385,12 @@ def import_atoms(
     samples : list of Sample
     classes : tuple of str
     info : dict
-        ``pixel_size`` (the square pixel every sample uses; periodic cells stretch the requested
-        size to tile the cell, and where samples differ the requested size),
-        ``pixel_size_requested``, ``pixel_size_rule`` (given / file / nearest-neighbour median),
-        ``pixel_size_start`` (before refinement), ``refine_steps``, ``species_map``, ``collisions``.
+        ``pixel_size`` ([a_y, a_x], the pixel every sample uses; periodic cells stretch the
+        requested size to tile the cell, and where samples differ the requested size; each
+        sample's own is in its source), ``pixel_size_requested``, ``pixel_size_rule``,
+        ``pixel_size_rule_detail``, ``pixel_size_start`` (before refinement), ``refine_steps``,
+        ``species_map``, ``collisions`` (= atoms lost), ``atoms_lost``, ``atoms_placed``,
+        ``periodic`` ([y, x]), ``cell`` ([L_y, L_x] or None), ``length_unit``.
     """
     if pixel_size is not None and not (pixel_size > 0 and math.isfinite(pixel_size)):
         raise MapsimError(f"--pixel-size: expected a positive number, found {pixel_size}")
@@ -422,6 +414,14 @@ def import_atoms(
             elif inf["classes"] != file_classes:
                 raise MapsimError(f"{where}: classes {list(inf['classes'])} differ from {first_where}'s "
                                   f"{list(file_classes)}; give --species-map to choose common classes")
+    if length_unit is None:
+        units = {inf["length_unit"] for inf in infos if inf is not None and inf["length_unit"] is not None}
+        if len(units) > 1:
+            raise MapsimError(f"the input files were exported in different length units {sorted(units)}; "
+                              "give --length-unit after converting them to one")
+        length_unit = units.pop() if units else None
+    elif not str(length_unit).strip():
+        raise MapsimError("--length-unit: expected a unit name (Å, sigma, nm, ...), found an empty string")
 
     # species -> class
     if species_map:
@@ -443,7 +443,7 @@ def import_atoms(
         rule_species = "one class per species"
     class_index = {c: k for k, c in enumerate(classes)}
 
-    per_frame = []  # (atoms, where, file, frame, xy, class_ids, n_dropped)
+    per_frame = []  # (atoms, where, file, frame, xy, class_ids, n_dropped, cell (Lx|None, Ly|None))
     for atoms, where, path, i, inf in loaded:
         symbols = np.array(atoms.get_chemical_symbols(), dtype=object)
         unknown = sorted(set(symbols) - set(mapping))
@@ -453,17 +453,22 @@ def import_atoms(
         ids = np.array([class_index[mapping[s]] for s in symbols], np.int64)
         keep = ids > 0
         xy = np.asarray(atoms.positions, float)[keep][:, :2] - np.asarray(atoms.get_celldisp(), float).reshape(-1)[:2]
-        per_frame.append((atoms, where, path, i, xy, ids[keep], int((~keep).sum())))
+        per_frame.append((atoms, where, path, i, xy, ids[keep], int((~keep).sum()), frame_cell(atoms, where, cell)))
 
     # pixel size
+    detail = None
     if pixel_size is not None:
         a0, rule = float(pixel_size), "given"
     elif any(have_info):
-        sizes = {inf["pixel_size"] for inf in infos if inf is not None}
+        sizes = {inf["pixel"] for inf in infos if inf is not None}
         if not all(have_info) or len(sizes) != 1:
             raise MapsimError("the input files disagree on the pixel size (some carry mapsim info, "
                               f"with sizes {sorted(sizes)}); give --pixel-size")
-        a0, rule = sizes.pop(), "file"
+        a0, rule = sizes.pop()[1], "file"
+    elif offsets:
+        a0, detail = largest_collision_free_pixel([(f[4], f[7]) for f in per_frame],
+                                                  ", ".join(sorted({str(p) for p in paths})))
+        rule = "largest collision-free pixel"
     else:
         a0 = nearest_neighbour_median([(f[0], f[4], f[1]) for f in per_frame], cell)
         rule = "nearest-neighbour median"
@@ -474,27 +479,44 @@ def import_atoms(
     a, steps = a0, 0
     while True:
         samples, total = [], 0
-        for (atoms, where, path, i, xy, ids, dropped), inf in zip(per_frame, infos):
-            geom = frame_geometry(atoms, xy, a, where, cell)
+        for (atoms, where, path, i, xy, ids, dropped, fcell), inf in zip(per_frame, infos):
             if rule == "file" and cell is None:
-                if geom.shape != (inf["height"], inf["width"]):
-                    raise MapsimError(f"{where}: cell and pixel size give {geom.shape[0]}x{geom.shape[1]}, "
-                                      f"mapsim info says {inf['height']}x{inf['width']}")
-            grid, coll, conf = atoms_to_grid(xy, ids, geom)
-            total += coll
+                geom = _file_geometry(inf, fcell, where)
+            else:
+                geom = grid_geometry(xy, fcell, a, where)
+            r = rasterize(xy, ids, geom)
+            total += r.lost
             src = {"file": path, "frame": i, "kind": "atoms", "n_atoms": int(len(atoms)),
-                   "n_placed": int(xy.shape[0]), "n_dropped": dropped, "collisions": coll,
-                   "conflicts": conf, **geom.as_dict()}
-            samples.append(Sample(grid, src))
+                   "n_placed": int(r.kept.size), "n_lost": r.lost, "n_dropped": dropped, "collisions": r.lost,
+                   "conflicts": r.conflicts, **geom.as_dict()}
+            samples.append(Sample(r.grid, src, r.offsets if offsets else None))
         if not refine or total == 0 or rule == "file" or a * REFINE_FACTOR < floor:
             break
         a *= REFINE_FACTOR
         steps += 1
     # the pixel actually used: periodic cells stretch it to tile the cell; one value when all agree
-    used = np.array([s.source["pixel_size"] for s in samples], float).reshape(-1)
-    square = used.size > 0 and np.allclose(used, used[0], rtol=1e-9, atol=0.0)
-    info = {"pixel_size": float(used[0]) if square else a, "pixel_size_requested": a,
+    used = np.array([s.source["pixel_size"] for s in samples], float).reshape(-1, 2)
+    square = np.allclose(used, used[0], rtol=1e-9, atol=0.0)
+    pixel = [float(v) for v in used[0]] if square else [a, a]
+    periodic = [bool(all(s.source["periodic"][ax] for s in samples)) for ax in (0, 1)]
+    shape = samples[0].grid.shape
+    info = {"pixel_size": pixel, "pixel_size_requested": a,
             "pixel_size_rule": rule, "pixel_size_start": a0, "refine_steps": steps,
-            "species_map": mapping, "species_rule": rule_species, "collisions": total,
-            "projection": "xy (z ignored)"}
+            "species_map": mapping, "species_rule": rule_species, "collisions": total, "atoms_lost": total,
+            "atoms_placed": int(sum(s.source["n_placed"] for s in samples)),
+            "periodic": periodic, "cell": [shape[0] * pixel[0], shape[1] * pixel[1]] if square else None,
+            "length_unit": length_unit, "offsets": bool(offsets), "projection": "xy (z ignored)"}
+    if detail is not None:
+        info["pixel_size_rule_detail"] = detail
     return samples, classes, info
+
+
+def _file_geometry(inf: dict[str, Any], fcell: tuple[float | None, float | None], where: str) -> Geometry:
+    """The grid recorded by ``mapsim export`` (origin, pixel, shape), checked against the frame's cell."""
+    ay, ax = inf["pixel"]
+    shape = (inf["height"], inf["width"])
+    for axis, (L, a, n) in enumerate(((fcell[1], ay, shape[0]), (fcell[0], ax, shape[1]))):
+        if L is not None and not math.isclose(L, n * a, rel_tol=1e-6):
+            raise MapsimError(f"{where}: periodic cell length {L:g} along {'yx'[axis]} is not the "
+                              f"{n} pixels of {a:g} the mapsim info records")
+    return Geometry(shape, inf["origin"], (ay, ax), (fcell[1] is not None, fcell[0] is not None))

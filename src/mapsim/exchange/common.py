@@ -86,10 +86,13 @@ class Sample:
         JSON-ready provenance: ``file``, ``frame`` and converter details
         (collisions, pixel size, cell, ...); stored in the dataset metadata
         under ``sources[k]`` for sample ``k``.
+    offsets : float32 array (H, W, 2) or None
+        Position of the atom inside each occupied pixel (see :mod:`mapsim.lattice`).
     """
 
     grid: np.ndarray
     source: dict[str, Any] = field(default_factory=dict)
+    offsets: np.ndarray | None = None
 
 
 def parse_shape(text: str, option: str) -> tuple[int, int]:
@@ -129,6 +132,14 @@ def stack_samples(samples: list[Sample], crop: tuple[int, int] | None = None) ->
                 f"{_where(s)} is {s.grid.shape[0]}x{s.grid.shape[1]}; a dataset needs one HxW "
                 "(give --crop HxW to keep the top-left part of each, or a common --pixel-size/--cell)")
     return np.stack([s.grid for s in samples]).astype(np.uint8)
+
+
+def stack_offsets(samples: list[Sample], crop: tuple[int, int] | None = None) -> np.ndarray | None:
+    """Stack the samples' offsets like :func:`stack_samples` stacks grids; None when any sample has none."""
+    if not samples or any(s.offsets is None for s in samples):
+        return None
+    h, w = crop if crop is not None else samples[0].grid.shape
+    return np.stack([s.offsets[:h, :w] for s in samples]).astype(np.float32)
 
 
 def _where(s: Sample) -> str:
