@@ -348,7 +348,188 @@ def check_run_dir(out: Path, resume: bool) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------------
-# the loop
+# the loop: setup, one epoch, validation, checkpoint
+
+
+@dataclass
+class _Run:
+    """One call of :func:`train`: its fixed settings, then (after :func:`_setup`) model, optimiser and state.
+
+    ``state`` holds what the checkpoints store besides weights and optimiser:
+    ``epoch`` (finished epochs), ``best_val_nll``, ``best_epoch``,
+    ``epochs_since_best``, ``stopped`` and ``history``.
+    """
+
+    out: Path
+    config: TrainConfig
+    dataset: Dataset
+    crop: tuple[int, int] | None
+    sample_shape: tuple[int, int]
+    group: list
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    batch: int
+    data_info: dict[str, Any]
+    dens_nll: float
+    payload: dict[str, Any] | None  # last.pt when resuming
+    dist: _Dist = field(default_factory=_Dist)
+    device: torch.device = torch.device("cpu")
+    model: GatedPixelCNN | None = None
+    ddp: torch.nn.Module | None = None  # what the epochs call: the model or its DDP wrapper
+    opt: torch.optim.Optimizer | None = None
+    sched: torch.optim.lr_scheduler.LambdaLR | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def grids(self) -> np.ndarray:
+        return self.dataset.grids
+
+    @property
+    def pixels_per_batch(self) -> int:
+        """Loss pixels of one global batch."""
+        return self.batch * self.sample_shape[0] * self.sample_shape[1]
+
+    def result(self, stopped: str) -> TrainResult:
+        return TrainResult(self.out, self.state["epoch"], stopped, self.state["best_epoch"], self.state["best_val_nll"],
+                           self.dens_nll, len(self.train_idx), len(self.val_idx), list(self.state["history"]),
+                           self.model)
+
+
+def _plan(dataset: Dataset, config: TrainConfig, out: Path, resume: bool, max_minutes: float | None,
+          data_path: str | None) -> _Run:
+    """Setup, part 1, before any process group is joined: every check on the inputs, the split and batch."""
+    config.validate()
+    H, W = dataset.shape
+    crop = tuple(config.crop) if config.crop is not None else None
+    if crop is not None and (crop[0] > H or crop[1] > W):
+        raise MapsimError(f"crop {crop[0]}x{crop[1]} is larger than the samples ({H}x{W})")
+    sample_shape = crop or (H, W)
+    symmetries = D.parse_symmetries(None if config.symmetries is None else config.symmetries, sample_shape[0] == sample_shape[1])
+    canonical = ",".join(symmetries) or "none"
+    if canonical != config.symmetries:
+        config = dataclasses.replace(config, symmetries=canonical)
+    group = D.symmetry_group(symmetries)
+    if max_minutes is not None and not (max_minutes > 0):
+        raise MapsimError(f"max_minutes must be positive, found {max_minutes}")
+
+    fingerprint = data_fingerprint(dataset)
+    payload = check_run_dir(out, resume)
+    if payload is not None:
+        _compare_configs(payload["train_config"], config, out / LAST)
+        saved_sha = payload.get("data", {}).get("sha256")
+        if saved_sha != fingerprint:
+            raise MapsimError(f"--resume: the data differ from those the run in {out} was trained on "
+                              f"(SHA-256 {fingerprint[:12]}..., run has {str(saved_sha)[:12]}...)")
+
+    train_idx, val_idx = D.split_indices(dataset.n_samples, config.val_fraction, config.seed)
+    batch = D.effective_batch(config.batch, len(train_idx))
+    grids = dataset.grids
+    dens_nll = density_only_nll(grids[train_idx], grids[val_idx] if len(val_idx) else grids[train_idx], dataset.n_classes)
+    data_info = {"path": data_path, "sha256": fingerprint, "n_samples": dataset.n_samples, "shape": [H, W],
+                 "n_train": len(train_idx), "n_val": len(val_idx)}
+    return _Run(out, config, dataset, crop, sample_shape, group, train_idx, val_idx, batch, data_info, dens_nll,
+                payload)
+
+
+def _setup(run: _Run, dist: _Dist, dev: torch.device) -> None:
+    """Setup, part 2, in the process group: model (fresh from the seed or from ``last.pt``), optimiser, state."""
+    config, payload = run.config, run.payload
+    if run.batch < dist.world:
+        raise MapsimError(f"global batch {run.batch} is smaller than the {dist.world} processes")
+    run.dist, run.device = dist, dev
+    total_steps = (len(run.train_idx) // run.batch) * config.epochs
+    warmup_steps = int(round(config.warmup * total_steps))
+    model = build_model(config, run.dataset.classes)
+    if payload is None:
+        init_output_bias(model, run.grids[run.train_idx])
+    run.model = model = model.to(dev)
+    run.opt = opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    run.sched = sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warmup_steps))
+    run.state = {"epoch": 0, "best_val_nll": math.inf, "best_epoch": 0, "epochs_since_best": 0, "stopped": None,
+                 "history": []}
+    if payload is not None:
+        model.load_state_dict(payload["state_dict"])
+        opt.load_state_dict(payload["optimizer"])
+        sched.load_state_dict(payload["scheduler"])
+        for k in run.state:
+            run.state[k] = payload[k]
+
+
+def _wrap_distributed(run: _Run) -> None:
+    """The module the epochs call: the model itself, or its DistributedDataParallel wrapper."""
+    run.ddp = run.model
+    if run.dist.world > 1:
+        # static_graph: the last layer's h_res feeds nothing (its output would only go to a
+        # further layer), so that parameter never gets a gradient; DDP must know.
+        run.ddp = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None, static_graph=True)
+
+
+def _train_epoch(run: _Run, epoch: int, progress: Callable[..., Any] | None) -> tuple[float, float, int]:
+    """One epoch of optimiser steps.
+
+    Returns
+    -------
+    train_nll : float
+        Mean NLL (nats per pixel) over the epoch's loss pixels, all processes.
+    lr : float
+        Learning rate of the epoch's last step.
+    n_batches : int
+        Global batches of the epoch.
+    """
+    config, model, opt, dist, dev = run.config, run.model, run.opt, run.dist, run.device
+    plan = D.plan_epoch(run.train_idx, run.batch, config.seed, epoch, run.dataset.shape, run.crop, len(run.group))
+    bar = progress(total=plan.n_batches, desc=f"epoch {epoch}/{config.epochs}") if (progress and dist.main) else None
+    model.train()
+    params = list(model.parameters())
+    nll_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    pixels_global = run.pixels_per_batch
+    lr_used = opt.param_groups[0]["lr"]
+    for step, g_np in enumerate(D.iterate_batches(run.grids, plan, run.crop, run.group, dist.rank, dist.world)):
+        g = torch.from_numpy(g_np).to(dev, non_blocking=True).long()
+        logits = run.ddp(model.make_canvas(g))  # (b, N_c, h, w)
+        loss_sum = F.cross_entropy(logits, g, reduction="sum")
+        opt.zero_grad(set_to_none=True)
+        # this process's share of the global mean: gradients equal single-process ones (module docstring)
+        (loss_sum * (dist.world / pixels_global)).backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        opt.step()
+        lr_used = opt.param_groups[0]["lr"]
+        run.sched.step()
+        nll_sum += loss_sum.detach().double()
+        if bar is not None:
+            bar.update(1)
+            if step % 10 == 0 or step == plan.n_batches - 1:
+                bar.set_postfix_str(f"nll {float(loss_sum.detach()) / g.numel():.4f}")
+    if bar is not None:
+        bar.close()
+    train_sum, = dist.all_sum([float(nll_sum)], dev)
+    return train_sum / max(1, plan.n_batches * pixels_global), lr_used, plan.n_batches
+
+
+def _validate(run: _Run) -> float | None:
+    """Validation NLL (nats per pixel) of the whole validation samples, all processes; None without them."""
+    run.model.eval()
+    if not len(run.val_idx):
+        return None
+    mine = run.val_idx[run.dist.rank :: run.dist.world]
+    s, n = nll_sums(run.model, run.grids[mine], run.device, max(run.batch, 1)) if len(mine) else (0.0, 0)
+    s, n = run.dist.all_sum([s, n], run.device)
+    return s / n
+
+
+def _checkpoint(run: _Run, improved: bool) -> None:
+    """Write ``best.pt`` (when improved), ``last.pt`` and ``metrics.jsonl`` in that order (rank 0 only)."""
+    if not run.dist.main:
+        return
+    extra = dict(train_config=dataclasses.asdict(run.config), data=run.data_info, density_only_nll=run.dens_nll,
+                 optimizer=run.opt.state_dict(), scheduler=run.sched.state_dict(), rng_state=global_rng_state(),
+                 **run.state)
+    if improved:
+        save_model(run.out / BEST, run.model, **extra)
+    save_model(run.out / LAST, run.model, **extra)
+    write_text_atomic(run.out / METRICS, "".join(json.dumps(r) + "\n" for r in run.state["history"]))
 
 
 def train(dataset: Dataset, config: TrainConfig, out: str | Path, *, resume: bool = False, device: str = "auto",
@@ -388,147 +569,50 @@ def train(dataset: Dataset, config: TrainConfig, out: str | Path, *, resume: boo
     disjoint parts of every global batch and agree on every decision; only
     rank 0 writes files.
     """
-    out = Path(out)
-    config.validate()
-    H, W = dataset.shape
-    crop = tuple(config.crop) if config.crop is not None else None
-    if crop is not None and (crop[0] > H or crop[1] > W):
-        raise MapsimError(f"crop {crop[0]}x{crop[1]} is larger than the samples ({H}x{W})")
-    sample_shape = crop or (H, W)
-    symmetries = D.parse_symmetries(None if config.symmetries is None else config.symmetries, sample_shape[0] == sample_shape[1])
-    canonical = ",".join(symmetries) or "none"
-    if canonical != config.symmetries:
-        config = dataclasses.replace(config, symmetries=canonical)
-    group = D.symmetry_group(symmetries)
-    if max_minutes is not None and not (max_minutes > 0):
-        raise MapsimError(f"max_minutes must be positive, found {max_minutes}")
-
-    fingerprint = data_fingerprint(dataset)
-    payload = check_run_dir(out, resume)
-    if payload is not None:
-        _compare_configs(payload["train_config"], config, out / LAST)
-        saved_sha = payload.get("data", {}).get("sha256")
-        if saved_sha != fingerprint:
-            raise MapsimError(f"--resume: the data differ from those the run in {out} was trained on "
-                              f"(SHA-256 {fingerprint[:12]}..., run has {str(saved_sha)[:12]}...)")
-
-    train_idx, val_idx = D.split_indices(dataset.n_samples, config.val_fraction, config.seed)
-    batch = D.effective_batch(config.batch, len(train_idx))
-    steps_per_epoch = len(train_idx) // batch
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = int(round(config.warmup * total_steps))
-    grids = dataset.grids
-    dens_nll = density_only_nll(grids[train_idx], grids[val_idx] if len(val_idx) else grids[train_idx], dataset.n_classes)
-
+    run = _plan(dataset, config, Path(out), resume, max_minutes, data_path)
+    config = run.config
     dist, dev = _distributed_from_env(device)
     try:
-        if batch < dist.world:
-            raise MapsimError(f"global batch {batch} is smaller than the {dist.world} processes")
-        model = build_model(config, dataset.classes)
-        if payload is None:
-            init_output_bias(model, grids[train_idx])
-        model = model.to(dev)
-        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warmup_steps))
-        state = {"epoch": 0, "best_val_nll": math.inf, "best_epoch": 0, "epochs_since_best": 0, "stopped": None,
-                 "history": []}
-        if payload is not None:
-            model.load_state_dict(payload["state_dict"])
-            opt.load_state_dict(payload["optimizer"])
-            sched.load_state_dict(payload["scheduler"])
-            for k in state:
-                state[k] = payload[k]
-        data_info = {"path": data_path, "sha256": fingerprint, "n_samples": dataset.n_samples, "shape": [H, W],
-                     "n_train": len(train_idx), "n_val": len(val_idx)}
-
-        def result(stopped: str) -> TrainResult:
-            return TrainResult(out, state["epoch"], stopped, state["best_epoch"], state["best_val_nll"], dens_nll,
-                               len(train_idx), len(val_idx), list(state["history"]), model)
-
+        _setup(run, dist, dev)
+        state = run.state
         if state["stopped"] is not None or state["epoch"] >= config.epochs:
-            return result("already complete")
-
-        ddp = model
-        if dist.world > 1:
-            # static_graph: the last layer's h_res feeds nothing (its output would only go to a
-            # further layer), so that parameter never gets a gradient; DDP must know.
-            ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                                            static_graph=True)
-        params = [p for p in model.parameters()]
+            return run.result("already complete")
+        _wrap_distributed(run)
         t_start = time.perf_counter()
         stopped = "epochs"
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
             t0 = time.perf_counter()
-            plan = D.plan_epoch(train_idx, batch, config.seed, epoch, (H, W), crop, len(group))
-            bar = progress(total=plan.n_batches, desc=f"epoch {epoch}/{config.epochs}") if (progress and dist.main) else None
-            model.train()
-            nll_sum = torch.zeros((), dtype=torch.float64, device=dev)
-            pixels_global = batch * sample_shape[0] * sample_shape[1]
-            for step, g_np in enumerate(D.iterate_batches(grids, plan, crop, group, dist.rank, dist.world)):
-                g = torch.from_numpy(g_np).to(dev, non_blocking=True).long()
-                logits = ddp(model.make_canvas(g))  # (b, N_c, h, w)
-                loss_sum = F.cross_entropy(logits, g, reduction="sum")
-                opt.zero_grad(set_to_none=True)
-                (loss_sum * (dist.world / pixels_global)).backward()
-                if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                opt.step()
-                lr_used = opt.param_groups[0]["lr"]
-                sched.step()
-                nll_sum += loss_sum.detach().double()
-                if bar is not None:
-                    bar.update(1)
-                    if step % 10 == 0 or step == plan.n_batches - 1:
-                        bar.set_postfix_str(f"nll {float(loss_sum.detach()) / g.numel():.4f}")
-            if bar is not None:
-                bar.close()
+            train_nll, lr_used, n_batches = _train_epoch(run, epoch, progress)
             t_train = time.perf_counter() - t0
-            train_sum, = dist.all_sum([float(nll_sum)], dev)
-            train_nll = train_sum / max(1, plan.n_batches * pixels_global)
-            model.eval()
-            if len(val_idx):
-                mine = val_idx[dist.rank :: dist.world]
-                s, n = nll_sums(model, grids[mine], dev, max(batch, 1)) if len(mine) else (0.0, 0)
-                s, n = dist.all_sum([s, n], dev)
-                val_nll = s / n
-            else:
-                val_nll = train_nll
+            val_nll = _validate(run)
             seconds = time.perf_counter() - t0
-            improved = val_nll < state["best_val_nll"]
+            score = train_nll if val_nll is None else val_nll  # without validation samples, the training NLL
+            improved = score < state["best_val_nll"]
             if improved:
-                state.update(best_val_nll=val_nll, best_epoch=epoch, epochs_since_best=0)
+                state.update(best_val_nll=score, best_epoch=epoch, epochs_since_best=0)
             else:
                 state["epochs_since_best"] += 1
-            record = {"epoch": epoch, "train_nll": train_nll, "val_nll": val_nll if len(val_idx) else None,
-                      "lr": lr_used,
+            record = {"epoch": epoch, "train_nll": train_nll, "val_nll": val_nll, "lr": lr_used,
                       "seconds": round(seconds, 3), "best": bool(improved),
-                      "train_pixels_per_s": round(plan.n_batches * pixels_global / max(t_train, 1e-9), 1)}
+                      "train_pixels_per_s": round(n_batches * run.pixels_per_batch / max(t_train, 1e-9), 1)}
             state["history"].append(record)
             state["epoch"] = epoch
             if config.patience and state["epochs_since_best"] >= config.patience:
                 state["stopped"] = stopped = "early stopping"
             if max_minutes is not None and state["stopped"] is None and epoch < config.epochs:
-                elapsed = time.perf_counter() - t_start
-                over = float(elapsed + seconds > 60.0 * max_minutes)
+                over = float(time.perf_counter() - t_start + seconds > 60.0 * max_minutes)
                 if dist.world > 1:  # every process must take the same decision
                     over = dist.all_sum([over], dev)[0]
                 if over > 0:
-                    stopped = "time limit"
-            if dist.main:
-                extra = dict(train_config=dataclasses.asdict(config), data=data_info, density_only_nll=dens_nll,
-                             optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng_state=global_rng_state(),
-                             **state)
-                if improved:
-                    save_model(out / BEST, model, **extra)
-                save_model(out / LAST, model, **extra)
-                write_text_atomic(out / METRICS, "".join(json.dumps(r) + "\n" for r in state["history"]))
+                    stopped = "time limit"  # not saved as stopped: --resume continues the run
+            _checkpoint(run, improved)
             if dist.world > 1:
                 torch.distributed.barrier()
             if on_epoch is not None:
                 on_epoch(record)
             if stopped != "epochs":
                 break
-        return result(stopped)
+        return run.result(stopped)
     finally:
         if dist.initialised_here:
             torch.distributed.destroy_process_group()
