@@ -12,7 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -21,6 +21,8 @@ import numpy as np
 from mapsim.errors import MapsimError
 from mapsim.lattice import MC_CLASSES, Dataset
 from mapsim.montecarlo import kernels as K
+from mapsim.montecarlo.equilibration import trace_sweeps
+from mapsim.montecarlo.hamiltonian import Hamiltonian
 from mapsim.montecarlo.params import SimParams, mu_schedule, preset_params, temperature_schedule
 from mapsim.montecarlo.rng import sample_seed_sequence, xoshiro_state
 
@@ -29,7 +31,11 @@ if TYPE_CHECKING:
 
 __all__ = ["LatticeState", "simulate", "run_sample", "check_size", "HAMILTONIAN", "DASK_CONNECT_TIMEOUT"]
 
-HAMILTONIAN = "H = e_nn*sum_<ij> n_i n_j + e_ll*sum_<ij> l_i l_j + e_nl*sum_<ij> (n_i l_j + l_i n_j) + mu*sum_i l_i"
+#: The Hamiltonian as recorded in the metadata of canonical runs (grand ones add ``+ mu_n*sum_i n_i``).
+HAMILTONIAN = Hamiltonian().formula(with_mu_n=False)
+
+#: Largest ``nl_cut`` of the kernels: every particle move non-local.
+_ALL_NONLOCAL = 1 << 32
 
 #: |ΔE| below ``TOL_REL * energy_scale`` counts as ΔE = 0 (only matters at T = 0).
 TOL_REL = 1e-9
@@ -65,9 +71,16 @@ class LatticeState:
         Site codes: without solvent the lattice-gas codes, shape (N,); with solvent
         0/1/2 plus the wall entry N, shape (N + 1,) (see :mod:`kernels`).
     pos : int32 array (n_particles,)
-        Site of each particle.
+        Site of each particle (local moves of a canonical run; else a copy of ``order[:n]``
+        after each :meth:`run`).
     rng : uint64 array (4,)
         xoshiro256** state.
+    order, slot : int32 arrays (N,) or None
+        Particles-first site order and its inverse, kept by the non-local and
+        grand-canonical kernels (:func:`kernels.site_order`); made on their first use.
+    counts : int64 array (8,)
+        Attempts and accepted moves so far: local, non-local, insertion/removal, solvent flips
+        (non-local and grand-canonical runs; local canonical runs count in :meth:`run`'s result).
     """
 
     params: SimParams
@@ -77,6 +90,14 @@ class LatticeState:
     state: np.ndarray
     pos: np.ndarray
     rng: np.ndarray
+    order: np.ndarray | None = None
+    slot: np.ndarray | None = None
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(8, np.int64))
+
+    @property
+    def general(self) -> bool:
+        """Whether this run uses the non-local / grand-canonical kernels (else the paper's local ones)."""
+        return self.params.moves != "local" or self.params.ensemble == "grand"
 
     @classmethod
     def from_grid(cls, grid: np.ndarray, params: SimParams, rng_state: np.ndarray) -> "LatticeState":
@@ -141,6 +162,8 @@ class LatticeState:
         T = np.ascontiguousarray(T, np.float64)
         mob = p.mobility if mobility is None else int(mobility)
         tol = TOL_REL * p.energy_scale
+        if self.general:
+            return self._run_general(T, mu, mob, tol)
         if p.solvent:
             mu = np.full(T.size, p.mu) if mu is None else np.ascontiguousarray(mu, np.float64)
             flips, hops = K.sv_run_sweeps(self.state, self.nbr, self.pos, p.e_nn, p.e_ll, p.e_nl,
@@ -149,7 +172,43 @@ class LatticeState:
         return 0, int(K.lg_run_sweeps(self.state, self.width, p.periodic, self.pos, p.e_nn, T, mob, tol, self.rng))
 
 
-def run_sample(params: SimParams, height: int, width: int, seed: int, k: int) -> tuple[np.ndarray, dict[str, float]]:
+    def _run_general(self, T: np.ndarray, mu: np.ndarray | None, mobility: int, tol: float) -> tuple[int, int]:
+        p = self.params
+        n = self.height * self.width
+        if self.order is None:
+            self.order, self.slot = K.site_order(self.pos, n)
+        mu = np.full(T.size, p.mu) if mu is None else np.ascontiguousarray(mu, np.float64)
+        ham = Hamiltonian.from_mapping(p)
+        nl_cut = {"local": 0, "nonlocal": _ALL_NONLOCAL,
+                  "mixed": min(int(round(p.nonlocal_frac * _ALL_NONLOCAL)), _ALL_NONLOCAL)}[p.moves]
+        before = self.counts.copy()
+        n_part = K.general_run_sweeps(
+            self.state, self.width, self.nbr, p.periodic, p.solvent, self.order, self.slot, self.pos.size,
+            ham.move_deltas(K._Z), ham.insertion_deltas(K._Z), T, mu, p.e_ll, p.e_nl, mobility, nl_cut,
+            p.ensemble == "grand", tol, self.rng, self.counts)
+        self.pos = self.order[:n_part].copy()
+        d = self.counts - before
+        return int(d[7]), int(d[1] + d[3])
+
+    def energy(self, mu: float | None = None) -> float:
+        """Energy of the current configuration (with ``mu`` in place of the parameters' value if given).
+
+        Without solvent it is read from the kernels' neighbour counts (O(n_particles));
+        with solvent it is :meth:`Hamiltonian.energy` of the grid.
+        """
+        p = self.params
+        ham = Hamiltonian.from_mapping(p)
+        if mu is not None:
+            ham = Hamiltonian(ham.e_nn, ham.e_ll, ham.e_nl, float(mu), ham.mu_n)
+        if p.solvent:
+            return float(ham.energy(self.grid(keep_solvent=True), p.periodic))
+        # each particle's code counts its occupied neighbours, so every bond is seen twice
+        bonds = int(((self.state[self.pos] >> 1) & 7).sum()) // 2
+        return ham.e_nn * bonds + ham.mu_n * self.pos.size
+
+
+def run_sample(params: SimParams, height: int, width: int, seed: int,
+               k: int) -> tuple[np.ndarray, dict[str, float], np.ndarray]:
     """Simulate sample ``k`` of a run with ``seed``.
 
     Returns
@@ -157,16 +216,45 @@ def run_sample(params: SimParams, height: int, width: int, seed: int, k: int) ->
     grid : uint8 array (H, W)
         Class ids (0 empty, 1 particle, 2 solvent if ``keep_solvent``).
     stats : dict
-        Acceptance ratios ``hop_acceptance`` and (with solvent) ``flip_acceptance``.
+        Acceptance ratios: ``hop_acceptance`` (local particle moves), ``flip_acceptance``
+        (with solvent), ``nonlocal_acceptance`` (moves nonlocal or mixed) and
+        ``exchange_acceptance`` (ensemble grand).
+    trace : float64 array (n_points,)
+        Energy per site after each sweep of :func:`trace_sweeps` ``(sweeps, trace_points)``,
+        with the mu of the sweep just run (of sweep 0 for the starting configuration).
+        Recording splits the run into pieces but draws the same random numbers, so the
+        configuration does not depend on ``trace_points``.
     """
     st = LatticeState.initial(params, height, width, sample_seed_sequence(seed, k))
-    flips, hops = st.run(temperature_schedule(params), mu_schedule(params))
-    n_hop_attempts = params.sweeps * params.mobility * st.pos.size
-    stats = {"hop_acceptance": hops / n_hop_attempts if n_hop_attempts else 0.0}
+    T_all, mu_all = temperature_schedule(params), mu_schedule(params)
+    at = trace_sweeps(params.sweeps, params.trace_points)
+    trace = np.empty(at.size)
+    flips = hops = 0
+    n_sites = height * width
+    mu_now = mu_all[0] if params.sweeps else params.mu
+    trace[0] = st.energy(mu_now) / n_sites
+    n_hop_attempts = 0
+    for i in range(1, at.size):
+        a, b = int(at[i - 1]), int(at[i])
+        n_hop_attempts += (b - a) * params.mobility * st.pos.size  # hops keep the number (local canonical)
+        f, h = st.run(T_all[a:b], mu_all[a:b])
+        flips, hops = flips + f, hops + h
+        trace[i] = st.energy(mu_all[b - 1]) / n_sites
+    if st.general:
+        c = st.counts
+        stats = {}
+        if params.moves != "nonlocal":
+            stats["hop_acceptance"] = c[1] / c[0] if c[0] else 0.0
+        if params.moves != "local":
+            stats["nonlocal_acceptance"] = c[3] / c[2] if c[2] else 0.0
+        if params.ensemble == "grand":
+            stats["exchange_acceptance"] = c[5] / c[4] if c[4] else 0.0
+    else:
+        stats = {"hop_acceptance": hops / n_hop_attempts if n_hop_attempts else 0.0}
     if params.solvent:
-        n_flip = params.sweeps * height * width
+        n_flip = params.sweeps * n_sites
         stats["flip_acceptance"] = flips / n_flip if n_flip else 0.0
-    return st.grid(), stats
+    return st.grid(), {key: float(v) for key, v in stats.items()}, trace
 
 
 def _task(params_dict: dict, height: int, width: int, seed: int, k: int):
@@ -177,10 +265,11 @@ def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel on a tiny lattice."""
     ss = np.random.SeedSequence(0)
     for solvent in (False, True):
-        p = SimParams(e_nn=-1.0, e_ll=-1.0 if solvent else 0.0, e_nl=-1.0 if solvent else 0.0,
-                      mu=1.0 if solvent else 0.0, density=0.3, sweeps=1, solvent=solvent)
-        st = LatticeState.initial(p, 3, 3, ss)
-        st.run(temperature_schedule(p), mu_schedule(p))
+        for extra in ({}, {"moves": "mixed", "ensemble": "grand"}):
+            p = SimParams(e_nn=-1.0, e_ll=-1.0 if solvent else 0.0, e_nl=-1.0 if solvent else 0.0,
+                          mu=1.0 if solvent else 0.0, density=0.3, sweeps=1, solvent=solvent, **extra)
+            st = LatticeState.initial(p, 3, 3, ss)
+            st.run(temperature_schedule(p), mu_schedule(p))
 
 
 def simulate(
@@ -232,7 +321,9 @@ def simulate(
     Dataset
         ``grids`` uint8 (n_samples, H, W); classes ``("empty", "particle")``, or
         ``("empty", "particle", "solvent")`` with ``keep_solvent``; metadata with the
-        generator, every parameter, seed, size and package version.
+        generator, every parameter, seed, size, package version and ``trace_sweeps`` (list of
+        n_points sweep numbers); extra array ``energy_trace`` float64 (n_samples, n_points),
+        the energy per site of each sample at those sweeps (:func:`run_sample`).
     """
     from mapsim import __version__
 
@@ -255,6 +346,8 @@ def simulate(
     workers = int(workers)
 
     grids = np.empty((n_samples, height, width), np.uint8)
+    at = trace_sweeps(params.sweeps, params.trace_points)
+    traces = np.empty((n_samples, at.size))
     stats: list[dict[str, float]] = [{}] * n_samples
     store = None
     if checkpoint is not None:
@@ -265,18 +358,18 @@ def simulate(
         if not store.matches(key):
             raise MapsimError(f"{store.path}: partial run opened for other settings than this simulation")
         done = store.load(n_samples)
-        for k, (g, s) in done.items():
-            grids[k], stats[k] = g, s
+        for k, (g, s, t) in done.items():
+            grids[k], stats[k], traces[k] = g, s, t
         if done and progress is not None:
             progress(len(done))
         todo = [k for k in range(n_samples) if k not in done]
     else:
         todo = list(range(n_samples))
 
-    def finish(k: int, g: np.ndarray, s: dict[str, float]) -> None:
-        grids[k], stats[k] = g, s
+    def finish(k: int, g: np.ndarray, s: dict[str, float], t: np.ndarray) -> None:
+        grids[k], stats[k], traces[k] = g, s, t
         if store is not None:
-            store.put(k, g, s)
+            store.put(k, g, s, t)
         if progress is not None:
             progress(1)
 
@@ -309,14 +402,15 @@ def simulate(
         "width": int(width),
         "n_samples": int(n_samples),
         "mapsim_version": __version__,
-        "hamiltonian": HAMILTONIAN,
+        "hamiltonian": HAMILTONIAN if params.ensemble == "canonical" else Hamiltonian().formula(with_mu_n=True),
         "acceptance": {key: float(np.mean([s[key] for s in stats])) for key in stats[0]},
+        "trace_sweeps": at.tolist(),
     }
-    return Dataset(grids, classes, metadata)
+    return Dataset(grids, classes, metadata, {"energy_trace": traces})
 
 
 def _run_dask(dask: Any, params: SimParams, height: int, width: int, seed: int, todo: list[int],
-              finish: Callable[[int, np.ndarray, dict], None]) -> None:
+              finish: Callable[[int, np.ndarray, dict, np.ndarray], None]) -> None:
     """Run samples ``todo`` on a Dask cluster, handing each result to ``finish`` as it arrives."""
     try:
         import distributed
@@ -340,11 +434,11 @@ def _run_dask(dask: Any, params: SimParams, height: int, width: int, seed: int, 
         futures = [client.submit(_task, p, height, width, seed, k, pure=False) for k in todo]
         for fut in distributed.as_completed(futures, loop=client.loop):
             try:
-                k, g, s = fut.result()
+                k, g, s, t = fut.result()
             except ImportError as exc:  # the workers' environment lacks mapsim or a dependency
                 raise MapsimError(f"{where}: a worker could not run a sample ({type(exc).__name__}: {exc}); "
                                   "the workers need mapsim installed") from None
-            finish(k, np.asarray(g, np.uint8), s)
+            finish(k, np.asarray(g, np.uint8), s, np.asarray(t, np.float64))
     except BaseException:  # e.g. Ctrl-C: do not leave samples running on the cluster
         if futures:
             try:

@@ -488,3 +488,381 @@ def sv_run_sweeps(state, nbr, pos, e_nn, e_ll, e_nl, T_schedule, mu_schedule, mo
         flips += sv_flip_attempts(state, nbr, n_sites, flip_hi, flip_lo, n_sites, rng)
         hops += sv_hop_attempts(state, nbr, pos, hop_hi, hop_lo, n_hops, rng)
     return flips, hops
+
+
+# ---------------------------------------------------------------------------
+# non-local and grand-canonical particle moves
+#
+# These kernels keep every site in ``order`` (int32, N), particles first: ``order[:n]`` are
+# the particle sites, ``order[n:]`` the others, and ``slot`` (int32, N) is its inverse
+# (``order[slot[s]] == s``). A uniformly random particle or non-particle site is then one
+# multiply-shift pick, and a move, insertion or removal a swap of two entries: O(1) each.
+# ΔE tables come from :class:`mapsim.montecarlo.hamiltonian.Hamiltonian` (``move_deltas(4)``
+# and ``insertion_deltas(4)``), indexed as documented there with z = 4 neighbours.
+
+_Z = 4
+_MOVE_SIDE = 2 * _Z + 1  # x and y of Hamiltonian.move_deltas run over -z..z
+_INS_SIDE = _Z + 1
+_U32MASK = np.uint64(0xFFFFFFFF)
+
+
+def site_order(pos: np.ndarray, n_sites: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, slot)`` for particles at ``pos`` (int32 (n,)) among ``n_sites`` sites (see above)."""
+    rest = np.ones(n_sites, bool)
+    rest[pos] = False
+    order = np.concatenate([np.asarray(pos, np.int64), np.flatnonzero(rest)]).astype(np.int32)
+    slot = np.empty(n_sites, np.int32)
+    slot[order] = np.arange(n_sites, dtype=np.int32)
+    return order, slot
+
+
+@njit(inline="always", cache=True)
+def _swap(order, slot, i, j):
+    """Exchange entries i and j of ``order`` and keep ``slot`` its inverse."""
+    a = order[i]
+    b = order[j]
+    order[i] = b
+    order[j] = a
+    slot[b] = i
+    slot[a] = j
+
+
+@njit(inline="always", cache=True)
+def _accept(r, k, thr_hi, thr_lo, s0, s1, s2, s3):
+    """Metropolis test of table entry ``k`` with the 30-bit field of ``r`` (tie: a second draw)."""
+    a = r & _MASK30
+    h = thr_hi[k]
+    if a < h:
+        return True, s0, s1, s2, s3
+    if a > h:
+        return False, s0, s1, s2, s3
+    r2, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
+    return r2 < thr_lo[k], s0, s1, s2, s3
+
+
+@njit(inline="always", cache=True)
+def _pick(r, lo, count):
+    """Index ``lo + floor(count * (r >> 32) / 2**32)``: uniform in lo .. lo + count - 1 (to N / 2**32)."""
+    return lo + np.int64(((r >> _U32) * np.uint64(count)) >> _U32)
+
+
+@njit(inline="always", cache=True)
+def _choose_jump(nl_cut, s0, s1, s2, s3):
+    """Whether a particle move is non-local, and the draw whose high bits pick its target.
+
+    ``nl_cut`` = 0: always local, and no draw is spent; 2**32: always non-local;
+    otherwise non-local when the draw's low 32 bits are below ``nl_cut``.
+    """
+    if nl_cut <= 0:
+        return False, np.uint64(0), s0, s1, s2, s3
+    r2, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
+    if nl_cut >= 4294967296:
+        return True, r2, s0, s1, s2, s3
+    return (r2 & _U32MASK) < np.uint64(nl_cut), r2, s0, s1, s2, s3
+
+
+@njit(inline="always", cache=True)
+def _lg_adjacent(site, code, tgt, periodic, off, wrap):
+    """1 if ``tgt`` is a nearest neighbour of ``site`` (lattice-gas codes)."""
+    for d in range(4):
+        if (periodic or not lg_edge(code, d)) and lg_neighbour(site, code, d, off, wrap) == tgt:
+            return 1
+    return 0
+
+
+@njit(inline="always", cache=True)
+def lg_move_index(code_s, code_t, adj):
+    """``Hamiltonian.move_deltas(4)`` index of moving the particle of code ``code_s`` to the empty site of
+    code ``code_t``; ``adj`` = 1 if they are neighbours (t's count then includes the mover)."""
+    x = ((np.int64(code_t) >> 1) & 7) - adj - ((np.int64(code_s) >> 1) & 7)
+    return (x + _Z) * _MOVE_SIDE + _Z
+
+
+@njit(inline="always", cache=True)
+def lg_insertion_index(code):
+    """``Hamiltonian.insertion_deltas(4)`` index of inserting at (empty) or removing from (particle) a site."""
+    return (np.int64(code) & 1) * _INS_SIDE * _INS_SIDE + ((np.int64(code) >> 1) & 7) * _INS_SIDE
+
+
+@njit(inline="always", cache=True)
+def sv_adjacent(nbr, s, t):
+    """1 if ``t`` is a nearest neighbour of ``s`` (neighbour table)."""
+    adj = 0
+    for d in range(4):
+        if nbr[s, d] == t:
+            adj = 1
+    return adj
+
+
+@njit(inline="always", cache=True)
+def sv_move_index(state, nbr, s, t, adj):
+    """``Hamiltonian.move_deltas(4)`` index of exchanging the particle at ``s`` with liquid at ``t``.
+
+    An adjacent pair (``adj`` = 1) counts each other: the mover among t's particles and
+    t's liquid among s's neighbours; neither is a neighbour of the site it moves to.
+    """
+    ns, ls = sv_counts(state, nbr, s)
+    nt, lt = sv_counts(state, nbr, t)
+    return (nt - adj - ns + _Z) * _MOVE_SIDE + (lt - ls + adj + _Z)
+
+
+@njit(inline="always", cache=True)
+def sv_insertion_index(state, nbr, s):
+    """``Hamiltonian.insertion_deltas(4)`` index of inserting at vapour / removing a particle at ``s``."""
+    n, l = sv_counts(state, nbr, s)
+    return (np.int64(state[s]) & 1) * _INS_SIDE * _INS_SIDE + n * _INS_SIDE + l
+
+
+@njit(inline="always", cache=True)
+def _lg_set(state, site, code, periodic, off, wrap, sign):
+    """Add (sign 1) or remove (sign -1) the particle at ``site``: its bit and its neighbours' counts."""
+    state[site] = np.uint8(np.int64(state[site]) + sign)
+    for j in range(4):
+        if periodic or not lg_edge(code, j):
+            t = lg_neighbour(site, code, j, off, wrap)
+            state[t] = np.uint8(np.int64(state[t]) + 2 * sign)
+
+
+@njit(cache=True)
+def lg_particle_moves(state, width, periodic, order, slot, n_part, thr_hi, thr_lo, nl_cut, n_attempts, rng, counts):
+    """Particle moves of a particle-only system: local hops and non-local jumps.
+
+    Parameters
+    ----------
+    state : uint8 array (N,), updated
+        Lattice-gas codes (:func:`lg_encode`).
+    width : int
+    periodic : bool
+    order, slot : int32 arrays (N,), updated
+        Particles first (:func:`site_order`).
+    n_part : int
+        Number of particles (``order[:n_part]``); unchanged by these moves.
+    thr_hi, thr_lo : uint64 arrays ((2z+1)**2,)
+        Acceptance tables of ``Hamiltonian.move_deltas(4)``.
+    nl_cut : int in [0, 2**32]
+        A move is non-local when the low 32 bits of its second draw are below ``nl_cut``
+        (probability ``nl_cut / 2**32``); 0: only local hops (no second draw), 2**32: only jumps.
+    n_attempts : int
+    rng : uint64 array (4,), updated
+    counts : int64 array (6,), updated
+        ``[local attempts, local accepted, non-local attempts, non-local accepted, ...]``.
+    """
+    n_sites = state.shape[0]
+    n_free = n_sites - n_part
+    if n_part == 0:
+        return
+    off, wrap = lg_steps(width, n_sites)
+    s0, s1, s2, s3 = rng[0], rng[1], rng[2], rng[3]
+    for _ in range(n_attempts):
+        r, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
+        i = _pick(r, 0, n_part)
+        site = np.int64(order[i])
+        ss = state[site]
+        jump, r2, s0, s1, s2, s3 = _choose_jump(nl_cut, s0, s1, s2, s3)
+        if jump:
+            counts[2] += 1
+            if n_free == 0:
+                continue
+            j = _pick(r2, n_part, n_free)
+            tgt = np.int64(order[j])
+            st = state[tgt]
+            adj = _lg_adjacent(site, ss, tgt, periodic, off, wrap)
+        else:
+            counts[0] += 1
+            d = np.int64((r >> _U30) & _U3)
+            if not periodic and lg_edge(ss, d):
+                continue
+            tgt = lg_neighbour(site, ss, d, off, wrap)
+            st = state[tgt]
+            if st & 1:
+                continue
+            j = np.int64(slot[tgt])
+            adj = 1
+        k = lg_move_index(ss, st, adj)
+        ok, s0, s1, s2, s3 = _accept(r, k, thr_hi, thr_lo, s0, s1, s2, s3)
+        if not ok:
+            continue
+        _lg_set(state, site, ss, periodic, off, wrap, -1)
+        _lg_set(state, tgt, state[tgt], periodic, off, wrap, 1)
+        _swap(order, slot, i, j)
+        counts[3 if jump else 1] += 1
+    rng[0], rng[1], rng[2], rng[3] = s0, s1, s2, s3
+
+
+@njit(cache=True)
+def lg_exchanges(state, width, periodic, order, slot, n_part, thr_hi, thr_lo, n_attempts, rng, counts):
+    """Grand-canonical insertion/removal attempts at uniformly random sites (particle-only system).
+
+    An empty site proposes an insertion, a particle site a removal (symmetric proposal);
+    acceptance tables of ``Hamiltonian.insertion_deltas(4)``. ``counts[4:6]`` gain attempts
+    and accepted. Returns the new number of particles.
+    """
+    n_sites = state.shape[0]
+    off, wrap = lg_steps(width, n_sites)
+    s0, s1, s2, s3 = rng[0], rng[1], rng[2], rng[3]
+    for _ in range(n_attempts):
+        r, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
+        site = _pick(r, 0, n_sites)
+        c = state[site]
+        occ = np.int64(c) & 1
+        k = lg_insertion_index(c)
+        counts[4] += 1
+        ok, s0, s1, s2, s3 = _accept(r, k, thr_hi, thr_lo, s0, s1, s2, s3)
+        if not ok:
+            continue
+        if occ:
+            n_part -= 1
+            _swap(order, slot, np.int64(slot[site]), n_part)
+            _lg_set(state, site, c, periodic, off, wrap, -1)
+        else:
+            _swap(order, slot, np.int64(slot[site]), n_part)
+            n_part += 1
+            _lg_set(state, site, c, periodic, off, wrap, 1)
+        counts[5] += 1
+    rng[0], rng[1], rng[2], rng[3] = s0, s1, s2, s3
+    return n_part
+
+
+@njit(cache=True)
+def sv_particle_moves(state, nbr, order, slot, n_part, thr_hi, thr_lo, nl_cut, n_attempts, rng, counts):
+    """Particle moves with solvent: exchange with a liquid neighbour (local) or any liquid site.
+
+    A non-local move picks a uniformly random non-particle site and is rejected unless it
+    holds liquid, so an accepted target is a uniformly random solvent site and the proposal
+    is symmetric. Arguments as :func:`lg_particle_moves` (``nbr`` as :func:`sv_hop_attempts`).
+    """
+    n_sites = nbr.shape[0]
+    n_free = n_sites - n_part
+    if n_part == 0:
+        return
+    s0, s1, s2, s3 = rng[0], rng[1], rng[2], rng[3]
+    for _ in range(n_attempts):
+        r, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
+        i = _pick(r, 0, n_part)
+        site = np.int64(order[i])
+        jump, r2, s0, s1, s2, s3 = _choose_jump(nl_cut, s0, s1, s2, s3)
+        adj = 1
+        j = np.int64(0)
+        if jump:
+            counts[2] += 1
+            if n_free == 0:
+                continue
+            j = _pick(r2, n_part, n_free)
+            tgt = np.int64(order[j])
+            adj = sv_adjacent(nbr, site, tgt)
+        else:
+            counts[0] += 1
+            tgt = np.int64(nbr[site, np.int64((r >> _U30) & _U3)])
+        if state[tgt] != SOLVENT:
+            continue
+        if not jump:
+            j = np.int64(slot[tgt])
+        k = sv_move_index(state, nbr, site, tgt, adj)
+        ok, s0, s1, s2, s3 = _accept(r, k, thr_hi, thr_lo, s0, s1, s2, s3)
+        if not ok:
+            continue
+        state[site] = SOLVENT
+        state[tgt] = PARTICLE
+        _swap(order, slot, i, j)
+        counts[3 if jump else 1] += 1
+    rng[0], rng[1], rng[2], rng[3] = s0, s1, s2, s3
+
+
+@njit(cache=True)
+def sv_exchanges(state, nbr, order, slot, n_part, thr_hi, thr_lo, n_attempts, rng, counts):
+    """Grand-canonical insertion at vapour / removal (to vapour) of particles; liquid picks are rejected.
+
+    Arguments and return value as :func:`lg_exchanges`.
+    """
+    n_sites = nbr.shape[0]
+    s0, s1, s2, s3 = rng[0], rng[1], rng[2], rng[3]
+    for _ in range(n_attempts):
+        r, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
+        site = _pick(r, 0, n_sites)
+        c = np.int64(state[site])
+        counts[4] += 1
+        if c == SOLVENT:
+            continue
+        k = sv_insertion_index(state, nbr, site)
+        ok, s0, s1, s2, s3 = _accept(r, k, thr_hi, thr_lo, s0, s1, s2, s3)
+        if not ok:
+            continue
+        if c & 1:
+            n_part -= 1
+            _swap(order, slot, np.int64(slot[site]), n_part)
+            state[site] = EMPTY
+        else:
+            _swap(order, slot, np.int64(slot[site]), n_part)
+            n_part += 1
+            state[site] = PARTICLE
+        counts[5] += 1
+    rng[0], rng[1], rng[2], rng[3] = s0, s1, s2, s3
+    return n_part
+
+
+@njit(cache=True)
+def general_run_sweeps(state, width, nbr, periodic, solvent, order, slot, n_part, dE_move, dE_ins,
+                       T_schedule, mu_schedule, e_ll, e_nl, mobility, nl_cut, grand, tol, rng, counts):
+    """Sweeps with non-local or grand-canonical particle moves (see ``params.SWEEP_DEFINITION``).
+
+    A sweep: (``solvent``) N solvent flips, then (``grand``) N insertion/removal attempts,
+    then ``mobility * n_part`` particle moves (local or non-local per ``nl_cut``). Each
+    part satisfies detailed balance and the particle moves keep ``n_part``, so the sweep
+    leaves the Boltzmann distribution invariant.
+
+    Parameters
+    ----------
+    state : uint8 array, updated
+        Lattice-gas codes (N,) without solvent, 0/1/2 plus the wall (N + 1,) with solvent.
+    width : int
+    nbr : int32 array (N, 4)
+    periodic, solvent, grand : bool
+    order, slot : int32 arrays (N,), updated
+    n_part : int
+    dE_move, dE_ins : float64 arrays
+        ``Hamiltonian.move_deltas(4)`` and ``insertion_deltas(4)``.
+    T_schedule, mu_schedule : float64 arrays (sweeps,)
+    e_ll, e_nl : float
+        Solvent couplings (flip tables).
+    mobility, nl_cut : int
+    tol : float
+    rng : uint64 array (4,), updated
+    counts : int64 array (8,), updated
+        Attempts and accepted: local, non-local, insertion/removal, solvent flips.
+
+    Returns
+    -------
+    int
+        The number of particles afterwards.
+    """
+    n_sites = nbr.shape[0]
+    mv_hi = np.empty(dE_move.shape[0], np.uint64)
+    mv_lo = np.empty(dE_move.shape[0], np.uint64)
+    in_hi = np.empty(dE_ins.shape[0], np.uint64)
+    in_lo = np.empty(dE_ins.shape[0], np.uint64)
+    fl_hi = np.empty(SV_FLIP_TABLE_SIZE, np.uint64)
+    fl_lo = np.empty(SV_FLIP_TABLE_SIZE, np.uint64)
+    T_prev = -1.0
+    mu_prev = math.nan
+    for i in range(T_schedule.shape[0]):
+        T = T_schedule[i]
+        mu = mu_schedule[i]
+        if solvent and (T != T_prev or mu != mu_prev):
+            fill_thresholds(sv_flip_delta_table(e_ll, e_nl, mu), T, tol, fl_hi, fl_lo)
+        if T != T_prev:
+            fill_thresholds(dE_move, T, tol, mv_hi, mv_lo)
+            fill_thresholds(dE_ins, T, tol, in_hi, in_lo)
+        T_prev = T
+        mu_prev = mu
+        if solvent:
+            counts[6] += n_sites
+            counts[7] += sv_flip_attempts(state, nbr, n_sites, fl_hi, fl_lo, n_sites, rng)
+            if grand:
+                n_part = sv_exchanges(state, nbr, order, slot, n_part, in_hi, in_lo, n_sites, rng, counts)
+            sv_particle_moves(state, nbr, order, slot, n_part, mv_hi, mv_lo, nl_cut, mobility * n_part, rng, counts)
+        else:
+            if grand:
+                n_part = lg_exchanges(state, width, periodic, order, slot, n_part, in_hi, in_lo, n_sites, rng, counts)
+            lg_particle_moves(state, width, periodic, order, slot, n_part, mv_hi, mv_lo, nl_cut,
+                              mobility * n_part, rng, counts)
+    return n_part

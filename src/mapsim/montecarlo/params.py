@@ -18,7 +18,7 @@ from mapsim.errors import MapsimError
 
 __all__ = [
     "SimParams", "PRESETS", "PRESET_DESCRIPTIONS", "PARAM_HELP", "DEFAULT_PRESET",
-    "preset_params", "temperature_schedule", "mu_schedule", "schedule",
+    "preset_params", "temperature_schedule", "mu_schedule", "schedule", "has_schedule", "SWEEP_DEFINITION",
 ]
 
 
@@ -26,8 +26,9 @@ __all__ = [
 class SimParams:
     """Parameters of one Monte Carlo run (a flat, typed, validated config).
 
-    The Hamiltonian is ``H = e_nn Σ n_i n_j + e_ll Σ l_i l_j + e_nl Σ n_i l_j + mu Σ l_i``
-    over nearest-neighbour bonds (each once), k_B = 1. Negative couplings attract.
+    The Hamiltonian is ``H = e_nn Σ n_i n_j + e_ll Σ l_i l_j + e_nl Σ n_i l_j + mu Σ l_i + mu_n Σ n_i``
+    over nearest-neighbour bonds (each once), k_B = 1 (:mod:`.hamiltonian`). Negative couplings attract.
+    ``moves`` and ``ensemble`` choose the move set (see :data:`SWEEP_DEFINITION`).
     Construction validates every field and raises :class:`MapsimError` naming the
     parameter, what was expected and what was found.
     """
@@ -47,6 +48,12 @@ class SimParams:
     anneal_frac: float = 0.0
     mu_start: float | None = None
     mu_ramp_frac: float = 0.0
+    moves: str = "local"
+    nonlocal_frac: float = 0.5
+    ensemble: str = "canonical"
+    mu_n: float = 0.0
+    start_density: float | None = None
+    trace_points: int = 256
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -58,6 +65,7 @@ class SimParams:
                 or (kind in (float, "opt_float") and isinstance(v, (int, float, np.integer, np.floating))
                     and not isinstance(v, (bool, np.bool_)))
                 or (kind == "opt_float" and v is None)
+                or (isinstance(kind, tuple) and isinstance(v, str) and v in kind)
             )
             if not ok:
                 raise MapsimError(f"parameter {f.name}: expected {_KIND_TEXT[kind]}, found {v!r}")
@@ -83,6 +91,18 @@ class SimParams:
         need(self.mobility >= 0, "mobility", "an integer >= 0 (hop attempts per particle per sweep)")
         need(0 <= self.anneal_frac <= 1, "anneal_frac", "a fraction of the sweeps in [0, 1]")
         need(0 <= self.mu_ramp_frac <= 1, "mu_ramp_frac", "a fraction of the sweeps in [0, 1]")
+        need(0 <= self.nonlocal_frac <= 1, "nonlocal_frac", "a fraction of the particle moves in [0, 1]")
+        need(self.start_density is None or 0 <= self.start_density <= 1, "start_density",
+             "a particle fraction of sites in [0, 1] (or none = density)")
+        need(self.trace_points >= 1, "trace_points", "an integer >= 1")
+        if self.ensemble == "canonical":
+            if self.mu_n != 0:
+                raise MapsimError(f"parameter mu_n={self.mu_n:g} acts on the particle number, which the canonical "
+                                  "ensemble holds fixed; set ensemble=grand or leave mu_n at 0")
+            if self.start_density is not None and self.start_density != self.density:
+                raise MapsimError(f"parameter start_density={self.start_density:g}: the canonical ensemble keeps "
+                                  f"the starting density (density={self.density:g}); set ensemble=grand or leave "
+                                  "start_density at none")
         if not self.solvent:
             for name in ("e_ll", "e_nl", "mu"):
                 if getattr(self, name) != 0:
@@ -100,8 +120,9 @@ class SimParams:
         return max(abs(self.e_nn), abs(self.e_ll), abs(self.e_nl), abs(self.mu), 1.0)
 
     def n_particles(self, n_sites: int) -> int:
-        """Number of particles placed on ``n_sites`` sites: ``round(density * n_sites)``."""
-        return int(round(self.density * n_sites))
+        """Particles placed on ``n_sites`` sites: ``round(density * n_sites)`` (``start_density`` if given)."""
+        rho = self.density if self.start_density is None else self.start_density
+        return int(round(rho * n_sites))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,9 +140,24 @@ _FIELD_KINDS: dict[str, Any] = {
     "e_nn": float, "e_ll": float, "e_nl": float, "mu": float, "T": float, "density": float,
     "sweeps": int, "mobility": int, "periodic": bool, "solvent": bool, "keep_solvent": bool,
     "T_start": "opt_float", "anneal_frac": float, "mu_start": "opt_float", "mu_ramp_frac": float,
+    "moves": ("local", "nonlocal", "mixed"), "nonlocal_frac": float, "ensemble": ("canonical", "grand"),
+    "mu_n": float, "start_density": "opt_float", "trace_points": int,
 }
-_KIND_TEXT = {float: "a finite number", int: "an integer", bool: "true or false",
-              "opt_float": "a finite number or none"}
+_KIND_TEXT: dict[Any, str] = {float: "a finite number", int: "an integer", bool: "true or false",
+                              "opt_float": "a finite number or none"}
+for _kind in _FIELD_KINDS.values():
+    if isinstance(_kind, tuple):
+        _KIND_TEXT[_kind] = "one of " + "|".join(_kind)
+
+#: What one sweep is, per move set (``mapsim simulate --help`` and the README say the same).
+SWEEP_DEFINITION = (
+    "One sweep = (with solvent) N solvent flip attempts at uniformly random sites, then (ensemble=grand) N "
+    "particle insertion/removal attempts at uniformly random sites (a solvent site counts as a rejected "
+    "attempt), then mobility * n particle-move attempts, n = number of particles at that point; N = H * W. "
+    "Each particle move picks a uniformly random particle and is a local hop to a random neighbour "
+    "(moves=local), a non-local jump to a uniformly random non-particle site (moves=nonlocal; empty without "
+    "solvent, with solvent an exchange that is rejected unless the site holds solvent), or one of the two, "
+    "non-local with probability nonlocal_frac (moves=mixed). All moves are Metropolis with symmetric proposals.")
 
 PARAM_HELP: dict[str, str] = {
     "e_nn": "particle-particle bond energy (negative attracts)",
@@ -139,7 +175,20 @@ PARAM_HELP: dict[str, str] = {
     "anneal_frac": "annealing: fraction of the sweeps over which T goes from T_start to T (then constant)",
     "mu_start": "drying: mu of sweep 0, going linearly to mu over mu_ramp_frac of the sweeps (none = mu, constant)",
     "mu_ramp_frac": "drying: fraction of the sweeps over which mu goes from mu_start to mu (then constant)",
+    "moves": "particle move set: local (hop to a random neighbour), nonlocal (jump to a random non-particle "
+             "site anywhere) or mixed (nonlocal with probability nonlocal_frac)",
+    "nonlocal_frac": "moves=mixed: probability that a particle move is non-local",
+    "ensemble": "canonical (fixed particle number) or grand (particle insertion/removal at non-solvent sites, "
+                "H += mu_n * (particles))",
+    "mu_n": "ensemble=grand: energy per particle, H += mu_n * (particles); without solvent mu_n = -2*e_nn is "
+            "the field-free Ising model",
+    "start_density": "ensemble=grand: particle fraction of the starting lattice (none = density)",
+    "trace_points": "energy-trace points per sample after sweep 0 (at most one per sweep)",
 }
+
+# Defaults of the lattice-gas preset (equilibrium sampling; see the README for the measurements).
+LATTICE_GAS_SWEEPS = 500
+LATTICE_GAS_NONLOCAL_FRAC = 0.5
 
 PRESETS: dict[str, SimParams] = {
     # Appendix A, Table 2: dilute fluids of particles only, 100 sweeps ("Age 100 steps").
@@ -155,8 +204,11 @@ PRESETS: dict[str, SimParams] = {
         e_nn=-4.0, e_ll=-2.0, e_nl=-20.0, mu=11.0, T=1.0, density=0.10, sweeps=2000, mobility=30,
         solvent=True, T_start=2.0, anneal_frac=0.5, mu_start=2.0, mu_ramp_frac=0.5,
     ),
-    # Canonical lattice gas, particles only; every parameter settable.
-    "lattice-gas": SimParams(e_nn=-1.0, T=1.0, density=0.5, sweeps=1000, mobility=1),
+    # Lattice gas, particles only, sampled at equilibrium: canonical, local hops mixed with
+    # non-local jumps that relax long-wavelength density fluctuations (local hops alone relax
+    # them by diffusion only); every parameter settable.
+    "lattice-gas": SimParams(e_nn=-1.0, T=1.0, density=0.5, sweeps=LATTICE_GAS_SWEEPS, mobility=1,
+                             moves="mixed", nonlocal_frac=LATTICE_GAS_NONLOCAL_FRAC),
 }
 
 PRESET_DESCRIPTIONS: dict[str, str] = {
@@ -165,7 +217,8 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
     "fluid-hot-attractive": "paper Table 2 system 3: attractive particles (e_nn=-1) at T=1, 1% density, 100 sweeps",
     "drying": "paper Table 3: particles in a drying solvent (e_ll=-2, e_nl=-20, e_nn=-4, mu=11, T=1, 10%, "
               "2000 sweeps, mobility 30) from a fully wet film, annealing T 2->1 and ramping mu 2->11 over the first half",
-    "lattice-gas": "canonical lattice gas, particles only (defaults e_nn=-1, T=1, density 0.5, 1000 sweeps)",
+    "lattice-gas": f"canonical lattice gas at equilibrium, particles only (defaults e_nn=-1, T=1, density 0.5, "
+                   f"{LATTICE_GAS_SWEEPS} sweeps of mixed moves, nonlocal_frac {LATTICE_GAS_NONLOCAL_FRAC:g})",
 }
 
 DEFAULT_PRESET = "drying"
@@ -187,6 +240,10 @@ def _convert(name: str, value: Any) -> Any:
         if low in _FALSE:
             return False
         raise MapsimError(f"parameter {name}: expected true or false, found {value!r}")
+    if isinstance(kind, tuple):
+        if low not in kind:
+            raise MapsimError(f"parameter {name}: expected {_KIND_TEXT[kind]}, found {value!r}")
+        return low
     if kind == "opt_float" and low in ("none", "null", ""):
         return None
     try:
@@ -228,7 +285,12 @@ def preset_params(name: str, overrides: Mapping[str, str | float | int | bool | 
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise MapsimError(f"unknown parameter {key!r}{hint}; expected one of {list(_FIELD_KINDS)}")
         changes[key] = _convert(key, value)
-    return dataclasses.replace(PRESETS[name], **changes)
+    params = dataclasses.replace(PRESETS[name], **changes)
+    if params.ensemble == "grand" and "density" in changes:
+        # a grand-canonical run lets the particle number follow mu_n: a density asked for cannot hold
+        raise MapsimError(f"parameter density={params.density:g}: ensemble=grand does not hold the density fixed "
+                          "(mu_n sets it); give the starting fraction as start_density instead")
+    return params
 
 
 def schedule(start: float | None, end: float, frac: float, sweeps: int) -> np.ndarray:
@@ -251,6 +313,11 @@ def schedule(start: float | None, end: float, frac: float, sweeps: int) -> np.nd
 def temperature_schedule(p: SimParams) -> np.ndarray:
     """Temperature of each sweep, shape (sweeps,)."""
     return np.maximum(schedule(p.T_start, p.T, p.anneal_frac, p.sweeps), 0.0)
+
+
+def has_schedule(p: SimParams) -> bool:
+    """Whether the run changes T or mu during its sweeps (annealing or a mu ramp)."""
+    return bool(np.ptp(temperature_schedule(p)) > 0 or np.ptp(mu_schedule(p)) > 0) if p.sweeps else False
 
 
 def mu_schedule(p: SimParams) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 A partial directory holds ``run.json`` (what identifies the run: parameters, seed, lattice size,
 package version) and one file per finished sample, ``sample_000123.npz`` (the grid and its
-acceptance statistics), each written atomically. Because sample ``k`` depends only on
+acceptance statistics and energy trace), each written atomically. Because sample ``k`` depends only on
 ``(seed, k)``, a resumed run gives the same dataset as an uninterrupted one, whatever ran the
 samples (one process, a process pool or a Dask cluster) and whatever the number of samples asked
 for (samples beyond it are ignored).
@@ -90,8 +90,8 @@ class PartialRun:
     def _file(self, k: int) -> Path:
         return self.path / f"sample_{k:06d}.npz"
 
-    def load(self, n_samples: int) -> dict[int, tuple[np.ndarray, dict[str, float]]]:
-        """Finished samples ``k < n_samples``: ``{k: (grid (H, W) uint8, stats)}``.
+    def load(self, n_samples: int) -> dict[int, tuple[np.ndarray, dict[str, float], np.ndarray]]:
+        """Finished samples ``k < n_samples``: ``{k: (grid (H, W) uint8, stats, energy trace (n_points,))}``.
 
         A file that cannot be read (damaged outside mapsim) is skipped, so its sample runs again.
         """
@@ -108,19 +108,21 @@ class PartialRun:
                 with np.load(f, allow_pickle=False) as z:
                     grid = z["grid"]
                     stats = json.loads(str(z["stats"]))
+                    trace = np.asarray(z["trace"], np.float64)
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 continue
             if grid.shape != (h, w) or grid.dtype != np.uint8 or not isinstance(stats, dict):
                 continue
-            out[k] = (grid, {str(a): float(b) for a, b in stats.items()})
+            out[k] = (grid, {str(a): float(b) for a, b in stats.items()}, trace)
         return out
 
-    def put(self, k: int, grid: np.ndarray, stats: dict[str, float]) -> None:
-        """Store finished sample ``k`` (atomically)."""
+    def put(self, k: int, grid: np.ndarray, stats: dict[str, float], trace: np.ndarray) -> None:
+        """Store finished sample ``k`` with its energy trace (atomically)."""
         with atomic_path(self._file(k)) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, grid=np.ascontiguousarray(grid, np.uint8),
-                         stats=np.array(json.dumps({a: float(b) for a, b in stats.items()})))
+                         stats=np.array(json.dumps({a: float(b) for a, b in stats.items()})),
+                         trace=np.asarray(trace, np.float64))
 
     def remove(self) -> None:
         """Delete the directory (after the final dataset has been written)."""
