@@ -1,5 +1,6 @@
 """The fast samplers give exactly the reference sampler's draws and log-probabilities."""
 
+import copy
 import itertools
 
 import numpy as np
@@ -9,7 +10,8 @@ from scipy import stats
 
 from mapsim.models.base import MapModel
 from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from mapsim.sampling.common import Boundary, uniforms
+from mapsim.sampling.common import Boundary
+from mapsim.sampling.rng import uniforms
 from mapsim.sampling.fast import sample_fast, sample_front
 from mapsim.sampling.front import front_rows, n_steps
 from mapsim.sampling.pixelcnn_fast import sample_pixelcnn_cached
@@ -76,14 +78,89 @@ def test_cached_pixelcnn_matches_reference(case, bi):
         assert np.array_equal(ref.top, fast.top)
 
 
-def test_cached_pixelcnn_float32_fast_gates_match_reference():
-    model = _pixelcnn(2, 3, 3, seed=5, filters=8, dtype=torch.float32)
-    ref = sample_reference(model, 3, 10, 12, seed=2)
-    fast = sample_pixelcnn_cached(model, 3, 10, 12, seed=2)
-    # float32 arithmetic in a different order: identical draws unless a uniform falls within ~1e-6
-    # of a cumulative-probability boundary (none does for this seed), log-probs to 1e-5
+def _assert_draws_follow_the_rule(model, res, u, beta, tol=1e-5):
+    """Every pixel of ``res`` is the draw rule applied to the model's teacher-forced float64
+    conditionals and its uniform, except where u lies within ``tol`` of a cumulative-probability
+    boundary (float32 arithmetic in another order may fall either side there); log-probs to ``tol``."""
+    m64 = copy.deepcopy(model).double()
+    with torch.no_grad():
+        z = m64.logits(torch.as_tensor(res.grids, dtype=torch.long), torch.as_tensor(res.top)).numpy()
+    logp = beta * z - np.logaddexp.reduce(beta * z, axis=1, keepdims=True)  # (K, N_c, H, W)
+    cum = np.cumsum(np.exp(logp), axis=1)
+    rule = np.minimum((cum <= u[:, None]).sum(1), z.shape[1] - 1)
+    near = (np.abs(cum - u[:, None]) < tol).any(1)
+    assert ((rule == res.grids) | near).all()
+    assert near.mean() < 1e-3  # a boundary within tol is rare: the comparison has power
+    chosen = np.take_along_axis(logp, res.grids[:, None].astype(np.int64), 1)[:, 0]
+    np.testing.assert_allclose(res.log_probs, chosen, atol=tol, rtol=0)
+
+
+FLOAT32_CASES = [
+    # n_classes, layers, kernel, K, H, W
+    (2, 3, 3, 3, 10, 12),
+    (3, 2, 5, 2, 7, 5),
+    (4, 4, 3, 2, 9, 3),
+]
+
+
+@pytest.mark.parametrize("case", FLOAT32_CASES)
+@pytest.mark.parametrize("bi", range(len(BOUNDARIES)))
+def test_cached_pixelcnn_float32_fast_gates_follow_the_draw_rule(case, bi):
+    nc, layers, kernel, K, H, W = case
+    model = _pixelcnn(nc, layers, kernel, seed=5 + layers, filters=8, dtype=torch.float32)
+    for beta in (1.0, 0.5, 2.5):
+        u = uniforms(2, K, H, W)
+        res = sample_pixelcnn_cached(model, K, H, W, seed=2, beta=beta, boundary=BOUNDARIES[bi], u=u)
+        _assert_draws_follow_the_rule(model, res, u, beta)
+
+
+@pytest.mark.parametrize("steps_per_call", [5, 7, 64])
+def test_cached_sampler_crosses_the_chunk_boundary_exactly(monkeypatch, steps_per_call):
+    import mapsim.sampling.pixelcnn_fast as pf
+
+    monkeypatch.setattr(pf, "STEPS_PER_CALL", steps_per_call)
+    model = _pixelcnn(3, 2, 3, seed=12)
+    K, H, W = 2, 14, 40  # (L + 1)(H - 1) + W + 2L - 2p = 83 steps > 64
+    assert pf.total_steps(H, W, model.context_range, model.p) > 64
+    rows = []
+    ref = sample_reference(model, K, H, W, seed=6, boundary=BOUNDARIES[1])
+    fast = pf.sample_pixelcnn_cached(model, K, H, W, seed=6, boundary=BOUNDARIES[1], threads=2,
+                                     progress=rows.append)
     assert np.array_equal(ref.grids, fast.grids)
     np.testing.assert_allclose(fast.log_probs, ref.log_probs, atol=1e-5, rtol=0)
+    assert rows[-1] == H and rows == sorted(rows)
+
+
+def test_fast_float32_gate_is_accurate_over_the_whole_range():
+    from mapsim.sampling.pixelcnn_fast import _gate_approx
+
+    a_vals = np.concatenate([-np.logspace(-30, 38, 200), [0.0], np.logspace(-30, 38, 200)]).astype(np.float32)
+    g_vals = np.concatenate([-np.logspace(-30, 38, 120), [0.0], np.logspace(-30, 38, 120)]).astype(np.float32)
+    A, G = np.meshgrid(a_vals, g_vals, indexing="ij")
+    F = A.size
+    pre = np.concatenate([A.ravel(), G.ravel()])[None, :].astype(np.float32)  # one row: F tanh, F gate inputs
+    out = np.empty((1, F), np.float32)
+    x, e = np.empty((1, 2 * F), np.float32), np.empty((1, 2 * F), np.float32)
+    sc = np.empty(2 * F, np.int32)
+    _gate_approx(pre, 1, F, out, x, e, sc)
+    a64, g64 = A.ravel().astype(np.float64), G.ravel().astype(np.float64)
+    with np.errstate(over="ignore"):
+        exact = np.tanh(a64) * np.exp(-np.logaddexp(0.0, -g64))
+    assert np.isfinite(out).all()
+    big = np.abs(exact) > 1e-25
+    rel = np.abs(out[0][big] - exact[big]) / np.abs(exact[big])
+    assert rel.max() <= 1e-6, (rel.max(), a64[big][rel.argmax()], g64[big][rel.argmax()])
+    assert (np.abs(out[0][~big]) <= 1e-25).all()
+    assert (np.sign(out[0][big]) == np.sign(exact[big])).all()
+
+
+def test_models_with_more_classes_than_a_uint8_canvas_holds_are_refused():
+    from mapsim.errors import MapsimError
+
+    names = [f"c{i}" for i in range(256)]
+    with pytest.raises(MapsimError, match="at most 255"):
+        GatedPixelCNN(PixelCNNConfig(n_classes=256, layers=1, kernel=3, filters=2, out_width=2, classes=names))
+    assert _ContextSum(n_classes=255, L=1).n_classes == 255
 
 
 def test_cached_sampler_threads_do_not_change_results():

@@ -8,8 +8,8 @@ import torch
 from model_checks import check_autoregressive, check_crop_invariance, check_sampler_log_probs
 
 from mapsim.errors import MapsimError
-from mapsim.models.analytic import (HardCore, HardCoreConfig, IdealGas, IdealGasConfig, bulk_density,
-                                    hard_core_for_density, hard_core_offsets, solve_rho_eff)
+from mapsim.models.analytic import HardCore, HardCoreConfig, IdealGas, IdealGasConfig, hard_core_offsets
+from mapsim.sampling.rho_eff import bulk_density, hard_core_for_density, hard_core_lattices, solve_rho_eff
 from mapsim.models.expansion import Expansion, ExpansionConfig
 from mapsim.models.io import load_model, save_model
 from mapsim.sampling.common import Boundary

@@ -9,7 +9,8 @@ from scipy import stats
 
 from mapsim.models.analytic import IdealGas, IdealGasConfig
 from mapsim.models.expansion import Expansion, ExpansionConfig
-from mapsim.sampling.common import Boundary, uniforms
+from mapsim.sampling.common import Boundary
+from mapsim.sampling.rng import uniforms
 from mapsim.sampling.reference import sample_reference
 
 

@@ -13,13 +13,30 @@ import numpy as np
 from mapsim.analysis.context_states import Conditionals, check_table, context_range_of, decode_states, n_classes_of
 
 
-def _rng(seed) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+class _TableProvider:
+    """Conditionals of a 1D MAP from its table, for the sampler core (one point per step)."""
+
+    def __init__(self, table: np.ndarray, length: int, start: np.ndarray) -> None:
+        t, self.n_classes, self.L = check_table(table)
+        with np.errstate(divide="ignore"):
+            self.log_table = np.log(t)  # probability 0 -> logit -inf: never drawn
+        self.start_state = start
+
+    def start(self, n_samples: int, shape: tuple[int, ...]) -> None:
+        self.state = self.start_state.copy()
+
+    def logits(self, index: tuple[np.ndarray, ...]) -> np.ndarray:
+        return self.log_table[self.state][:, None, :]  # (M, 1, A)
+
+    def commit(self, index: tuple[np.ndarray, ...], classes: np.ndarray) -> None:
+        S = self.n_classes**self.L
+        if S > 1:
+            self.state = (self.state * self.n_classes) % S + classes[:, 0]
 
 
 def sample_table_sequences(table: np.ndarray, length: int, n_sequences: int, seed: int | np.random.Generator = 0,
                            start: np.ndarray | None = None) -> np.ndarray:
-    """Run a 1D MAP given by its table, pixel by pixel.
+    """Run a 1D MAP given by its table, pixel by pixel (the sampler core, raster schedule).
 
     Parameters
     ----------
@@ -29,6 +46,7 @@ def sample_table_sequences(table: np.ndarray, length: int, n_sequences: int, see
     n_sequences : int
         M independent sequences.
     seed : int or Generator
+        Seed of the uniforms (contract of :mod:`mapsim.sampling.rng`, one line per sequence).
     start : ndarray of int, shape (M,), optional
         Initial context state of each sequence (default state 0).
 
@@ -37,30 +55,25 @@ def sample_table_sequences(table: np.ndarray, length: int, n_sequences: int, see
     ndarray of int64, shape (M, L + T)
         The initial context digits followed by the drawn elements.
     """
-    from mapsim.sampling.common import draw
+    from mapsim.sampling.core import raster_schedule, run
+    from mapsim.sampling.rng import uniforms
 
-    t, A, L = check_table(table)
-    rng = _rng(seed)
+    _, A, L = check_table(table)
     M = int(n_sequences)
     start = np.zeros(M, dtype=np.int64) if start is None else np.asarray(start, dtype=np.int64)
     out = np.empty((M, L + length), dtype=np.int64)
     out[:, :L] = decode_states(A, L, start)
-    state = start.copy()
-    S = A**L
-    u = rng.random((M, length))
-    for i in range(length):
-        x = draw(t[state], u[:, i])
-        out[:, L + i] = x
-        state = (state * A) % S + x if S > 1 else state
+    if length > 0:
+        res = run(_TableProvider(table, length, start), raster_schedule((length,)), uniforms(seed, M, length))
+        out[:, L:] = res.classes
     return out
 
 
 def sample_rows(cond: Conditionals, n_samples: int, height: int, width: int, seed: int | np.random.Generator = 0,
                 top: np.ndarray | None = None, left: np.ndarray | None = None) -> np.ndarray:
-    """Raster-order MAP sampling with NumPy conditionals (the reference sampler's rule).
+    """Raster-order MAP sampling with NumPy conditionals (the sampler core, as the reference sampler).
 
-    Uses the uniforms contract of :mod:`mapsim.sampling.common`, so with the
-    default boundary it draws the same samples as
+    With the default boundary it draws the same samples as
     :func:`mapsim.sampling.reference.sample_reference` for the same seed.
 
     Parameters
@@ -77,20 +90,13 @@ def sample_rows(cond: Conditionals, n_samples: int, height: int, width: int, see
     -------
     ndarray of int64, shape (K, H, W)
     """
-    from mapsim.sampling.common import draw, uniforms
+    from mapsim.sampling.core import raster_schedule, run
+    from mapsim.sampling.providers import CropProvider
+    from mapsim.sampling.rng import uniforms
 
     N, L = n_classes_of(cond), context_range_of(cond)
     K, H, W = n_samples, height, width
-    u = uniforms(seed, K, H, W)
-    canvas = np.full((K, H + L, W + 2 * L), N, dtype=np.int64)
-    if top is not None:
-        canvas[:, :L] = top
-    if left is not None:
-        canvas[:, L:, :L] = left
-    canvas[:, L:, L : L + W] = 0
-    for i in range(H):
-        for j in range(W):
-            crop = canvas[:, i : i + L + 1, j : j + 2 * L + 1]
-            p = np.exp(cond(crop)[:, :, 0, 0])
-            canvas[:, L + i, L + j] = draw(p, u[:, i, j])
-    return canvas[:, L:, L : L + W]
+    if top is None:
+        top = np.full((K, L, W + 2 * L), N, dtype=np.int64)
+    provider = CropProvider(cond, N, L, top, left=left, mode="pixel")
+    return run(provider, raster_schedule((H, W)), uniforms(seed, K, H, W)).classes

@@ -90,7 +90,8 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from mapsim.models.analytic import BINARY_CLASSES, HardCore, HardCoreConfig, IdealGas, IdealGasConfig, solve_rho_eff
+    from mapsim.models.analytic import BINARY_CLASSES, HardCore, HardCoreConfig, IdealGas, IdealGasConfig
+    from mapsim.sampling.rho_eff import solve_rho_eff
     from mapsim.models.io import save_model
 
     out = check_output_path(args.out)

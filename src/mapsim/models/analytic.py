@@ -7,14 +7,14 @@ Eq. 7's symmetric form (-c_b1, c_b1) with c_b1 = (1/2) ln(rho / (1 - rho)).
 The outside class (id N_c) never counts as a particle.
 
 The hard-core model's rho_eff (Eq. 10) is not known in closed form; it is
-solved numerically by :func:`solve_rho_eff`, whose method and accuracy are
+solved numerically by :func:`mapsim.sampling.rho_eff.solve_rho_eff`, whose method and accuracy are
 described there.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -102,7 +102,7 @@ class HardCoreConfig:
     ----------
     rho_eff : float
         Probability of a particle at a pixel with no earlier particle within
-        R_c (Eq. 10); in (0, 1).  Use :func:`hard_core_for_density` to get it
+        R_c (Eq. 10); in (0, 1).  Use :func:`mapsim.sampling.rho_eff.hard_core_for_density` to get it
         from a target density.
     range : float
         R_c: an earlier particle at Euclidean distance <= R_c forbids a
@@ -166,147 +166,3 @@ class HardCore(MapModel):
         particle = torch.where(n_near > 0.5, torch.tensor(-math.inf, dtype=occ.dtype, device=occ.device),
                                torch.tensor(self.free_logit, dtype=occ.dtype, device=occ.device))
         return torch.cat([torch.zeros_like(particle), particle], dim=1)  # (B, 2, H, W)
-
-
-# ---------------------------------------------------------------------------
-# Solving rho_eff for a target density
-# ---------------------------------------------------------------------------
-@dataclass
-class RhoEffSolution:
-    """Result of :func:`solve_rho_eff`.
-
-    Attributes
-    ----------
-    rho_eff : float
-    density : float
-        Bulk density of the hard-core MAP at ``rho_eff`` on the solver's lattices.
-    stderr : float
-        Standard error of ``density`` (spread over independent lattices).
-    max_density : float
-        Bulk density at rho_eff -> 1 (the most the model can reach).
-    """
-
-    rho_eff: float
-    density: float
-    stderr: float
-    max_density: float
-    replica_densities: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
-
-
-def _bulk_density_kernel():
-    import numba
-
-    @numba.njit(cache=False)
-    def kernel(u, rho_eff, di, dj, margin):  # pragma: no cover - compiled
-        R, H, W = u.shape
-        out = np.zeros(R)
-        for r in range(R):
-            occ = np.zeros((H, W), dtype=np.uint8)
-            acc = 0.0
-            count = 0
-            for i in range(H):
-                for j in range(W):
-                    free = True
-                    for k in range(di.shape[0]):
-                        a = i + di[k]
-                        b = j + dj[k]
-                        if a >= 0 and b >= 0 and b < W and occ[a, b] == 1:  # off-lattice = outside, never a particle
-                            free = False
-                            break
-                    p = rho_eff if free else 0.0
-                    if u[r, i, j] >= 1.0 - p:  # the draw rule: class 1 iff u >= p(class 0)
-                        occ[i, j] = 1
-                    if i >= margin and j >= margin and j < W - margin:
-                        acc += p  # Rao-Blackwellised: E[x_ij | context] instead of x_ij
-                        count += 1
-            out[r] = acc / count
-        return out
-
-    return kernel
-
-
-_KERNEL = None
-
-
-def bulk_density(rho_eff: float, range_: float, u: np.ndarray, margin: int | None = None) -> np.ndarray:
-    """Bulk density of the hard-core MAP on each lattice driven by the uniforms ``u``.
-
-    Parameters
-    ----------
-    rho_eff, range_ : float
-    u : ndarray, shape (R, H, W)
-        Uniforms of R independent lattices (outside boundary).
-    margin : int, optional
-        Pixels this close to the top, left or right edge are left out (default 4 * L_c + 4).
-
-    Returns
-    -------
-    ndarray, shape (R,)
-        Mean over bulk pixels of p(particle | context) per lattice.
-    """
-    global _KERNEL
-    if _KERNEL is None:
-        _KERNEL = _bulk_density_kernel()
-    offs = np.array(hard_core_offsets(range_), dtype=np.int64).reshape(-1, 2)
-    L = math.ceil(range_)
-    margin = 4 * L + 4 if margin is None else margin
-    return _KERNEL(np.ascontiguousarray(u, dtype=np.float64), float(rho_eff), offs[:, 0].copy(), offs[:, 1].copy(), margin)
-
-
-def solve_rho_eff(density: float, range_: float, *, seed: int = 0, n_lattices: int = 8, size: int = 256,
-                  tol: float = 1e-7) -> RhoEffSolution:
-    """rho_eff for which the hard-core MAP's bulk density equals ``density``.
-
-    Method: the density is a function of rho_eff with no closed form, so it is
-    estimated on ``n_lattices`` lattices of ``size`` x ``size`` sampled with
-    the same fixed uniforms for every trial rho_eff (common random numbers,
-    which make the estimate a deterministic, nearly monotone function), from
-    the bulk pixels only (``4 L_c + 4`` pixels from the top, left and right
-    edges are left out: near the outside boundary fewer earlier particles
-    block, so the density there is higher), using the Rao-Blackwellised
-    estimate mean(p(particle | context)).  Bisection on [density, 1) then
-    solves for rho_eff.
-
-    Accuracy: the solved rho_eff reproduces ``density`` to the statistical
-    error of the estimate, reported as ``stderr`` (the spread over lattices
-    divided by sqrt(n_lattices)); with the defaults (0.5 M pixels) it is about
-    0.1 % of the density (measured: 0.07 % at density 0.05, R_c = 1 and 2;
-    0.3 % at density 0.01, R_c = 3), and bisection adds at most ``tol``.
-
-    Raises
-    ------
-    MapsimError
-        If ``density`` is not in (0, 1) or exceeds what the model can reach.
-    """
-    density = float(density)
-    if not (math.isfinite(density) and 0.0 < density < 1.0):
-        raise MapsimError(f"hard-core density must lie strictly between 0 and 1, found {density}")
-    HardCoreConfig(rho_eff=0.5, range=range_)  # validates the range
-    u = np.random.default_rng(seed).random((n_lattices, size, size))
-
-    def f(r: float) -> float:
-        return float(bulk_density(r, range_, u).mean())
-
-    hi = 1.0 - 1e-9
-    max_density = f(hi)
-    if density >= max_density:
-        raise MapsimError(
-            f"hard-core density {density:g} is not reachable with range R_c = {range_:g}: "
-            f"the most the model can reach is about {max_density:.4g}")
-    lo = density  # blocking only lowers the density, so rho_eff >= density
-    while hi - lo > tol:
-        mid = 0.5 * (lo + hi)
-        if f(mid) < density:
-            lo = mid
-        else:
-            hi = mid
-    rho = 0.5 * (lo + hi)
-    reps = bulk_density(rho, range_, u)
-    return RhoEffSolution(rho, float(reps.mean()), float(reps.std(ddof=1) / math.sqrt(n_lattices)), max_density, reps)
-
-
-def hard_core_for_density(density: float, range_: float = 1.0, classes=BINARY_CLASSES, *, seed: int = 0,
-                          **solver_kw) -> HardCore:
-    """A hard-core model whose sampled bulk density equals ``density`` (see :func:`solve_rho_eff`)."""
-    sol = solve_rho_eff(density, range_, seed=seed, **solver_kw)
-    return HardCore(HardCoreConfig(rho_eff=sol.rho_eff, range=range_, density=density, classes=tuple(classes)))

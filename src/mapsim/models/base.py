@@ -31,6 +31,10 @@ from torch import nn
 from mapsim.errors import MapsimError
 
 
+MAX_CLASSES = 255
+"""Most classes a model may have: class ids 0..N_c-1 and the outside class N_c fit in uint8."""
+
+
 def causal_offsets(context_range: int) -> list[tuple[int, int]]:
     """Offsets (di, dj) of the causal neighbourhood of range L, in raster order.
 
@@ -57,6 +61,10 @@ class MapModel(nn.Module):
         super().__init__()
         if n_classes < 2:
             raise MapsimError(f"n_classes must be at least 2, found {n_classes}")
+        if n_classes > MAX_CLASSES:
+            # grids and canvases are uint8 with the outside class N_c among the values
+            raise MapsimError(f"n_classes must be at most {MAX_CLASSES} (grids are uint8 and the outside class "
+                              f"takes id N_c), found {n_classes}")
         if context_range < 0:
             raise MapsimError(f"context_range must be non-negative, found {context_range}")
         self.n_classes = int(n_classes)

@@ -1,12 +1,7 @@
-"""What every sampler shares: random numbers, boundaries, and the draw rule.
+"""What every sampler shares: the boundary above the sample and argument checks.
 
-Randomness contract
--------------------
-For a seed, ``uniforms(seed, K, H, W)`` is the array U of shape (K, H, W);
-U[k, i, j] drives pixel (i, j) of sample k, and the drawn class is the first
-theta whose cumulative probability exceeds U[k, i, j].  The noise boundary
-uses a separate stream (``boundary_rng``).  So every sampler gives the same
-samples for the same seed and can be checked draw for draw.
+The random numbers are in :mod:`mapsim.sampling.rng` (the uniforms contract)
+and the draw rule in :mod:`mapsim.sampling.draw`.
 """
 
 from __future__ import annotations
@@ -17,19 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mapsim.errors import MapsimError
-
-
-def uniforms(seed: int | np.random.Generator, n_samples: int, height: int, width: int) -> np.ndarray:
-    """The array U of uniforms in [0, 1), shape (K, H, W), float64."""
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    return rng.random((n_samples, height, width))
-
-
-def boundary_rng(seed: int | np.random.Generator) -> np.random.Generator:
-    """Generator for boundary noise, independent of the pixel uniforms."""
-    if isinstance(seed, np.random.Generator):
-        return np.random.default_rng(seed.integers(2**63))
-    return np.random.default_rng([int(seed), 0x6E6F697365])
+from mapsim.sampling.rng import boundary_generator, seed_entropy
 
 
 @dataclass(frozen=True)
@@ -79,8 +62,10 @@ class Boundary:
         if L == 0 or self.mode == "outside":
             return top
         if self.mode == "noise":
-            rng = boundary_rng(seed)
-            top[:, :, L : L + width] = (rng.random((n_samples, L, width)) < self.density).astype(np.int64)
+            seed = seed_entropy(seed)
+            for k in range(n_samples):  # one generator per sample: samples can be made apart
+                noise = boundary_generator(seed, k).random((L, width))
+                top[k, :, L : L + width] = (noise < self.density).astype(np.int64)
             return top
         g = np.asarray(self.grid, dtype=np.int64)
         if g.max() >= n_classes or g.min() < 0:
@@ -125,20 +110,3 @@ def check_beta(beta: float) -> float:
     if not np.isfinite(b) or b <= 0:
         raise MapsimError(f"beta (inverse temperature) must be a positive finite number, found {beta}")
     return b
-
-
-def draw(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """First class whose cumulative probability exceeds u.
-
-    Parameters
-    ----------
-    probs : ndarray, shape (..., N_c)
-    u : ndarray, shape (...)
-
-    Returns
-    -------
-    ndarray of int64, shape (...)
-    """
-    cum = np.cumsum(probs, axis=-1)
-    k = (cum <= u[..., None]).sum(axis=-1)
-    return np.minimum(k, probs.shape[-1] - 1)

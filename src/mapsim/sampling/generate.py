@@ -18,6 +18,7 @@ from mapsim import __version__
 from mapsim.errors import MapsimError
 from mapsim.lattice import MC_CLASSES, Dataset
 from mapsim.sampling.common import Boundary, check_beta
+from mapsim.sampling.rng import UNIFORMS_VERSION
 
 if TYPE_CHECKING:  # importing torch here would slow down `mapsim --help`
     from mapsim.models.base import MapModel
@@ -85,7 +86,9 @@ def generate(model: "MapModel", n_samples: int, height: int, width: int, *, seed
         ``grids`` (K, H, W) uint8, the model's class names, extra ``log_probs``
         (K, H, W) float32 (natural log of each drawn pixel's probability under
         softmax(beta * logits)), and metadata with ``context_range``, ``beta``,
-        ``boundary``, ``seed``, ``sampler`` and ``model`` (``model.describe()``).
+        ``boundary``, ``seed``, ``sampler``, ``uniforms`` (the version of the
+        uniforms contract, :mod:`mapsim.sampling.rng`) and ``model``
+        (``model.describe()``).
     """
     K, H, W = _positive("n_samples", n_samples), _positive("height", height), _positive("width", width)
     beta = check_beta(beta)
@@ -100,6 +103,7 @@ def generate(model: "MapModel", n_samples: int, height: int, width: int, *, seed
         "boundary": boundary_spec if boundary_spec is not None else boundary.describe(),
         "seed": seed if isinstance(seed, (int, np.integer)) else None,
         "sampler": sampler,
+        "uniforms": UNIFORMS_VERSION,
         "n_samples": K,
         "height": H,
         "width": W,

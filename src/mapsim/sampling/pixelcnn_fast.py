@@ -39,6 +39,7 @@ from threadpoolctl import threadpool_limits
 
 from mapsim.models.pixelcnn import GatedPixelCNN, gate
 from mapsim.sampling.common import Boundary, check_beta
+from mapsim.sampling.draw import current_draw
 from mapsim.sampling.front import n_steps, rows_done
 from mapsim.sampling.reference import SampleResult, prepare
 
@@ -123,6 +124,8 @@ _ONE = np.float32(1.0)
 _TWO = np.float32(2.0)
 _C2, _C3, _C4 = np.float32(1 / 2), np.float32(1 / 6), np.float32(1 / 24)
 _C5, _C6 = np.float32(1 / 120), np.float32(1 / 720)
+_AMAX, _GMIN, _QUARTER = np.float32(9.0), np.float32(-60.0), np.float32(0.25)
+_T3, _T5, _T7, _T9 = np.float32(-1 / 3), np.float32(2 / 15), np.float32(-17 / 315), np.float32(62 / 2835)
 
 
 @njit(cache=True, fastmath=_FM)
@@ -141,18 +144,29 @@ def _exp32(x, out, scale):
 
 @njit(cache=True, fastmath=_FM)
 def _gate_approx(a, nt, F, out, x, e, sc):
-    """out[:nt] = tanh(a[:nt, :F]) * sigmoid(a[:nt, F:]) with the fast float32 exp (scratch x, e, sc)."""
+    """out[:nt] = tanh(a[:nt, :F]) * sigmoid(a[:nt, F:]) with the fast float32 exp (scratch x, e, sc).
+
+    tanh(a) = (1 - e) / (1 + e) with e = exp(-2a), sigmoid(g) = 1 / (1 + e_g) with
+    e_g = exp(-g), in one division.  Clamping a to [-9, 9] changes tanh by < 3e-8
+    and g >= -60 only affects outputs below 1e-25, and it keeps (1 + e)(1 + e_g)
+    below 1e34, far from float32 overflow.  For |a| < 1/4, 1 - e cancels, so the
+    numerator comes from the Taylor series of tanh (error < 1e-8 there).
+    """
     for i in range(nt):
         for f in range(F):
-            x[i, f] = -_TWO * np.float32(a[i, f])
+            x[i, f] = -_TWO * min(max(np.float32(a[i, f]), -_AMAX), _AMAX)
         for f in range(F, 2 * F):
-            x[i, f] = -np.float32(a[i, f])
+            x[i, f] = -max(np.float32(a[i, f]), _GMIN)
     n2 = nt * 2 * F
     _exp32(x.ravel()[:n2], e.ravel()[:n2], sc[:n2])
     for i in range(nt):
         for f in range(F):
-            # tanh(x) = (1 - e^-2x) / (1 + e^-2x); sigmoid(y) = 1 / (1 + e^-y)
-            out[i, f] = (_ONE - e[i, f]) / ((_ONE + e[i, f]) * (_ONE + e[i, F + f]))
+            av = np.float32(a[i, f])
+            ep = _ONE + e[i, f]
+            a2 = av * av
+            series = av * (_ONE + a2 * (_T3 + a2 * (_T5 + a2 * (_T7 + a2 * _T9)))) * ep
+            num = series if abs(av) < _QUARTER else _ONE - e[i, f]
+            out[i, f] = num / (ep * (_ONE + e[i, F + f]))
 
 
 @njit(cache=True)
@@ -191,14 +205,21 @@ def _scratch(maxl, n, p, k, F, S, nc, dt):
     so = np.empty((maxl, S), dt)
     o = np.empty((maxl, S), dt)
     lg = np.empty((maxl, nc), dt)
-    return idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg
+    lgd = np.empty(nc, np.float64)
+    return idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg, lgd
 
 
 @njit(cache=True)
-def _lanes_step(lk, lR, lC, canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, bv, Wh, Wvh, bvh, Wres, bres,
-                Wskip, bskip, W1, b1, W2, b2, beta, n, p, L, W, RB, RV, approx, scratch):
-    """Advance the given lanes by one step (see the module docstring)."""
-    idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg = scratch
+def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta, approx, scratch, draw_fn):
+    """Advance the given lanes by one step (see the module docstring).
+
+    ``caches`` = (V, VH, HS), ``weights`` as :data:`WEIGHT_NAMES`, ``geometry`` =
+    (n, p, L, W, RB, RV); ``draw_fn`` is the draw rule of :mod:`mapsim.sampling.draw`.
+    """
+    V, VH, HS = caches
+    T1v, b1v, T1h, Wv, bv, Wh, Wvh, bvh, Wres, bres, Wskip, bskip, W1, b1, W2, b2 = weights
+    n, p, L, W, RB, RV = geometry
+    idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg, lgd = scratch
     nl = lk.shape[0]
     k = 2 * p + 1
     F = Wres.shape[1]
@@ -328,30 +349,18 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, b
     for t in range(nt):
         i = idx[t]
         kk, R, C = lk[i], lR[i], lC[i]
-        mx = -np.inf
         for c in range(nc):
-            z = beta * (np.float64(lg[t, c]) + np.float64(b2[c]))
-            if z > mx:
-                mx = z
-        tot = 0.0
-        for c in range(nc):
-            tot += math.exp(beta * (np.float64(lg[t, c]) + np.float64(b2[c])) - mx)
-        lse = mx + math.log(tot)
-        u = U[kk, R - L, C - L]
-        cum = 0.0
-        chosen = nc - 1
-        for c in range(nc):
-            cum += math.exp(beta * (np.float64(lg[t, c]) + np.float64(b2[c])) - lse)
-            if cum > u:
-                chosen = c
-                break
+            lgd[c] = np.float64(lg[t, c]) + np.float64(b2[c])
+        chosen, lp = draw_fn(lgd, beta, U[kk, R - L, C - L])
         canvas[kk, R, C] = chosen
-        logp_out[kk, R - L, C - L] = beta * (np.float64(lg[t, chosen]) + np.float64(b2[chosen])) - lse
+        logp_out[kk, R - L, C - L] = lp
 
 
 @njit(cache=True, parallel=True)
-def _run_steps(t0, t1, K, H, canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, bv, Wh, Wvh, bvh, Wres, bres,
-               Wskip, bskip, W1, b1, W2, b2, beta, n, p, L, W, RB, RV, nchunks, approx):
+def _run_steps(t0, t1, K, H, canvas, U, logp_out, caches, weights, geometry, beta, nchunks, approx, draw_fn):
+    n, p, L, W, RB, RV = geometry
+    Wres, W1, W2 = weights[8], weights[12], weights[14]
+    V = caches[0]
     cmin = 2 * p - L
     span = L + W - cmin  # columns a lane visits
     lag = L + 1
@@ -382,9 +391,16 @@ def _run_steps(t0, t1, K, H, canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, 
         for ch in prange(nch):
             lo = ch * nl // nch
             hi = (ch + 1) * nl // nch
-            _lanes_step(lk[lo:hi], lR[lo:hi], lC[lo:hi], canvas, U, logp_out, V, VH, HS, T1v, b1v, T1h, Wv, bv,
-                        Wh, Wvh, bvh, Wres, bres, Wskip, bskip, W1, b1, W2, b2, beta, n, p, L, W, RB, RV, approx,
-                        scratches[ch])
+            _lanes_step(lk[lo:hi], lR[lo:hi], lC[lo:hi], canvas, U, logp_out, caches, weights, geometry, beta,
+                        approx, scratches[ch], draw_fn)
+
+
+WEIGHT_NAMES = ("T1v", "b1v", "T1h", "Wv", "bv", "Wh", "Wvh", "bvh", "Wres", "bres", "Wskip", "bskip",
+                "W1", "b1", "W2", "b2")
+"""Order of the repacked weights passed to the kernel."""
+
+STEPS_PER_CALL = 64
+"""Front steps per compiled call (progress is reported between calls)."""
 
 
 def total_steps(height: int, width: int, context_range: int, p: int) -> int:
@@ -428,7 +444,10 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
     logp = np.zeros((K, H, W), np.float32)
     T = total_steps(H, W, L, p)
     nthreads = threads or numba.get_num_threads()
-    chunk = max(1, min(T, 64))
+    chunk = max(1, min(T, STEPS_PER_CALL))
+    weights = tuple(w[name] for name in WEIGHT_NAMES)
+    geometry = (n, p, L, W, RB, RV)
+    draw_fn = current_draw()
     old = numba.get_num_threads()
     numba.set_num_threads(max(1, min(nthreads, numba.config.NUMBA_NUM_THREADS)))
     # the lanes are already split across threads: threaded BLAS inside them oversubscribes the cores
@@ -436,9 +455,8 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
     try:
         for t0 in range(0, T, chunk):
             t1 = min(T, t0 + chunk)
-            _run_steps(t0, t1, K, H, canvas, u, logp, V, VH, HS, w["T1v"], w["b1v"], w["T1h"], w["Wv"], w["bv"],
-                       w["Wh"], w["Wvh"], w["bvh"], w["Wres"], w["bres"], w["Wskip"], w["bskip"], w["W1"], w["b1"],
-                       w["W2"], w["b2"], float(beta), n, p, L, W, RB, RV, nthreads, dt == np.float32)
+            _run_steps(t0, t1, K, H, canvas, u, logp, (V, VH, HS), weights, geometry, float(beta), nthreads,
+                       dt == np.float32, draw_fn)
             if progress is not None:
                 # lanes start 2L - 2p steps before the front of the other samplers
                 progress(rows_done(t1 - 1 - (2 * L - 2 * p), H, W, L))

@@ -1,10 +1,11 @@
 """The reference raster sampler: simple and obviously exact.
 
-Pixels are drawn one at a time in raster order. By default each pixel's
-logits come from the model evaluated on the smallest canvas crop holding its
-causal neighbourhood (exact by the canvas convention of
-:mod:`mapsim.models.base`); ``window=False`` instead runs the model on the
-whole canvas for every pixel (the naive O((HW)^2) baseline).
+Pixels are drawn one at a time in raster order through the sampler core
+(:mod:`mapsim.sampling.core`). By default each pixel's logits come from the
+model evaluated on the smallest canvas crop holding its causal neighbourhood
+(exact by the canvas convention of :mod:`mapsim.models.base`);
+``window=False`` instead runs the model on the whole canvas for every pixel
+(the naive O((HW)^2) baseline, kept to check the crop).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from mapsim.models.base import MapModel
-from mapsim.sampling.common import Boundary, check_beta, draw, uniforms
+from mapsim.sampling.common import Boundary, check_beta
+from mapsim.sampling.core import raster_schedule, run
+from mapsim.sampling.providers import CropProvider, torch_evaluator
+from mapsim.sampling.rng import seed_entropy, uniforms
 
 
 @dataclass
@@ -36,21 +38,28 @@ class SampleResult:
     top: np.ndarray
 
 
-def prepare(model: MapModel, n_samples: int, height: int, width: int, seed, boundary: Boundary | None,
+def prepare(model, n_samples: int, height: int, width: int, seed, boundary: Boundary | None,
             u: np.ndarray | None):
-    """Uniforms and boundary rows for a run (shared by every sampler)."""
+    """Uniforms and boundary rows for a run (shared by every sampler).
+
+    Returns
+    -------
+    u : ndarray of float64, shape (K, H, W)
+        The class uniforms of the contract (:mod:`mapsim.sampling.rng`), or ``u`` as given.
+    top : ndarray of int64, shape (K, L, W + 2L)
+    """
     boundary = boundary or Boundary()
+    entropy = seed_entropy(seed)  # once: a Generator seed is consumed by this call only
     if u is None:
-        u = uniforms(seed, n_samples, height, width)
+        u = uniforms(entropy, n_samples, height, width)
     u = np.asarray(u, dtype=np.float64)
     if u.shape != (n_samples, height, width):
         raise ValueError(f"uniforms must have shape {(n_samples, height, width)}, found {u.shape}")
-    top = boundary.top_rows(n_samples, model.context_range, width, model.n_classes, seed)
+    top = boundary.top_rows(n_samples, model.context_range, width, model.n_classes, entropy)
     return u, top
 
 
-@torch.no_grad()
-def sample_reference(model: MapModel, n_samples: int, height: int, width: int, *, seed: int | np.random.Generator = 0,
+def sample_reference(model, n_samples: int, height: int, width: int, *, seed: int | np.random.Generator = 0,
                      beta: float = 1.0, boundary: Boundary | None = None, u: np.ndarray | None = None,
                      window: bool = True, progress=None, stop_after_rows: int | None = None) -> SampleResult:
     """Generate samples pixel by pixel in raster order.
@@ -80,27 +89,9 @@ def sample_reference(model: MapModel, n_samples: int, height: int, width: int, *
     SampleResult
     """
     beta = check_beta(beta)
-    K, H, W = n_samples, height, width
-    L = model.context_range
-    u, top = prepare(model, K, H, W, seed, boundary, u)
-    dev = model.device
-    # undrawn pixels are 0: masked out of every conditional that matters
-    canvas = model.make_canvas(torch.zeros((K, H, W), dtype=torch.long, device=dev), torch.as_tensor(top, device=dev))
-    logp_out = np.zeros((K, H, W), dtype=np.float32)
-    for i in range(H):
-        for j in range(W):
-            if window:
-                crop = canvas[:, i : i + L + 1, j : j + 2 * L + 1]
-                logits = model(crop)[:, :, 0, 0]
-            else:
-                logits = model(canvas)[:, :, i, j]
-            logp = torch.log_softmax(beta * logits.double(), dim=1).cpu().numpy()
-            k = draw(np.exp(logp), u[:, i, j])
-            canvas[:, L + i, L + j] = torch.as_tensor(k, device=dev)
-            logp_out[:, i, j] = logp[np.arange(K), k]
-        if progress is not None:
-            progress(i + 1)
-        if stop_after_rows is not None and i + 1 >= stop_after_rows:
-            break
-    grids = canvas[:, L:, L : L + W].cpu().numpy().astype(np.uint8)
-    return SampleResult(grids, logp_out, top)
+    u, top = prepare(model, n_samples, height, width, seed, boundary, u)
+    provider = CropProvider(torch_evaluator(model), model.n_classes, model.context_range, top,
+                            mode="pixel" if window else "full")
+    res = run(provider, raster_schedule((height, width)), u, beta=beta, progress=progress,
+              stop_after_slabs=stop_after_rows)
+    return SampleResult(res.classes.astype(np.uint8), res.log_probs.astype(np.float32), top)
