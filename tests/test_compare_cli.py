@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from mapsim.analysis.compare import STATS
+from mapsim.analysis.compare import RESULT_KEYS
 from mapsim.cli import main
 from mapsim.lattice import Dataset, save_dataset
 
@@ -23,7 +23,9 @@ def files(tmp_path_factory):
                   {"params": {"periodic": True, "e_nn": -1.0}})
     gen = Dataset((rng.random((3, 40, 24)) < 0.2).astype(np.uint8), ("empty", "particle"), {"context_range": 2})
     other = Dataset(rng.integers(0, 3, (4, 16, 16)).astype(np.uint8), ("empty", "particle", "solvent"), {})
-    paths = {"ref": d / "ref.npz", "gen": d / "gen.npz", "other": d / "other.npz", "corrupt": d / "corrupt.npz"}
+    paths = {"ref": d / "ref.npz", "gen": d / "gen.npz", "other": d / "other.npz", "corrupt": d / "corrupt.npz",
+             "empty": d / "empty.npz"}
+    save_dataset(paths["empty"], Dataset(np.zeros((4, 16, 16), np.uint8), ("empty", "particle"), {}))
     save_dataset(paths["ref"], ref)
     save_dataset(paths["gen"], gen)
     save_dataset(paths["other"], other)
@@ -33,33 +35,41 @@ def files(tmp_path_factory):
 
 def test_compare_writes_report_and_prints_one_json_object(files, tmp_path, capsys):
     out = tmp_path / "report"
-    rc = main(["compare", files["ref"], files["gen"], "--out", str(out), "--bootstrap", "20", "--json"])
+    rc = main(["compare", files["ref"], files["gen"], "--out", str(out), "--permutations", "200", "--json"])
     assert rc == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1
     result = json.loads(printed[0])
-    assert result["skip_rows"] == 4  # 2 x context_range
+    assert result["skip_rows"] == 4 and result["skip_cols"] == 2  # 2 x and 1 x context_range
     report = json.loads((out / "compare.json").read_text())
-    for s in STATS:
-        for key in ("distance", "noise", "ratio", "verdict"):
+    # the reference's metadata name a Hamiltonian (e_nn) and the generated samples are taller: all tests run
+    assert result["statistics"] == ["g_r", "neighbours4", "neighbours8", "clusters4", "clusters8", "density", "S_k",
+                                    "energy", "trend_density", "trend_contacts", "trend_energy"]
+    for s in result["statistics"]:
+        for key in RESULT_KEYS + ("verdict",):
             assert f"{s}_{key}" in result and f"{s}_{key}" in report
+    for key in ("alpha", "permutations", "rejected", "family_reject"):
+        assert result[key] == report[key]
+    assert result["alpha"] == 0.05 and result["permutations"] == 200
     assert len(report["reference_g_r"]) == len(report["r"])
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["compare.json", "summary.md", "g_r.png", "neighbours.png", "distributions.png", "examples.png"])
+        ["compare.json", "summary.md", "g_r.png", "neighbours.png", "distributions.png", "examples.png", "drift.png"])
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
     md = (out / "summary.md").read_text()
-    assert "| statistic | distance | noise | ratio | verdict |" in md and md.count("\n| ") >= 7
+    assert "| statistic | distance | noise | effect | p | p adjusted | verdict |" in md and md.count("\n| ") >= 12
+    assert "Family verdict at alpha = 0.05" in md
 
 
 def test_compare_text_output_and_options(files, tmp_path, capsys):
     out = tmp_path / "r2"
     assert main(["compare", files["ref"], files["ref"], "--out", str(out), "--skip-rows", "0", "--r-max", "5",
-                 "--seed", "3", "--bootstrap", "5", "--class", "particle"]) == 0
+                 "--seed", "3", "--bootstrap", "100", "--alpha", "0.1", "--class", "particle"]) == 0
     text = capsys.readouterr().out
-    assert "within noise" in text and "exceeds noise" not in text
+    assert "**not rejected**" in text
     report = json.loads((out / "compare.json").read_text())
     assert report["r_max"] == 5 and report["seed"] == 3 and report["g_r_ratio"] == 0.0
+    assert report["permutations"] == 100 and report["alpha"] == 0.1 and report["family_reject"] is False
 
 
 def test_analyze_writes_statistics_and_plots(files, tmp_path, capsys):
@@ -82,7 +92,14 @@ def test_analyze_writes_statistics_and_plots(files, tmp_path, capsys):
         (["compare", "{ref}", "{other}"], "do not match"),
         (["compare", "{ref}", "{gen}", "--skip-rows", "40"], "leaves nothing"),
         (["compare", "{ref}", "{gen}", "--class", "solvent"], "not found"),
-        (["compare", "{ref}", "{gen}", "--r-max", "12"], "too large"),
+        (["compare", "{ref}", "{gen}", "--r-max", "16"], "too large"),
+        (["compare", "{ref}", "{gen}", "--alpha", "0"], "alpha"),
+        (["compare", "{ref}", "{gen}", "--alpha", "1.2"], "alpha"),
+        (["compare", "{ref}", "{gen}", "--alpha", "x"], "alpha"),
+        (["compare", "{ref}", "{gen}", "--permutations", "99"], "at least 100"),
+        (["compare", "{ref}", "{gen}", "--permutations", "many"], "permutations"),
+        (["compare", "{empty}", "{gen}"], "no site holds"),
+        (["compare", "{ref}", "{gen}", "--energy", "e_xx=1"], "unknown parameter"),
         (["analyze", "{corrupt}"], "corrupt"),
         (["analyze", "{ref}", "--energy", "e_xx=1"], "unknown parameter"),
         (["compare", "{ref}", "{ref}", "--out", "{ref}"], "not a directory"),
@@ -123,7 +140,7 @@ def test_analysis_runs_without_torch(files, tmp_path):
         from mapsim.cli import main
         rc1 = main(["analyze", {files["ref"]!r}, "--out", {str(tmp_path / "a")!r}, "--json"])
         rc2 = main(["compare", {files["ref"]!r}, {files["gen"]!r}, "--out", {str(tmp_path / "c")!r},
-                    "--bootstrap", "5", "--json"])
+                    "--permutations", "100", "--json"])
         assert rc1 == rc2 == 0
         assert not any(m == "mapsim.models" or m.startswith("mapsim.models.") for m in sys.modules), "models imported"
         assert "torch" not in sys.modules
@@ -140,7 +157,7 @@ def test_skip_rows_from_a_convergence_report(files, tmp_path, capsys):
     conv.mkdir()
     (conv / "convergence.json").write_text(json.dumps({"skip_rows": 7}))
     out = tmp_path / "report"
-    assert main(["compare", files["ref"], files["gen"], "--out", str(out), "--bootstrap", "5", "--json",
+    assert main(["compare", files["ref"], files["gen"], "--out", str(out), "--permutations", "100", "--json",
                  "--skip-rows-from", str(conv)]) == 0
     assert json.loads(capsys.readouterr().out)["skip_rows"] == 7
     bad = tmp_path / "bad.json"

@@ -1,132 +1,123 @@
-"""Fidelity of a generated dataset: distances to a reference, each with a noise floor.
+"""Fidelity of a generated dataset: permutation tests on every statistic and a family verdict.
 
-What is compared
-----------------
-For one class (default ``particle``), six statistics of
-:mod:`mapsim.analysis.structure`, each with its own distance:
-
-============  ============================================  ======================================
-key           statistic                                     distance
-============  ============================================  ======================================
-g_r           pooled g(r), lattice bins r ≤ r_max           root mean square difference over bins
-neighbours4   particle-neighbour histogram (of 4)           total variation ½ Σ |p - q|
-neighbours8   particle-neighbour histogram (of 8)           total variation
-clusters4     cluster sizes, 4-connected (one per cluster)  Wasserstein-1 of the size distributions
-clusters8     cluster sizes, 8-connected                    Wasserstein-1
-density       per-sample (per-crop) densities               Wasserstein-1
-============  ============================================  ======================================
-
-Generated samples
+Units and windows
 -----------------
-The first ``skip_rows`` rows of every generated sample are dropped (the
-autoregressive chain's start-up; default 2 × the model's L_c when the
-metadata records ``context_range``, else 0).  The rest, the *interior*, is
-treated as open unless the metadata says periodic and no row was dropped.
-g(r) and the neighbour histograms are intensive and use the whole interior.
-Densities and cluster sizes depend on the sample size, so they are computed
-on non-overlapping crops of one common size, the element-wise minimum of
-the two sample shapes (normally the reference's shape, so the reference is
-not cropped), tiled from the top-left of the interior.  Cluster sizes wrap
-around the edges only if both sides' crops are whole periodic samples;
-otherwise both sides are labelled open, so like is compared with like.
+A test needs exchangeable units of one shape and one edge treatment on both
+sides.  The generated *interior* is each generated sample without its first
+``skip_rows`` rows (the autoregressive start-up; default 2 L_c from the
+metadata's ``context_range``) and without ``skip_cols`` columns at each side
+(the pixels that see the outside class beside the sample; default L_c).  The
+*window* shape is the reference's sample shape, or the interior's where the
+interior is smaller (then reference samples are cropped too).  Windows are
+tiled from the top-left corner; every sample of both sides carries the same
+number k of windows (k = the smaller of the two sides' windows per sample; a
+sample with more has k of them drawn at random, seeded).  Windows are open
+(nothing assumed outside them) unless both sides' windows are whole periodic
+samples.
 
-Noise floor
------------
-The noise of a distance is what the same distance would be between two
-datasets drawn from the *same* distribution with the same amounts of data as
-the comparison.  It is estimated from the reference alone:
+Statistics (computed once per window, pooled per side as sums)
+---------------------------------------------------------------
+============  =========================================  ==========================================
+key           statistic                                  distance
+============  =========================================  ==========================================
+g_r           pooled g(r), lattice bins r ≤ r_max        RMS difference over bins
+neighbours4   particle-neighbour histogram (of 4)        total variation ½ Σ |p - q|
+neighbours8   particle-neighbour histogram (of 8)        total variation
+clusters4     cluster sizes, 4-connected                 Wasserstein-1 of the size distributions
+clusters8     cluster sizes, 8-connected                 Wasserstein-1
+density       window densities                           Wasserstein-1 of their distributions
+S_k           structure factor, radial |k| shells        RMS difference over shells
+energy        energy per site (known Hamiltonian only)   absolute difference of the means
+============  =========================================  ==========================================
 
-1. Split the reference samples at random into two disjoint halves X, Y
-   (whole samples, so correlations inside a sample stay together; all crops
-   of a sample go with it) and compute the distance d(X, Y) exactly as for
-   the comparison.
-2. The halves hold less data than the comparison (n/2 and n/2 samples rather
-   than the whole reference and the whole generated set), so d(X, Y)
-   overstates the comparison's noise.  Every distance here is a norm of the
-   difference of two estimates, whose fluctuation under the null is, by the
-   central limit theorem, proportional to sqrt(1/w_1 + 1/w_2), with w the
-   amount of data behind each estimate (sites for g(r), counted sites for
-   the neighbour histograms, crop sites for densities and clusters).  So
-   d(X, Y) is multiplied by ``scale = sqrt((1/w_ref + 1/w_gen) / (1/w_X + 1/w_Y))``.
-   Without this rescaling, two halves of 50 samples would set the noise of a
-   100-against-100 comparison √2 too high, and a ratio under 2 would be
-   granted too easily.
-3. Repeat with ``n_bootstrap`` random splits (seeded).  The noise is the
-   root mean square of the rescaled distances (``<stat>_noise``); their
-   standard deviation and 95th percentile are reported beside it.
+Because a pooled statistic is a ratio of sums over windows, relabelling the
+units costs one matrix product (:mod:`mapsim.analysis.permutation`), never a
+new image analysis.
 
-``<stat>_ratio = <stat>_distance / <stat>_noise``; below 2 the verdict is
-"within noise".  The root mean square (rather than the mean) makes the
-ratio a z-score for a statistic with one degree of freedom (|Z| / σ), so
-a same-distribution comparison exceeds 2 about 5 % of the time in that
-worst case; for statistics with many degrees of freedom (g(r)) the
-distance concentrates near its typical value and exceeding 2 is rare.
+Tests
+-----
+*Two-sample permutation test.*  ``n_permutations`` random relabellings of
+the n_ref + n_gen units (whole samples, their windows together) into groups
+of the observed sizes; the null distances give ``<stat>_noise`` (their RMS),
+``<stat>_effect = <stat>_ratio = distance / noise`` and the raw p-value
+``(1 + #{null ≥ observed}) / (B + 1)`` on the standardised scale.
 
-Calibration (measured; under the null the root mean square of the ratio
-should be 1).  Disjoint datasets drawn from 1000 Monte Carlo samples of
-64x64 (40 comparisons each): fluid-hot-attractive 100 vs 100 samples, RMS
-ratios 0.92 - 0.99 per statistic; 100 vs 300, 0.90 - 1.02;
-fluid-hot-repulsive 100 vs 100, 1.02 - 1.13; ideal gas 40 vs 40 of 32x32,
-0.86 - 1.01.  At least one of the six ratios exceeded 2 in 2 - 10 % of
-these same-distribution comparisons (each single ratio in 0 - 8 %), so
-read one ratio slightly above 2 accordingly.  Drawing a pseudo-reference
-and a pseudo-generated set with replacement from the whole reference
-(sizes matched, no rescaling) calibrated the same within these errors, and
-so did extrapolating from halves and quarters; the halves, whose two sides
-never share a sample, are kept.
+*No spread in the reference.*  When every reference window gives the same
+value of a statistic (canonical Monte Carlo or NVT MD: a fixed particle
+number; a cold repulsive fluid: no contacts at all), the reference value is
+known exactly and a permutation would test the generated spread instead (a
+MAP is not canonical; its fluctuations are expected).  Such a statistic is
+tested one-sample: the pooled generated value against the reference value,
+with a null from random sign flips of each generated sample's deviation, i.e.
+judged by the generated samples' own standard error; the density then
+compares the generated mean density with the reference value.  Nothing is
+ever divided by a zero spread.
 
-4. Discreteness floor: a statistic that never varies in the reference
-   (e.g. no particle contacts at all in a cold repulsive fluid, or a fixed
-   particle number) has a bootstrap noise of exactly 0, which would make any
-   difference, however small, infinitely significant.  But data are counts:
-   the reference cannot resolve a rate below about one count.  So the noise
-   is ``hypot(bootstrap RMS, resolution)``, where the resolution is the
-   change of the distance when one count changes on each side (one particle
-   moved between histogram bins, one cluster one site larger, one particle
-   more in a crop, one pair more per g(r) bin), added in quadrature over the
-   two sides (``<stat>_noise_resolution``).  Where the bootstrap noise is
-   non-zero this changes it negligibly.
+*Drift.*  When generated samples are taller than the reference, each
+intensive statistic (density, contacts per site, energy per site) is followed
+in bands of ``band_rows`` rows (default L_c) from the top boundary
+(:mod:`mapsim.analysis.drift`); one slope per generated sample over the
+interior bands, and the mean slope is tested against zero by sign flips of
+the per-sample slopes (keys ``trend_<stat>_...``).
 
-Caveats: the rescaling is asymptotic (many particles per half, samples much
-larger than the correlation length); histogram bins holding a handful of
-particles scale more slowly than sqrt, which makes the total-variation
-ratios somewhat high (mean up to ~1.15) for small references.
+*Family.*  All tests share one stream of B draws (a relabelling and a sign
+vector each), so the joint null keeps the strong dependence between the
+statistics; the Westfall–Young max-T step-down on the standardised distances
+gives ``<stat>_p_adjusted``, which controls the family-wise error rate at
+``alpha``; ``rejected`` lists the statistics with ``p_adjusted ≤ alpha`` and
+``family_reject`` says whether there is any.  A statistic that cannot be
+computed on the generated side (no particles, no pairs) counts as rejected
+(its p-values are null).  The sign-flip nulls assume deviations symmetric
+about zero under the null; the combination of sign flips and relabellings in
+one max-T treats the drift and fixed-reference statistics as independent of
+the two-sample ones under the null (they are computed from the generated
+samples alone).  Measured calibration: ``mapsim bench calibrate``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any, Callable
+from typing import Any, Mapping
 
 import numpy as np
-from scipy.stats import wasserstein_distance
 
+from mapsim.analysis.drift import DRIFT_STATS, piece_statistics, trend_slopes
+from mapsim.analysis.permutation import (
+    Statistic,
+    maxt_stepdown,
+    null_rms,
+    relabellings,
+    sign_flips,
+    standardise,
+)
 from mapsim.analysis.structure import (
     ClusterSizes,
     NeighbourCounts,
     PairCorrelation,
     check_r_max,
-    densities,
     is_periodic,
     lattice_r2,
     max_r_allowed,
-    normalised,
     occupancy,
-    pooled_g,
     resolve_class,
 )
 from mapsim.errors import MapsimError
 from mapsim.lattice import Dataset
 
-STATS: tuple[str, ...] = ("g_r", "neighbours4", "neighbours8", "clusters4", "clusters8", "density")
-"""Statistic keys, in report order; JSON keys are ``<stat>_distance``, ``_noise``, ``_ratio``."""
+STATS: tuple[str, ...] = ("g_r", "neighbours4", "neighbours8", "clusters4", "clusters8", "density", "S_k", "energy")
+"""Two-sample statistics in report order (``energy`` only when a Hamiltonian is known)."""
 
-RATIO_WITHIN = 2.0
-"""Ratios below this are reported as "within noise"."""
+TREND_STATS: tuple[str, ...] = tuple(f"trend_{s}" for s in DRIFT_STATS)
+"""Drift trend tests (only when generated samples are taller than the reference)."""
 
-DEFAULT_BOOTSTRAP = 200
+RESULT_KEYS: tuple[str, ...] = ("distance", "p", "p_adjusted", "effect", "noise", "ratio")
+"""Per-statistic JSON keys ``<stat>_<key>``."""
+
+DEFAULT_PERMUTATIONS = 1000
+MIN_PERMUTATIONS = 100
+DEFAULT_ALPHA = 0.05
+HAMILTONIAN_KEYS = ("e_nn", "e_ll", "e_nl", "mu")
 
 
 def model_context_range(metadata: dict[str, Any]) -> int | None:
@@ -140,228 +131,23 @@ def model_context_range(metadata: dict[str, Any]) -> int | None:
     return None
 
 
-def crop_grid(grids: np.ndarray, crop: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Non-overlapping crops of size ``crop``, tiled from the top-left corner.
+def tile_windows(grids: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Non-overlapping windows of ``shape``, tiled from the top-left corner.
 
     Parameters
     ----------
     grids : ndarray, shape (n, H, W)
-    crop : (h, w) with h ≤ H, w ≤ W
+    shape : (h, w) with h ≤ H, w ≤ W
 
     Returns
     -------
-    crops : ndarray, shape (n * (H // h) * (W // w), h, w)
-        Sample-major order.
-    sample : ndarray of int64, shape (n_crops,)
-        The sample each crop came from.
+    ndarray, shape (n, (H // h) * (W // w), h, w)
+        Windows of each sample in row-major order.
     """
     n, H, W = grids.shape
-    h, w = crop
+    h, w = shape
     ny, nx = H // h, W // w
-    g = grids[:, : ny * h, : nx * w].reshape(n, ny, h, nx, w).transpose(0, 1, 3, 2, 4).reshape(n * ny * nx, h, w)
-    return g, np.repeat(np.arange(n), ny * nx)
-
-
-@dataclass
-class _Side:
-    """Per-sample sufficient statistics of one dataset (reference or generated)."""
-
-    n: int
-    pairs: np.ndarray  # (n, n_bins)
-    expected: np.ndarray  # (n, n_bins)
-    g_weight: float  # site pairs per sample, summed over bins
-    nb4: np.ndarray  # (n, 5)
-    nb8: np.ndarray  # (n, 9)
-    nb_weight: float  # counted sites per sample
-    crop_density: np.ndarray  # (n_crops,)
-    crop_sample: np.ndarray  # (n_crops,)
-    crop_sites: int
-    cl_sizes: dict[int, np.ndarray]  # connectivity -> (n_clusters,)
-    cl_sample: dict[int, np.ndarray]  # connectivity -> sample of each cluster
-
-    def estimates(self, index: np.ndarray | None = None, crop_index: np.ndarray | None = None) -> dict[str, Any]:
-        """Every statistic pooled over the samples ``index`` (int, (k,); repeats allowed).
-
-        ``crop_index`` selects the samples whose crops feed the size-dependent
-        statistics (default: ``index``).
-        """
-        if index is None:
-            index = np.arange(self.n)
-        if crop_index is None:
-            crop_index = index
-        crops = _gather(self.crop_offsets, crop_index)
-        return {
-            "g_r": pooled_g(self.pairs, self.expected, index),
-            "neighbours4": normalised(self.nb4[index].sum(axis=0)),
-            "neighbours8": normalised(self.nb8[index].sum(axis=0)),
-            "clusters4": self.cl_sizes[4][_gather(self.cl_offsets[4], crop_index)],
-            "clusters8": self.cl_sizes[8][_gather(self.cl_offsets[8], crop_index)],
-            "density": self.crop_density[crops],
-        }
-
-    @cached_property
-    def crop_offsets(self) -> np.ndarray:
-        """Crops of sample s are ``crop_offsets[s] .. crop_offsets[s + 1] - 1``."""
-        return np.searchsorted(self.crop_sample, np.arange(self.n + 1))
-
-    @cached_property
-    def cl_offsets(self) -> dict[int, np.ndarray]:
-        """Clusters of sample s, per connectivity (cluster arrays are sorted by sample)."""
-        return {c: np.searchsorted(self.cl_sample[c], np.arange(self.n + 1)) for c in (4, 8)}
-
-    def resolution(self) -> dict[str, float]:
-        """Change of each statistic when one count of this side's data changes (discreteness floor).
-
-        g(r): one pair more in every bin (RMS of 1 / expected pairs); neighbour
-        histograms: one particle moved to another bin (1 / particles counted);
-        cluster sizes: one cluster one site larger (1 / clusters); densities: one
-        particle more in one crop (1 / sites of all crops).
-        """
-        exp = self.expected.sum(axis=0)
-        with np.errstate(divide="ignore"):
-            inv = np.where(exp > 0, 1.0 / np.maximum(exp, 1e-300), 0.0)
-        n_part = max(1.0, float(self.nb4.sum()))
-        return {
-            "g_r": float(np.sqrt(np.mean(inv**2))) if inv.size else 0.0,
-            "neighbours4": 1.0 / n_part,
-            "neighbours8": 1.0 / n_part,
-            "clusters4": 1.0 / max(1, self.cl_sizes[4].size),
-            "clusters8": 1.0 / max(1, self.cl_sizes[8].size),
-            "density": 1.0 / max(1, self.crop_sample.size * self.crop_sites),
-        }
-
-    def weights(self, n_samples: int | None = None) -> dict[str, float]:
-        """Amount of data behind each statistic for ``n_samples`` samples (all by default)."""
-        k = self.n if n_samples is None else n_samples
-        crops_per_sample = self.crop_sample.size / self.n
-        w_crop = k * crops_per_sample * self.crop_sites
-        return {
-            "g_r": k * self.g_weight,
-            "neighbours4": k * self.nb_weight,
-            "neighbours8": k * self.nb_weight,
-            "clusters4": w_crop,
-            "clusters8": w_crop,
-            "density": w_crop,
-        }
-
-
-def _gather(offsets: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Indices of the items of samples ``index`` (items of sample s: offsets[s] .. offsets[s+1]-1)."""
-    start, stop = offsets[index], offsets[np.asarray(index) + 1]
-    lengths = stop - start
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    # position within each run plus the run's start
-    run_start = np.repeat(start - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
-    return run_start + np.arange(total)
-
-
-def _side(grids: np.ndarray, class_id: int, periodic: bool, r_max: int, crop: tuple[int, int],
-          cluster_periodic: bool) -> _Side:
-    occ = occupancy(grids, class_id)  # (n, H, W)
-    n, h, w = occ.shape
-    pc = PairCorrelation(r_max, periodic).compute(occ)
-    nbc = NeighbourCounts(periodic).compute(occ)
-    crops, crop_sample = crop_grid(occ, crop)
-    cl_sizes, cl_sample = {}, {}
-    for conn in (4, 8):
-        cs = ClusterSizes(conn, cluster_periodic).compute(crops)
-        cl_sizes[conn] = cs.sizes
-        cl_sample[conn] = crop_sample[cs.sample_index]
-    return _Side(
-        n=n, pairs=pc.pair_counts, expected=pc.expected_counts, g_weight=float(pc.site_pairs.sum()),
-        nb4=nbc.counts4, nb8=nbc.counts8, nb_weight=float(nbc.sites_per_sample),
-        crop_density=densities(crops), crop_sample=crop_sample, crop_sites=crop[0] * crop[1],
-        cl_sizes=cl_sizes, cl_sample=cl_sample,
-    )
-
-
-def _rms(a: np.ndarray, b: np.ndarray) -> float:
-    ok = np.isfinite(a) & np.isfinite(b)
-    return float(np.sqrt(np.mean((a[ok] - b[ok]) ** 2))) if ok.any() else math.nan
-
-
-def _tv(p: np.ndarray, q: np.ndarray) -> float:
-    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))):
-        return math.nan
-    return float(0.5 * np.abs(p - q).sum())
-
-
-def _w1(u: np.ndarray, v: np.ndarray) -> float:
-    if u.size == 0 and v.size == 0:
-        return 0.0
-    if u.size == 0 or v.size == 0:
-        return math.nan
-    return float(wasserstein_distance(u, v))
-
-
-def _w1_int(u: np.ndarray, v: np.ndarray) -> float:
-    """Wasserstein-1 of two samples of non-negative integers: Σ_k |F_u(k) - F_v(k)|.
-
-    Equal to :func:`scipy.stats.wasserstein_distance` on integer data, in O(n + max)
-    instead of a sort (cluster-size lists run to tens of thousands per bootstrap half).
-    """
-    if u.size == 0 and v.size == 0:
-        return 0.0
-    if u.size == 0 or v.size == 0:
-        return math.nan
-    m = int(max(u.max(), v.max())) + 1
-    fu = np.cumsum(np.bincount(u, minlength=m)) / u.size
-    fv = np.cumsum(np.bincount(v, minlength=m)) / v.size
-    return float(np.abs(fu - fv).sum())
-
-
-DISTANCES: dict[str, Callable[[Any, Any], float]] = {
-    "g_r": _rms,
-    "neighbours4": _tv,
-    "neighbours8": _tv,
-    "clusters4": _w1_int,
-    "clusters8": _w1_int,
-    "density": _w1,
-}
-"""Distance of each statistic (symmetric, zero for equal estimates)."""
-
-
-def _ratio(distance: float, noise: float) -> float:
-    if not (math.isfinite(distance) and math.isfinite(noise)):
-        return math.nan
-    if noise == 0:
-        return 0.0 if distance == 0 else math.inf
-    return distance / noise
-
-
-def verdict(ratio: float) -> str:
-    """"within noise" (ratio < 2), "exceeds noise", or "undefined" (no estimate)."""
-    if math.isnan(ratio):
-        return "undefined"
-    return "within noise" if ratio < RATIO_WITHIN else "exceeds noise"
-
-
-@dataclass
-class Comparison:
-    """Result of :func:`compare_datasets`.
-
-    Attributes
-    ----------
-    summary : dict
-        JSON-ready: settings, and for every statistic ``<stat>_distance``,
-        ``<stat>_noise``, ``<stat>_noise_std``, ``<stat>_noise_q95``,
-        ``<stat>_noise_scale``, ``<stat>_ratio`` and ``<stat>_verdict``.
-    reference, generated : dict
-        Pooled estimates of every statistic (arrays), keys as :data:`STATS`.
-    r : ndarray, shape (n_bins,)
-        Bin distances of g(r).
-    null_distances : ndarray, shape (n_bootstrap, len(STATS))
-        Rescaled distances between reference halves.
-    """
-
-    summary: dict[str, Any]
-    reference: dict[str, Any]
-    generated: dict[str, Any]
-    r: np.ndarray
-    null_distances: np.ndarray
-    details: dict[str, Any] = field(default_factory=dict)
+    return grids[:, : ny * h, : nx * w].reshape(n, ny, h, nx, w).transpose(0, 1, 3, 2, 4).reshape(n, ny * nx, h, w)
 
 
 def check_compatible(ref: Dataset, gen: Dataset, ref_name: str = "reference", gen_name: str = "generated") -> None:
@@ -388,105 +174,477 @@ def resolve_skip_rows(gen: Dataset, skip_rows: int | None, gen_name: str = "gene
     return skip_rows
 
 
-def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = None, *,
-                     skip_rows: int | None = None, r_max: int | None = None, seed: int | np.random.Generator = 0,
-                     n_bootstrap: int = DEFAULT_BOOTSTRAP, ref_periodic: bool | None = None,
-                     gen_periodic: bool | None = None) -> Comparison:
-    """Distances between a reference and a generated dataset, with noise floors.
+def resolve_skip_cols(gen: Dataset, skip_cols: int | None, gen_name: str = "generated") -> int:
+    """``skip_cols`` (each side) if given, else the model's L_c from the metadata, else 0; checked against W."""
+    if skip_cols is None:
+        lc = model_context_range(gen.metadata)
+        skip_cols = lc if lc is not None else 0
+    skip_cols = int(skip_cols)
+    if skip_cols < 0:
+        raise MapsimError(f"skip_cols must be non-negative, found {skip_cols}")
+    if 2 * skip_cols >= gen.shape[1]:
+        raise MapsimError(
+            f"{gen_name}: skipping {skip_cols} columns at each side leaves nothing of samples with {gen.shape[1]} "
+            "columns (pass a smaller --skip-cols)"
+        )
+    return skip_cols
 
-    See the module docstring for the statistics, the treatment of generated
-    samples and the noise-floor procedure.
+
+def check_alpha(alpha: float) -> float:
+    alpha = float(alpha)
+    if not 0 < alpha < 1:
+        raise MapsimError(f"alpha must lie in (0, 1), found {alpha!r}")
+    return alpha
+
+
+def check_permutations(n: int) -> int:
+    if isinstance(n, bool) or int(n) != n or n < MIN_PERMUTATIONS:
+        raise MapsimError(f"permutations must be an integer of at least {MIN_PERMUTATIONS}, found {n!r}")
+    return int(n)
+
+
+def reference_hamiltonian(ref: Dataset, hamiltonian: Mapping[str, float] | None) -> tuple[dict[str, float] | None, str | None]:
+    """The Hamiltonian to score energies with, and a note when there is none.
+
+    ``hamiltonian`` (couplings ``e_nn, e_ll, e_nl, mu``, missing ones 0) wins;
+    else the reference's Monte Carlo metadata ``params``.  It is used only when
+    every class it involves is in the data: the particle, and the solvent when
+    a solvent coupling or ``mu`` is non-zero (Monte Carlo data without
+    ``--keep-solvent`` lose the solvent, so their energy cannot be recomputed).
+    """
+    note = None
+    if hamiltonian is None:
+        params = ref.metadata.get("params")
+        if not (isinstance(params, Mapping) and any(k in params for k in HAMILTONIAN_KEYS)):
+            return None, "no Hamiltonian in the reference metadata (give one with --energy)"
+        hamiltonian = {k: params.get(k, 0.0) for k in HAMILTONIAN_KEYS}
+        if params.get("solvent") and "solvent" not in ref.classes:
+            return None, "not computed: the simulation had a solvent that the dataset does not keep"
+    ham = {}
+    for k in HAMILTONIAN_KEYS:
+        v = hamiltonian.get(k, 0.0)
+        try:
+            ham[k] = float(0.0 if v is None else v)
+        except (TypeError, ValueError):
+            raise MapsimError(f"Hamiltonian parameter {k}: expected a number, found {v!r}") from None
+        if not math.isfinite(ham[k]):
+            raise MapsimError(f"Hamiltonian parameter {k}: expected a finite number, found {v!r}")
+    needs = ["particle"] + (["solvent"] if any(ham[k] for k in ("e_ll", "e_nl", "mu")) else [])
+    missing = [c for c in needs if c not in ref.classes]
+    if missing:
+        return None, f"not computed: the Hamiltonian involves class(es) {missing} absent from the data"
+    return ham, note
+
+
+def _energy_function(classes: tuple[str, ...], ham: dict[str, float], periodic: bool):
+    """Energy per site of grids (m, h, w) in the Monte Carlo convention (particle 1, solvent 2)."""
+    from mapsim.montecarlo.hamiltonian import total_energy
+
+    lut = np.zeros(len(classes), dtype=np.uint8)
+    lut[classes.index("particle")] = 1
+    if "solvent" in classes:
+        lut[classes.index("solvent")] = 2
+
+    def energy(grids: np.ndarray) -> np.ndarray:
+        g = lut[grids]
+        return np.atleast_1d(total_energy(g, ham, periodic=periodic)) / (g.shape[-2] * g.shape[-1])
+
+    return energy
+
+
+def _shells(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Radial |k| shells of width 2π/min(h, w) up to π√2 (k = 0 excluded), as in StructureFactor.
+
+    Returns
+    -------
+    index : ndarray of int, shape (h * w,)
+        Shell of each wave vector (-1: not in any shell).
+    k_mean : ndarray, shape (n_shells,)
+    count : ndarray, shape (n_shells,)
+        Wave vectors per shell.
+    """
+    h, w = shape
+    kk = np.hypot(2 * np.pi * np.fft.fftfreq(h)[:, None], 2 * np.pi * np.fft.fftfreq(w)[None, :]).ravel()
+    dk = 2 * np.pi / min(h, w)
+    edges = np.arange(0.5 * dk, np.pi * math.sqrt(2) + dk, dk)
+    idx = np.digitize(kk, edges) - 1
+    idx[(idx < 0) | (idx >= edges.size - 1)] = -1
+    nb = edges.size - 1
+    cnt = np.bincount(idx[idx >= 0], minlength=nb)
+    keep = np.flatnonzero(cnt > 0)
+    remap = np.full(nb, -1)
+    remap[keep] = np.arange(keep.size)
+    idx = np.where(idx >= 0, remap[np.maximum(idx, 0)], -1)
+    k_mean = np.bincount(idx[idx >= 0], weights=kk[idx >= 0], minlength=keep.size) / cnt[keep]
+    return idx, k_mean, cnt[keep].astype(float)
+
+
+def _hist_rows(values: np.ndarray, owner: np.ndarray, n_rows: int, support: np.ndarray) -> np.ndarray:
+    """Counts of each support value per row: (n_rows, support.size)."""
+    col = np.searchsorted(support, values)
+    return np.bincount(owner * support.size + col, minlength=n_rows * support.size).reshape(n_rows, support.size)
+
+
+@dataclass
+class _Windows:
+    """Per-window raw features of both sides (reference windows first)."""
+
+    n_windows: int
+    pairs: np.ndarray  # (N, n_bins)
+    expected: np.ndarray  # (N, n_bins)
+    nb4: np.ndarray  # (N, 5)
+    nb8: np.ndarray  # (N, 9)
+    count: np.ndarray  # (N,) particles per window
+    cl_sizes: dict[int, np.ndarray]  # connectivity -> (n_clusters,)
+    cl_window: dict[int, np.ndarray]  # connectivity -> window of each cluster
+    sk_power: np.ndarray  # (N, n_shells)
+    sk_count: np.ndarray  # (n_shells,)
+    energy: np.ndarray | None  # (N,) energy per site
+
+
+def _window_features(windows: np.ndarray, class_id: int, periodic: bool, r_max: int, energy) -> _Windows:
+    occ = occupancy(windows, class_id)  # (N, h, w)
+    N, h, w = occ.shape
+    pc = PairCorrelation(r_max, periodic).compute(occ)
+    nbc = NeighbourCounts(periodic).compute(occ)
+    sizes, owner = {}, {}
+    for conn in (4, 8):
+        cs = ClusterSizes(conn, periodic).compute(occ)
+        sizes[conn], owner[conn] = cs.sizes, cs.sample_index
+    idx, _, cnt = _shells((h, w))
+    power = np.zeros((N, cnt.size))
+    chunk = max(1, (4 << 20) // (h * w))  # bound the FFT work arrays
+    for s in range(0, N, chunk):
+        x = occ[s : s + chunk].astype(np.float64)
+        x -= x.mean(axis=(1, 2), keepdims=True)
+        f = np.fft.fft2(x)
+        p = (f.real**2 + f.imag**2).reshape(x.shape[0], -1)
+        ok = idx >= 0
+        np.add.at(power[s : s + chunk].T, idx[ok], p[:, ok].T)
+    return _Windows(
+        n_windows=N, pairs=pc.pair_counts, expected=pc.expected_counts, nb4=nbc.counts4, nb8=nbc.counts8,
+        count=occ.reshape(N, -1).sum(axis=1), cl_sizes=sizes, cl_window=owner, sk_power=power, sk_count=cnt,
+        energy=None if energy is None else energy(windows),
+    )
+
+
+def _statistics(F: _Windows, k: int, sites: int) -> tuple[dict[str, Statistic], dict[str, Statistic]]:
+    """Per-window and per-unit :class:`Statistic` of every statistic.
+
+    Windows are grouped k at a time into units (samples).
+    """
+    N = F.n_windows
+    per_w: dict[str, tuple[str, np.ndarray, np.ndarray, np.ndarray | None]] = {}
+    ones = np.ones((N, 1))
+    per_w["g_r"] = ("rms", F.pairs, F.expected, None)
+    per_w["neighbours4"] = ("tv", F.nb4.astype(float), F.nb4.sum(axis=1, keepdims=True).astype(float), None)
+    per_w["neighbours8"] = ("tv", F.nb8.astype(float), F.nb8.sum(axis=1, keepdims=True).astype(float), None)
+    for conn in (4, 8):
+        support = np.unique(F.cl_sizes[conn])
+        if support.size == 0:
+            support = np.array([1])
+        h = _hist_rows(F.cl_sizes[conn], F.cl_window[conn], N, support).astype(float)
+        per_w[f"clusters{conn}"] = ("w1", h, h.sum(axis=1, keepdims=True), support.astype(float))
+    support = np.unique(F.count)
+    per_w["density"] = ("w1", _hist_rows(F.count, np.arange(N), N, support).astype(float), ones,
+                        support / sites)
+    per_w["S_k"] = ("rms", F.sk_power, F.count[:, None] * F.sk_count[None, :].astype(float), None)
+    if F.energy is not None:
+        per_w["energy"] = ("abs", F.energy[:, None], ones, None)
+    windows = {s: Statistic(s, kind, num, den, sup) for s, (kind, num, den, sup) in per_w.items()}
+    units = {s: Statistic(s, st.kind, st.num.reshape(N // k, k, -1).sum(axis=1),
+                          st.den.reshape(N // k, k, -1).sum(axis=1), st.support) for s, st in windows.items()}
+    return windows, units
+
+
+def _no_spread(st: Statistic, n_ref_windows: int) -> np.ndarray | None:
+    """The common per-window value of a statistic over the reference windows, or None if it varies.
+
+    Windows where the statistic is undefined (e.g. no particles for a
+    histogram) do not count; at least two defined windows are required.
+    """
+    v = st.value(st.num[:n_ref_windows], st.den[:n_ref_windows])  # (n_ref_windows, D)
+    defined = np.isfinite(v).any(axis=1)
+    if defined.sum() < 2:
+        return None
+    v = v[defined]
+    same_nan = (np.isnan(v) == np.isnan(v[0])).all()
+    spread = np.nanmax(np.abs(v - v[0]), axis=0) if np.isfinite(v[0]).any() else np.array([np.inf])
+    if same_nan and np.all(np.nan_to_num(spread, nan=0.0) <= 1e-12 * np.maximum(1.0, np.nanmax(np.abs(v)))):
+        return v[0]
+    return None
+
+
+@dataclass
+class Comparison:
+    """Result of :func:`compare_datasets`.
+
+    Attributes
+    ----------
+    summary : dict
+        JSON-ready: settings, and for every tested statistic ``<stat>_distance``,
+        ``_p``, ``_p_adjusted``, ``_effect``, ``_noise``, ``_ratio``, ``_test``,
+        ``_verdict``; ``statistics``, ``alpha``, ``permutations``, ``rejected``,
+        ``family_reject``.
+    reference, generated : dict
+        Pooled estimates for plots: ``g_r`` (n_bins,), ``neighbours4`` (5,),
+        ``neighbours8`` (9,), ``clusters4``/``clusters8`` (every cluster size),
+        ``density`` (every window density), ``S_k`` (n_shells,), ``energy`` (1,).
+    r : ndarray, shape (n_bins,)
+        Bin distances of g(r).
+    k : ndarray, shape (n_shells,)
+        Mean |k| of the S(k) shells.
+    null_distances : ndarray, shape (n_permutations, n_tested)
+        Distances under the null draws, columns in ``summary["statistics"]`` order.
+    drift : dict
+        Band profiles and trend results (empty when the generated samples are
+        not taller than the reference); see :func:`mapsim.analysis.drift.plot_drift`.
+    """
+
+    summary: dict[str, Any]
+    reference: dict[str, Any]
+    generated: dict[str, Any]
+    r: np.ndarray
+    k: np.ndarray
+    null_distances: np.ndarray
+    drift: dict[str, Any] = field(default_factory=dict)
+
+
+def _expand(st: Statistic, index: np.ndarray) -> np.ndarray:
+    """Every value behind a ``w1`` histogram statistic of some windows (for plots)."""
+    counts = st.num[index].sum(axis=0).astype(np.int64)
+    return np.repeat(st.support, counts)
+
+
+def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = None, *,
+                     skip_rows: int | None = None, skip_cols: int | None = None, r_max: int | None = None,
+                     seed: int | np.random.Generator = 0, n_permutations: int = DEFAULT_PERMUTATIONS,
+                     alpha: float = DEFAULT_ALPHA, ref_periodic: bool | None = None,
+                     gen_periodic: bool | None = None, hamiltonian: Mapping[str, float] | None = None,
+                     band_rows: int | None = None) -> Comparison:
+    """Permutation tests of a generated dataset against a reference, with a family verdict.
+
+    See the module docstring for windows, statistics and tests.
 
     Parameters
     ----------
     ref, gen : Dataset
-        Same classes; any sample shapes.
+        Same classes; any sample shapes.  The reference needs ≥ 2 samples and
+        at least one site of the compared class.
     class_name : str or int, optional
         Class compared (default ``particle``, else id 1).
     skip_rows : int, optional
         Rows dropped from the top of each generated sample (default 2 L_c or 0).
+    skip_cols : int, optional
+        Columns dropped at each side of each generated sample (default L_c or 0).
     r_max : int, optional
-        Range of g(r) (default ``min(10, what both sides allow)``).
+        Range of g(r) (default ``min(10, what the windows allow)``).
     seed : int or Generator
-        Drives the random halves of the noise floor.
-    n_bootstrap : int
-        Number of random splits into halves.
+        Drives window subsampling, relabellings and sign flips.
+    n_permutations : int, ≥ 100
+    alpha : float in (0, 1)
+        Family-wise error rate of the verdict.
     ref_periodic, gen_periodic : bool, optional
         Overrides of the boundary read from the metadata.
+    hamiltonian : mapping, optional
+        Couplings ``e_nn, e_ll, e_nl, mu`` for the energy statistic (default:
+        the reference metadata's, see :func:`reference_hamiltonian`).
+    band_rows : int, optional
+        Rows per drift band (default L_c, else 4).
 
     Returns
     -------
     Comparison
     """
     check_compatible(ref, gen)
+    alpha = check_alpha(alpha)
+    n_perm = check_permutations(n_permutations)
     cid = resolve_class(ref, class_name)
+    name = ref.classes[cid]
     if ref.n_samples < 2:
-        raise MapsimError(f"reference: a noise floor needs at least 2 samples, found {ref.n_samples}")
-    if n_bootstrap < 1:
-        raise MapsimError(f"n_bootstrap must be at least 1, found {n_bootstrap}")
+        raise MapsimError(f"reference: a permutation test needs at least 2 samples, found {ref.n_samples}")
+    if not (ref.grids == cid).any():
+        raise MapsimError(f"reference: no site holds the compared class {name!r}; nothing to compare against")
     skip = resolve_skip_rows(gen, skip_rows)
+    scol = resolve_skip_cols(gen, skip_cols)
+    ham, energy_note = reference_hamiltonian(ref, hamiltonian)
+
+    interior = gen.grids[:, skip:, scol : gen.shape[1] - scol]
+    (hr, wr), (hg, wg) = ref.shape, interior.shape[1:]
+    win = (min(hr, hg), min(wr, wg))
     ref_per = is_periodic(ref.metadata, ref_periodic)
-    gen_per = is_periodic(gen.metadata, gen_periodic) and skip == 0
-    gen_grids = gen.grids[:, skip:, :]
-    (hr, wr), (hg, wg) = ref.shape, gen_grids.shape[1:]
-    limit = min(max_r_allowed((hr, wr), ref_per), max_r_allowed((hg, wg), gen_per))
+    gen_per = is_periodic(gen.metadata, gen_periodic) and skip == 0 and scol == 0
+    periodic = ref_per and gen_per and win == (hr, wr) == (hg, wg)
+    limit = max_r_allowed(win, periodic)
     if r_max is None:
         r_max = max(1, min(10, limit))
-    check_r_max(r_max, (hr, wr), ref_per, "reference samples")
-    check_r_max(r_max, (hg, wg), gen_per, "generated samples (after skipped rows)")
-    crop = (min(hr, hg), min(wr, wg))
-    cluster_periodic = ref_per and gen_per and crop == (hr, wr) == (hg, wg)
-
-    R = _side(ref.grids, cid, ref_per, r_max, crop, cluster_periodic)
-    G = _side(gen_grids, cid, gen_per, r_max, crop, cluster_periodic)
-    est_r, est_g = R.estimates(), G.estimates()
-    dist = {s: DISTANCES[s](est_r[s], est_g[s]) for s in STATS}
+    check_r_max(r_max, win, periodic, "comparison windows")
 
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    n = R.n
-    null = np.empty((n_bootstrap, len(STATS)))
-    a = n // 2
-    w_ref, w_gen, w_x, w_y = R.weights(), G.weights(), R.weights(a), R.weights(n - a)
-    scale = {s: math.sqrt((1 / w_ref[s] + 1 / w_gen[s]) / (1 / w_x[s] + 1 / w_y[s])) for s in STATS}
-    for b in range(n_bootstrap):
-        perm = rng.permutation(n)
-        ex, ey = R.estimates(perm[:a]), R.estimates(perm[a:])
-        for j, s in enumerate(STATS):
-            null[b, j] = DISTANCES[s](ex[s], ey[s]) * scale[s]
+    r_win, g_win = tile_windows(ref.grids, win), tile_windows(interior, win)
+    k = min(r_win.shape[1], g_win.shape[1])
+
+    def pick(w: np.ndarray) -> np.ndarray:
+        if w.shape[1] == k:
+            return w
+        choice = np.argsort(rng.random((w.shape[0], w.shape[1])), axis=1)[:, :k]
+        choice.sort(axis=1)
+        return np.take_along_axis(w, choice[:, :, None, None], axis=1)
+
+    r_win, g_win = pick(r_win), pick(g_win)
+    n_ref, n_gen = ref.n_samples, gen.n_samples
+    windows = np.concatenate([r_win.reshape(-1, *win), g_win.reshape(-1, *win)])
+    energy = _energy_function(ref.classes, ham, periodic) if ham is not None else None
+    F = _window_features(windows, cid, periodic, r_max, energy)
+    sites = win[0] * win[1]
+    per_window, units = _statistics(F, k, sites)
+    n_rw = n_ref * k
+
+    labels = relabellings(n_ref, n_gen, n_perm, rng)
+    signs = sign_flips(n_gen, n_perm, rng)
+    ref_idx, gen_idx = np.arange(n_ref), np.arange(n_ref, n_ref + n_gen)
+
+    tested: list[str] = []
+    observed: dict[str, float] = {}
+    nulls: dict[str, np.ndarray] = {}
+    test_kind: dict[str, str] = {}
+    fixed: list[str] = []
+    ref_est, gen_est = {}, {}
+    for s in STATS:
+        if s not in units:
+            continue
+        st = units[s]
+        ref_est[s], gen_est[s] = st.pooled(ref_idx), st.pooled(gen_idx)
+        value = _no_spread(per_window[s], n_rw)
+        if value is not None:
+            fixed.append(s)
+            if s == "density":
+                # fixed particle number: compare the generated mean density with the reference value
+                st = Statistic(s, "abs", F.count[:, None].astype(float), np.full((F.n_windows, 1), float(sites)))
+                st = Statistic(s, "abs", st.num.reshape(-1, k, 1).sum(axis=1), st.den.reshape(-1, k, 1).sum(axis=1))
+                value = st.pooled(np.arange(n_ref))
+            gst = Statistic(s, st.kind, st.num[gen_idx], st.den[gen_idx], st.support)
+            null = gst.one_sample(value, signs)
+            obs = float(gst.one_sample(value, np.ones((1, n_gen)))[0])
+            test_kind[s] = "one-sample sign flip (no spread in the reference)"
+        else:
+            null = st.two_sample(labels)
+            obs = float(st.distance(ref_est[s], gen_est[s]))
+            test_kind[s] = "two-sample permutation"
+        tested.append(s)
+        observed[s], nulls[s] = obs, null
+
+    drift = _drift(r_win.reshape(-1, *win), gen.grids[:, :, scol : gen.shape[1] - scol], cid, win, skip, band_rows,
+                   gen, ref, energy)
+    for s, slopes in drift.pop("slopes", {}).items():
+        key = f"trend_{s}"
+        ok = np.isfinite(slopes)
+        if ok.sum() < 2:
+            continue
+        sl = slopes[ok]
+        flips = signs[:, ok]
+        null = np.abs(flips @ sl) / sl.size
+        tested.append(key)
+        observed[key], nulls[key] = float(abs(sl.mean())), null
+        test_kind[key] = "sign flip of per-sample slopes (mean slope = 0)"
+
+    noise = {s: null_rms(nulls[s]) for s in tested}
+    t_obs, t_null = np.empty(len(tested)), np.empty((n_perm, len(tested)))
+    for j, s in enumerate(tested):
+        t_obs[j], t_null[:, j] = standardise(observed[s], nulls[s], noise[s])
+    p_raw, p_adj = maxt_stepdown(t_obs, t_null) if tested else (np.zeros(0), np.zeros(0))
 
     summary: dict[str, Any] = {
-        "class": ref.classes[cid],
-        "reference_samples": ref.n_samples,
+        "class": name,
+        "reference_samples": n_ref,
         "reference_shape": [hr, wr],
         "reference_periodic": ref_per,
-        "generated_samples": gen.n_samples,
+        "generated_samples": n_gen,
         "generated_shape": list(gen.shape),
         "skip_rows": skip,
+        "skip_cols": scol,
         "generated_periodic": gen_per,
-        "crop_shape": list(crop),
-        "reference_crops": int(R.crop_sample.size),
-        "generated_crops": int(G.crop_sample.size),
-        "clusters_periodic": cluster_periodic,
+        "window_shape": list(win),
+        "windows_per_sample": k,
+        "reference_windows": n_ref * k,
+        "generated_windows": n_gen * k,
+        "windows_periodic": periodic,
         "r_max": int(r_max),
         "seed": seed if isinstance(seed, int) else None,
-        "n_bootstrap": int(n_bootstrap),
-        "reference_density": float(R.crop_density.mean()),
-        "reference_fixed_count": bool(np.ptp(R.crop_density) == 0),
-        "generated_density": float(G.crop_density.mean()),
+        "alpha": alpha,
+        "permutations": n_perm,
+        "reference_density": float(F.count[:n_rw].sum() / (n_rw * sites)),
+        "generated_density": float(F.count[n_rw:].sum() / (n_gen * k * sites)),
+        "reference_fixed_count": "density" in fixed,
+        "fixed_in_reference": fixed,
+        "hamiltonian": ham,
+        "energy_note": None if ham is not None else energy_note,
+        "statistics": tested,
     }
-    res_r, res_g = R.resolution(), G.resolution()
-    for j, s in enumerate(STATS):
-        col = null[:, j]
-        col = col[np.isfinite(col)]
-        resolution = math.hypot(res_r[s], res_g[s])
-        noise = float(math.hypot(math.sqrt(np.mean(col**2)), resolution)) if col.size else math.nan
-        summary[f"{s}_noise_resolution"] = resolution
-        ratio = _ratio(dist[s], noise)
-        summary[f"{s}_distance"] = dist[s]
-        summary[f"{s}_noise"] = noise
-        summary[f"{s}_noise_std"] = float(col.std(ddof=1)) if col.size > 1 else math.nan
-        summary[f"{s}_noise_q95"] = float(np.quantile(col, 0.95)) if col.size else math.nan
-        summary[f"{s}_noise_scale"] = scale[s]
+    rejected = []
+    for j, s in enumerate(tested):
+        undefined = not math.isfinite(observed[s])
+        summary[f"{s}_distance"] = observed[s]
+        summary[f"{s}_noise"] = noise[s]
+        ratio = (observed[s] / noise[s] if noise[s] > 0 else (0.0 if observed[s] == 0 else math.inf)) \
+            if not (undefined or math.isnan(noise[s])) else math.nan
+        summary[f"{s}_effect"] = ratio
         summary[f"{s}_ratio"] = ratio
-        summary[f"{s}_verdict"] = verdict(ratio)
-    return Comparison(summary, est_r, est_g, np.sqrt(lattice_r2(r_max)), null)
+        summary[f"{s}_p"] = None if undefined else float(p_raw[j])
+        summary[f"{s}_p_adjusted"] = None if undefined else float(p_adj[j])
+        summary[f"{s}_test"] = test_kind[s]
+        rej = undefined or p_adj[j] <= alpha
+        summary[f"{s}_verdict"] = ("rejected (undefined on the generated side)" if undefined
+                                   else "rejected" if rej else "not rejected")
+        if rej:
+            rejected.append(s)
+    summary["rejected"] = rejected
+    summary["family_reject"] = bool(rejected)
+    if drift:
+        drift["p_adjusted"] = {s: summary.get(f"trend_{s}_p_adjusted") for s in DRIFT_STATS}
+    for est, idx in ((ref_est, np.arange(n_rw)), (gen_est, np.arange(n_rw, F.n_windows))):
+        for c in (4, 8):
+            est[f"clusters{c}"] = np.rint(_expand(per_window[f"clusters{c}"], idx)).astype(np.int64)
+        est["density"] = F.count[idx] / sites
+    return Comparison(summary, ref_est, gen_est, np.sqrt(lattice_r2(r_max)), _shells(win)[1],
+                      np.column_stack([nulls[s] for s in tested]) if tested else np.zeros((n_perm, 0)), drift)
+
+
+def _drift(ref_windows: np.ndarray, gen_cols: np.ndarray, cid: int, win: tuple[int, int], skip: int,
+           band_rows: int | None, gen: Dataset, ref: Dataset, energy) -> dict[str, Any]:
+    """Band profiles of the generated samples, the reference value of each, and per-sample slopes."""
+    H = gen_cols.shape[1]
+    if H <= ref.shape[0]:
+        return {}
+    if band_rows is None:
+        lc = model_context_range(gen.metadata)
+        band_rows = lc if lc else 4
+    band_rows = int(band_rows)
+    if band_rows < 1:
+        raise MapsimError(f"band_rows must be positive, found {band_rows}")
+    w = win[1]
+    if H // band_rows < 2 or ref_windows.shape[1] < band_rows:
+        return {}
+    g = piece_statistics(gen_cols, cid, band_rows, w, energy)  # (n_gen, nb, nc)
+    r = piece_statistics(ref_windows, cid, band_rows, w, energy)  # (n_ref*k, nb_r, 1)
+    first = -(-skip // band_rows)  # first band entirely below the skipped rows
+    nb = H // band_rows
+    out: dict[str, Any] = {
+        "band_rows": band_rows, "skip_rows": skip, "first_interior_band": first,
+        "band_centre": (np.arange(nb) + 0.5) * band_rows,
+        "generated": {}, "generated_stderr": {}, "reference": {}, "reference_halfwidth": {}, "slopes": {},
+    }
+    n_gen, _, nc = g["density"].shape
+    for s, vals in g.items():
+        per_sample = vals.mean(axis=2)  # (n_gen, nb)
+        out["generated"][s] = per_sample.mean(axis=0)
+        out["generated_stderr"][s] = per_sample.std(axis=0, ddof=1) / math.sqrt(n_gen) if n_gen > 1 else \
+            np.full(nb, np.nan)
+        rv = r[s].reshape(-1)
+        out["reference"][s] = float(rv.mean())
+        # 95 % band of a band mean over n_gen samples x nc pieces if the pieces came from the
+        # reference (pieces treated as independent: a display aid, the trend test is below)
+        out["reference_halfwidth"][s] = float(1.96 * rv.std(ddof=1) / math.sqrt(n_gen * nc)) if rv.size > 1 else 0.0
+        if first <= nb - 2:
+            out["slopes"][s] = trend_slopes(per_sample, first, band_rows)
+    return out
