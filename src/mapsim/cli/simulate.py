@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mapsim.cli import offlattice as _offlattice
 from mapsim.cli.common import add_json_flag, check_output_path, emit, nonneg_int, parse_assignments, positive_int, progress
 from mapsim.errors import MapsimError
 
@@ -58,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "after an interruption: finished samples are kept in OUT.partial/ as they come, and running "
                     "the same command again resumes from there (other settings: an error naming them). The "
                     "partial directory is removed once OUT is written.",
-        epilog=_parameter_help(),
+        epilog=_parameter_help() + _offlattice.help_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("preset", nargs="?", help="preset name (see below); --list shows them")
@@ -77,6 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run the samples on an existing Dask cluster (scheduler address, e.g. tcp://host:8786; "
                         "workers need mapsim installed) instead of local processes; does not change the output")
     p.add_argument("--png", help="also save the first sample as an image (empty white, particle black, solvent blue)")
+    _offlattice.add_arguments(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -88,8 +90,14 @@ def run(args: argparse.Namespace) -> int:
         rows = {name: {"description": d, "params": PRESETS[name].to_dict()} for name, d in PRESET_DESCRIPTIONS.items()}
         emit(rows, args.json, text=None if args.json else "\n".join(f"{n}: {r['description']}" for n, r in rows.items()))
         return 0
+    from mapsim.montecarlo.offlattice import OFFLATTICE_PRESETS
+
+    if args.preset in OFFLATTICE_PRESETS:
+        return _offlattice.run(args)
+    if args.atoms is not None or args.structures or args.pixel_size is not None:
+        raise MapsimError(f"--atoms/--structures/--pixel-size apply to the off-lattice presets {list(OFFLATTICE_PRESETS)}")
     if not args.preset:
-        raise MapsimError(f"no preset given; expected one of {list(PRESETS)}")
+        raise MapsimError(f"no preset given; expected one of {list(PRESETS) + list(OFFLATTICE_PRESETS)}")
     if not args.out:
         raise MapsimError("--out: an output dataset file is required")
     out = check_output_path(args.out, "--out")

@@ -34,7 +34,7 @@ from mapsim.exchange.common import (
 from mapsim.exchange.images import IMAGE_SUFFIXES
 from mapsim.lattice import OFFSETS_KEY, Dataset, interior, length_unit_of, periodic_axes, pixel_size_of, sample_geometry
 
-__all__ = ["import_files", "export_dataset", "EXPORT_FORMATS", "IMAGE_SUFFIXES", "is_image", "parse_pairs",
+__all__ = ["import_files", "export_dataset", "write_structures", "EXPORT_FORMATS", "IMAGE_SUFFIXES", "is_image", "parse_pairs",
            "parse_shape", "check_output_dir"]
 
 EXPORT_FORMATS = ("extxyz", "xyz", "png")
@@ -287,3 +287,60 @@ def export_dataset(
                    "positions": "offsets" if offsets is not None else "pixel centres",
                    "species": species, "atoms": n_atoms})
     return report
+
+
+def write_structures(
+    out_dir: str | Path,
+    positions: np.ndarray,
+    types: np.ndarray,
+    cell: tuple[float, float],
+    species: Sequence[str],
+    *,
+    length_unit: str | None = None,
+    info: dict[str, Any] | None = None,
+    per_sample_info: Sequence[dict[str, Any]] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write particle configurations as extxyz files (``sample_00000.extxyz`` ...), atomically.
+
+    Parameters
+    ----------
+    positions : ndarray of float, shape (n_samples, N, 2)
+        (x, y) in ``length_unit``; z is written as 0.
+    types : ndarray of int, shape (n_samples, N)
+        Index into ``species`` of every particle.
+    cell : (L_x, L_y)
+        Periodic rectangular cell (pbc true in x and y, false in z).
+    species : sequence of str
+        Chemical symbol per type.
+    info : dict, optional
+        ``atoms.info`` entries for every file; ``per_sample_info[k]`` adds to sample k's.
+
+    Returns
+    -------
+    dict
+        ``out``, ``files``, ``atoms``.
+    """
+    require("ase", "io", "extxyz output")
+    import ase.io
+    from ase import Atoms
+
+    out = Path(out_dir)
+    check_output_dir(out, overwrite)
+    n = positions.shape[0]
+    sym = np.asarray(list(species), dtype=object)
+    total = 0
+    with atomic_directory(out, overwrite) as tmp:
+        for k in range(n):
+            pos = np.zeros((positions.shape[1], 3))
+            pos[:, :2] = positions[k]
+            atoms = Atoms(symbols=list(sym[np.asarray(types[k], np.int64)]), positions=pos,
+                          cell=[float(cell[0]), float(cell[1]), 1.0], pbc=[True, True, False])
+            atoms.info.update(info or {})
+            if per_sample_info is not None:
+                atoms.info.update(per_sample_info[k])
+            if length_unit is not None:
+                atoms.info["mapsim_length_unit"] = str(length_unit)
+            ase.io.write(tmp / f"sample_{k:05d}.extxyz", atoms, format="extxyz")
+            total += len(atoms)
+    return {"out": str(out), "files": n, "atoms": total}

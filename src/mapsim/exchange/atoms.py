@@ -415,7 +415,7 @@ def import_atoms(
                 raise MapsimError(f"{where}: classes {list(inf['classes'])} differ from {first_where}'s "
                                   f"{list(file_classes)}; give --species-map to choose common classes")
     if length_unit is None:
-        units = {inf["length_unit"] for inf in infos if inf is not None and inf["length_unit"] is not None}
+        units = {str(x[0].info["mapsim_length_unit"]) for x in loaded if x[0].info.get("mapsim_length_unit") is not None}
         if len(units) > 1:
             raise MapsimError(f"the input files were exported in different length units {sorted(units)}; "
                               "give --length-unit after converting them to one")
