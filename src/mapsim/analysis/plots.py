@@ -157,3 +157,38 @@ def plot_examples(panels: Sequence[tuple[str, np.ndarray]], classes: Sequence[st
         if skip_rows and skip_rows.get(i):
             ax.axhline(skip_rows[i] - 0.5, color="#d62728", lw=1.2)
     return fig
+
+
+def plot_energy_traces(sweeps: np.ndarray, trace: np.ndarray, title: str = "energy traces",
+                       max_lines: int = 20) -> Figure:
+    """Energy per site of Monte Carlo samples against sweeps, and their mean with its standard error.
+
+    Parameters
+    ----------
+    sweeps : ndarray of int, shape (n_points,)
+        Sweeps at which the energies were recorded (metadata ``trace_sweeps``).
+    trace : ndarray, shape (n_samples, n_points)
+        Energy per site of each sample (extra array ``energy_trace``).
+    title : str
+    max_lines : int
+        At most this many samples are drawn individually (the first ones).
+    """
+    trace = np.asarray(trace, np.float64)
+    fig = Figure(figsize=(7, 4), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    for row in trace[:max_lines]:
+        ax.plot(sweeps, row, lw=0.6, color="#999999", alpha=0.6)
+    mean = trace.mean(axis=0)
+    ax.plot(sweeps, mean, lw=1.6, color=_LINE_COLOURS[0], label=f"mean of {trace.shape[0]} samples")
+    if trace.shape[0] > 1:
+        se = trace.std(axis=0, ddof=1) / np.sqrt(trace.shape[0])
+        ax.fill_between(sweeps, mean - 2 * se, mean + 2 * se, color=_LINE_COLOURS[0], alpha=0.25, lw=0,
+                        label="± 2 standard errors")
+    total = sweeps[-1] if len(sweeps) else 0
+    for q in (0.5, 0.75):  # the quarters the equilibration verdict compares
+        ax.axvline(q * total, color="#bbbbbb", lw=0.8, ls=":")
+    ax.set_xlabel("sweeps")
+    ax.set_ylabel("energy per site")
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    return fig

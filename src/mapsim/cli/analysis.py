@@ -132,6 +132,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         "structure_factor": out / "structure_factor.png",
         "examples": out / "examples.png",
     }
+    if "energy_trace" in ds.extras and "trace_sweeps" in ds.metadata:  # Monte Carlo data: the run's energies
+        files["energy_trace"] = out / "energy_trace.png"
     report = {"data": str(args.data), **stats, "files": {k: str(v) for k, v in files.items()}}
     _write_json(files["statistics"], report)
     label = Path(args.data).name
@@ -143,6 +145,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     _save(plots.plot_structure_factor(stats["k"], stats["S_k"]), files["structure_factor"])
     k = min(3, ds.n_samples)
     _save(plots.plot_examples([(f"{label} #{i}", ds.grids[i]) for i in range(k)], ds.classes), files["examples"])
+    if "energy_trace" in files:
+        _save(plots.plot_energy_traces(ds.metadata["trace_sweeps"], ds.extras["energy_trace"],
+                                       f"energy traces of {label}"), files["energy_trace"])
 
     summary = {
         "data": str(args.data), "out": str(out), "class": name, "periodic": stats["periodic"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from mapsim.cli import offlattice as _offlattice
@@ -16,7 +17,9 @@ CLASS_COLOURS = ("#ffffff", "#1f1f1f", "#6baed6")
 
 def _parameter_help() -> str:
     # Imported here for the texts only; params.py does not load the numba kernels.
-    from mapsim.montecarlo.params import PARAM_HELP, PRESET_DESCRIPTIONS, PRESETS, SimParams
+    from mapsim.montecarlo.equilibration import ALPHA, MIN_ACF_POINTS, MIN_TAU_MULTIPLE
+    from mapsim.montecarlo.params import PARAM_HELP, PRESET_DESCRIPTIONS, PRESETS, PROTOCOL_PRESETS, \
+        SWEEP_DEFINITION, SimParams
 
     lines = ["presets:"]
     for name, desc in PRESET_DESCRIPTIONS.items():
@@ -29,13 +32,28 @@ def _parameter_help() -> str:
         lines.append(f"  {'':<13}   [{vals}]")
     lines += [
         "",
-        "moves: particles hop to a random neighbour; without solvent only onto an empty site (canonical),",
-        "with solvent only onto a liquid site, exchanging with it (Rabani et al. 2003). Solvent flips",
-        "liquid <-> vapour on non-particle sites (grand canonical in mu). Metropolis acceptance",
+        "moves: particles hop to a random neighbour (moves=local); without solvent only onto an empty site,",
+        "with solvent only onto a liquid site, exchanging with it (Rabani et al. 2003). moves=nonlocal jumps a",
+        "random particle to a uniformly random non-particle site anywhere (with solvent: exchanges it with",
+        "that site if it holds solvent); moves=mixed does either, non-local with probability nonlocal_frac.",
+        "ensemble=grand adds particle insertion/removal on non-solvent sites (H += mu_n * particles). Solvent",
+        "flips liquid <-> vapour on non-particle sites (grand canonical in mu). Metropolis acceptance",
         "min(1, exp(-dE/T)); at T=0 moves with dE <= 0 are accepted (dE=0 too, so diffusion does not",
         "freeze) and moves with dE > 0 rejected. Systems with solvent start as a fully wet film.",
         "Schedules are linear: T goes from T_start to T over the first anneal_frac of the sweeps, mu from",
         "mu_start to mu over the first mu_ramp_frac, then both stay constant.",
+        "",
+        *textwrap.wrap("sweeps: " + SWEEP_DEFINITION, 100),
+        "",
+        *textwrap.wrap(
+            f"equilibration: every sample records its energy per site after {{0, ..., sweeps}} "
+            f"(trace_points + 1 points; 'energy_trace' and 'trace_sweeps' in the file). For each run the "
+            f"per-sample means over the third and the last quarter of the sweeps are compared by a paired "
+            f"t-test (not equilibrated at p < {ALPHA:g}), and the integrated autocorrelation time of the last "
+            f"half is measured (with >= {MIN_ACF_POINTS} trace points; a last half shorter than "
+            f"{MIN_TAU_MULTIPLE} of them is not called equilibrated). A one-line warning says what to change. "
+            f"Runs with a schedule and the protocol presets ({', '.join(sorted(PROTOCOL_PRESETS))}) get "
+            f"traces but no verdict.", 100),
         "",
         "example: mapsim simulate lattice-gas --size 128 --set e_nn=-4 --set density=0.5 --set T=3 --set sweeps=1000 --out lg.npz",
     ]
@@ -141,12 +159,27 @@ def run(args: argparse.Namespace) -> int:
     result = {"out": str(out), "preset": args.preset, "samples": args.samples, "height": height, "width": width,
               "seed": args.seed, "classes": list(dataset.classes), "resumed": resumed,
               **dataset.metadata["acceptance"]}
+    verdict_line = _report_verdict(dataset.metadata.get("equilibration"), result)
     if png is not None:
         result["png"] = str(png)
     emit(result, args.json, text=None if args.json else
          f"wrote {out} ({args.samples} samples {height}x{width}, classes {list(dataset.classes)})"
-         + (f" and {png}" if png is not None else ""))
+         + (f" and {png}" if png is not None else "") + (f"\n{verdict_line}" if verdict_line else ""))
     return 0
+
+
+def _report_verdict(eq: dict | None, result: dict) -> str | None:
+    """Add the run's equilibration verdict to ``result``; warn on stderr when it failed; the summary line."""
+    from mapsim.montecarlo.equilibration import Verdict
+
+    result["equilibrated"] = None if eq is None else eq["equilibrated"]
+    if eq is None:  # a schedule or a protocol preset: traces only
+        return None
+    v = Verdict(**eq)
+    result["equilibration"] = eq
+    if v.equilibrated is False:
+        print(v.advice, file=sys.stderr)
+    return v.summary().split(". warning:")[0]
 
 
 def save_png(grid, classes, path: str | Path, title: str | None = None) -> None:

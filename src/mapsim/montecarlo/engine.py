@@ -21,15 +21,23 @@ import numpy as np
 from mapsim.errors import MapsimError
 from mapsim.lattice import MC_CLASSES, Dataset
 from mapsim.montecarlo import kernels as K
-from mapsim.montecarlo.equilibration import trace_sweeps
+from mapsim.montecarlo.equilibration import equilibration_verdict, trace_sweeps
 from mapsim.montecarlo.hamiltonian import Hamiltonian
-from mapsim.montecarlo.params import SimParams, mu_schedule, preset_params, temperature_schedule
+from mapsim.montecarlo.params import (
+    PROTOCOL_PRESETS,
+    SimParams,
+    has_schedule,
+    mu_schedule,
+    preset_params,
+    temperature_schedule,
+)
 from mapsim.montecarlo.rng import sample_seed_sequence, xoshiro_state
 
 if TYPE_CHECKING:
     from mapsim.montecarlo.partial import PartialRun
 
-__all__ = ["LatticeState", "simulate", "run_sample", "check_size", "HAMILTONIAN", "DASK_CONNECT_TIMEOUT"]
+__all__ = ["LatticeState", "simulate", "run_sample", "check_size", "run_verdict", "HAMILTONIAN",
+           "DASK_CONNECT_TIMEOUT"]
 
 #: The Hamiltonian as recorded in the metadata of canonical runs (grand ones add ``+ mu_n*sum_i n_i``).
 HAMILTONIAN = Hamiltonian().formula(with_mu_n=False)
@@ -321,9 +329,10 @@ def simulate(
     Dataset
         ``grids`` uint8 (n_samples, H, W); classes ``("empty", "particle")``, or
         ``("empty", "particle", "solvent")`` with ``keep_solvent``; metadata with the
-        generator, every parameter, seed, size, package version and ``trace_sweeps`` (list of
-        n_points sweep numbers); extra array ``energy_trace`` float64 (n_samples, n_points),
-        the energy per site of each sample at those sweeps (:func:`run_sample`).
+        generator, every parameter, seed, size, package version, ``trace_sweeps`` (list of
+        n_points sweep numbers) and ``equilibration`` (:func:`run_verdict` as a dict, or None);
+        extra array ``energy_trace`` float64 (n_samples, n_points), the energy per site of
+        each sample at those sweeps (:func:`run_sample`).
     """
     from mapsim import __version__
 
@@ -406,7 +415,31 @@ def simulate(
         "acceptance": {key: float(np.mean([s[key] for s in stats])) for key in stats[0]},
         "trace_sweeps": at.tolist(),
     }
+    verdict = run_verdict(params, preset, traces, at)
+    metadata["equilibration"] = None if verdict is None else verdict.to_dict()
     return Dataset(grids, classes, metadata, {"energy_trace": traces})
+
+
+def run_verdict(params: SimParams, preset: str | None, trace: np.ndarray, sweeps_at: np.ndarray):
+    """The equilibration verdict of a run, or None for runs that are not meant to be stationary.
+
+    Runs with a schedule (annealing, a mu ramp) and runs of a protocol preset
+    (:data:`~mapsim.montecarlo.params.PROTOCOL_PRESETS`) get None.
+
+    Parameters
+    ----------
+    params : SimParams
+    preset : str or None
+    trace : ndarray, shape (n_samples, n_points)
+    sweeps_at : ndarray of int, shape (n_points,)
+
+    Returns
+    -------
+    mapsim.montecarlo.equilibration.Verdict or None
+    """
+    if preset in PROTOCOL_PRESETS or has_schedule(params):
+        return None
+    return equilibration_verdict(trace, sweeps_at, moves=params.moves)
 
 
 def _run_dask(dask: Any, params: SimParams, height: int, width: int, seed: int, todo: list[int],
