@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager
 
 import numpy as np
 
 from mapsim.errors import MapsimError
+from mapsim.fileio import atomic_dir
 
 EMPTY = "empty"
 """Class 0 of every imported dataset."""
@@ -146,36 +144,23 @@ def _where(s: Sample) -> str:
     return f"{s.source.get('file')} frame {s.source.get('frame', 0)}"
 
 
-@contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``path`` in one rename.
+def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> ContextManager[Path]:
+    """A temporary sibling directory that replaces ``path`` in one rename on success.
 
     On any exception the temporary directory is removed and ``path`` is left as it was,
-    so a failed export never leaves a partial directory behind.
+    so a failed export never leaves a partial directory behind
+    (:func:`mapsim.fileio.atomic_dir`).
 
     Parameters
     ----------
     path : path-like
-        The final directory. If it exists it must be empty, unless ``overwrite``.
+        The final directory. If it exists it must be empty, unless ``overwrite``
+        (checked here, before the caller does any work).
     overwrite : bool
         Replace an existing directory (its old contents are removed after the rename).
     """
-    final = Path(path)
-    check_output_dir(final, overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        yield tmp
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-            os.replace(final, old / "d")
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    check_output_dir(Path(path), overwrite)
+    return atomic_dir(path, replace=overwrite)
 
 
 def check_output_dir(path: Path, overwrite: bool, option: str = "--out") -> None:

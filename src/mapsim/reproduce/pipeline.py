@@ -25,9 +25,10 @@ from typing import Any, Callable
 import numpy as np
 
 from mapsim.errors import MapsimError
-from mapsim.fileio import write_text_atomic
+from mapsim.fileio import atomic_path, write_text_atomic
 from mapsim.lattice import Dataset, load_dataset, save_dataset
-from mapsim.reproduce.config import RunConfig, SystemConfig, fingerprint, to_toml
+from mapsim.reproduce.common import json_default
+from mapsim.reproduce.config import RunConfig, SystemConfig, fingerprint, stage_code, to_toml
 
 MODELS = ("expansion", "pixelcnn", "density")
 """Generated-model labels: the cluster expansion, the Gated PixelCNN, the density-only ideal gas."""
@@ -55,14 +56,6 @@ class Ledger:
 
     def result(self, stage: str) -> Any:
         return self.state.get(stage, {}).get("result")
-
-
-def json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 class Run:
@@ -115,8 +108,8 @@ class Run:
         results = {}
         for name, s in self.cfg.systems.items():
             results[name] = self.run_system(name, s)
-        report = write_report(self, results, time.perf_counter() - t0)
-        return report
+        return write_report(self.out, results, seed=self.cfg.seed, quick=self.cfg.quick,
+                            seconds=time.perf_counter() - t0, stage_seconds=dict(self.timings))
 
     # -- one system --------------------------------------------------------------------
     def run_system(self, name: str, s: SystemConfig) -> dict[str, Any]:
@@ -127,10 +120,14 @@ class Run:
         res: dict[str, Any] = {"config": scfg}
 
         mc_fields = ("preset", "overrides")
-        fp_train = fingerprint("train", seed, {k: scfg[k] for k in mc_fields}, s.train_samples, s.train_size)
-        fp_hgen = fingerprint("heldout_gen", seed, {k: scfg[k] for k in mc_fields}, s.heldout_samples, s.gen_size)
+        # every fingerprint carries a hash of the code the stage runs (stage_code): the version string
+        # never changes, and a fix must recompute what it fixes
+        mc_code = stage_code("simulate")
+        fp_train = fingerprint("train", seed, {k: scfg[k] for k in mc_fields}, s.train_samples, s.train_size, mc_code)
+        fp_hgen = fingerprint("heldout_gen", seed, {k: scfg[k] for k in mc_fields}, s.heldout_samples, s.gen_size,
+                              mc_code)
         fp_htr = fingerprint("heldout_train", seed, {k: scfg[k] for k in mc_fields}, s.heldout_train_samples,
-                             s.train_size)
+                             s.train_size, mc_code)
         # three disjoint seed streams: 3 seed + 0/1/2
         self.stage(f"{name}/simulate train", fp_train, [d / "train.npz"],
                    lambda: self._simulate(s, s.train_samples, s.train_size, 3 * seed, d / "train.npz"))
@@ -145,17 +142,17 @@ class Run:
         models: dict[str, tuple[Path, str]] = {}
         if s.expansion_range > 0:
             fp = fingerprint("expansion", fp_train, s.expansion_range, s.expansion_order, s.expansion_epochs,
-                             s.expansion_lr, s.expansion_val_fraction, seed)
+                             s.expansion_lr, s.expansion_val_fraction, seed, stage_code("expansion"))
             res["expansion_fit"] = self.stage(f"{name}/fit expansion (range {s.expansion_range}, order "
                                               f"{s.expansion_order})", fp, [d / "expansion.pt"],
                                               lambda: self._fit_expansion(s, train, d / "expansion.pt"))
             models["expansion"] = (d / "expansion.pt", fp)
-        fp = fingerprint("density", fp_train)
+        fp = fingerprint("density", fp_train, stage_code("density"))
         self.stage(f"{name}/density-only model", fp, [d / "density.pt"],
                    lambda: self._density_model(train, d / "density.pt"))
         models["density"] = (d / "density.pt", fp)
         fp = fingerprint("pixelcnn", fp_train, s.layers, s.filters, s.kernel, s.out_width, s.epochs, s.batch, s.lr,
-                         s.train_minutes, s.crop, seed)
+                         s.train_minutes, s.crop, seed, stage_code("pixelcnn"))
         res["pixelcnn_training"] = self.stage(f"{name}/train PixelCNN ({s.layers} layers, {s.filters} filters)", fp,
                                               [d / "pixelcnn" / "best.pt"],
                                               lambda: self._train_pixelcnn(s, train, d / "pixelcnn", fp))
@@ -167,16 +164,16 @@ class Run:
                 continue
             path, fp_model = models[label]
             gen = d / f"gen_{label}.npz"
-            fp_gen = fingerprint("generate", fp_model, s.gen_samples, s.gen_size, seed)
+            fp_gen = fingerprint("generate", fp_model, s.gen_samples, s.gen_size, seed, stage_code("generate"))
             info = self.stage(f"{name}/generate {label} ({s.gen_samples} x {s.gen_size}^2)", fp_gen, [gen],
                               lambda: self._generate(path, s, gen, seed))
             cmp_path = d / f"compare_{label}.json"
-            fp_cmp = fingerprint("compare", fp_gen, fp_hgen, fp_htr, seed, 2)
+            fp_cmp = fingerprint("compare", fp_gen, fp_hgen, fp_htr, seed, 3, stage_code("compare"))
             comparison = self.stage(f"{name}/compare {label} with held-out Monte Carlo", fp_cmp, [cmp_path],
                                     lambda: self._compare(d, gen, cmp_path, seed))
             res["models"][label] = {"generate": info, "compare": comparison}
             if label == "pixelcnn":
-                fp_conv = fingerprint("convergence", fp_gen)
+                fp_conv = fingerprint("convergence", fp_gen, stage_code("convergence"))
                 res["convergence"] = self.stage(f"{name}/row convergence of the PixelCNN samples", fp_conv,
                                                 [d / "convergence.json"],
                                                 lambda: self._convergence(gen, d / "convergence.json"))
@@ -255,11 +252,11 @@ class Run:
         curves = {}
         for ref_name in ("heldout_gen", "heldout_train"):
             ref = load_dataset(d / f"{ref_name}.npz")
-            c = compare_datasets(ref, gen, "particle", seed=seed)
+            c = compare_datasets(ref, gen, "particle", seed=seed)  # the family verdict at alpha = 0.05
             result[ref_name] = c.summary
             curves[ref_name] = {"r": c.r, "reference": c.reference, "generated": c.generated}
-        np.savez(out.with_suffix(".tmp.npz"), **_flatten_curves(curves))
-        out.with_suffix(".tmp.npz").replace(out.with_suffix(".npz"))
+        with atomic_path(out.with_suffix(".npz")) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **_flatten_curves(curves))
         write_text_atomic(out, json.dumps(result, indent=1, default=json_default))
         return result
 
