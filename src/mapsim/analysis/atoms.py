@@ -308,6 +308,9 @@ class AtomStatistics:
 
     def fit(self, reference: Sequence[AtomSample]) -> "AtomStatistics":
         """Choose r_max, r_shell and r_close from the reference atoms; returns self."""
+        from mapsim.exchange.common import require
+
+        require("freud", "io", "off-lattice statistics")
         if not reference:
             raise MapsimError("reference: no samples")
         limit = min(min(0.5 * (s.hi[c] - s.lo[c]) * (0.999 if s.periodic[c] else 0.49) for c in range(2))

@@ -102,23 +102,19 @@ def occupancy(grids: np.ndarray, class_id: int) -> np.ndarray:
 
 
 def is_periodic(metadata: Mapping[str, Any] | None, override: bool | None = None) -> bool:
-    """Whether samples are periodic: ``override`` if given, else the metadata, else open.
+    """Whether samples are periodic along both axes: ``override`` if given, else the metadata, else open.
 
-    Looks for ``metadata["params"]["periodic"]`` (what the Monte Carlo writer
-    records) and then a top-level ``metadata["periodic"]``.  Absent either,
-    samples are treated as open: open estimators stay correct for periodic
-    data, the converse is not true.
+    Reads the metadata through :func:`mapsim.lattice.periodic_axes` (``params.periodic`` as the
+    Monte Carlo writer records it, or a top-level ``periodic``: one bool, or one per axis as import
+    records it). The lattice estimators here take one boundary for both axes, so a sample periodic
+    along one axis only is treated as open (open estimators stay correct for periodic data, the
+    converse is not true).
     """
+    from mapsim.lattice import periodic_axes
+
     if override is not None:
         return bool(override)
-    if not metadata:
-        return False
-    params = metadata.get("params")
-    if isinstance(params, Mapping) and "periodic" in params:
-        return bool(params["periodic"])
-    if "periodic" in metadata:
-        return bool(metadata["periodic"])
-    return False
+    return all(periodic_axes(metadata))
 
 
 def max_r_allowed(shape: tuple[int, int], periodic: bool) -> int:
