@@ -1,12 +1,15 @@
 """The main job at a tiny size: every stage runs, the report is written, reruns skip finished work."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from mapsim.cli import main
 from mapsim.errors import MapsimError
-from mapsim.reproduce.config import default_config, from_toml, to_toml
+from mapsim.reproduce import pipeline
+from mapsim.reproduce.config import default_config, from_toml, source_hash, to_toml
 from mapsim.reproduce.pipeline import Run
 
 TINY = """
@@ -65,7 +68,7 @@ def test_bad_config_is_named(text, fragment):
         from_toml(text)
 
 
-def test_tiny_pipeline_runs_resumes_and_reports(tmp_path):
+def test_tiny_pipeline_runs_resumes_and_reports(tmp_path, monkeypatch):
     cfg = from_toml(TINY)
     out = tmp_path / "run"
     logs = []
@@ -79,10 +82,20 @@ def test_tiny_pipeline_runs_resumes_and_reports(tmp_path):
     models = {(r["system"], r["model"]) for r in rep["table"]}
     assert models == {("fluid-cold-repulsive", "expansion"), ("fluid-cold-repulsive", "pixelcnn"),
                       ("fluid-cold-repulsive", "density"), ("drying", "pixelcnn"), ("drying", "density")}
-    # a target per PixelCNN, per fluid expansion, and per fluid density-only model
+    # a target per PixelCNN, per fluid expansion, and per fluid density-only model, judged by the family verdict
     assert len(rep["targets"]) == 4 and report["targets"] == rep["targets"]
+    for t, row in zip(rep["targets"], [r for r in rep["table"] if (r["system"], r["model"]) != ("drying", "density")]):
+        met = (not row["family_reject"]) if t["model"] != "density" else row["family_reject"]
+        assert t["met"] == met and t["rejected"] == row["rejected"]
+    cmp = json.loads((out / "systems/fluid-cold-repulsive/compare_pixelcnn.json").read_text())["heldout_gen"]
+    for st in cmp["statistics"]:
+        p = cmp[f"{st}_p_adjusted"]
+        assert (p is None and st in cmp["rejected"]) or 1 / (cmp["permutations"] + 1) <= p <= 1
+        assert cmp[f"{st}_p"] is None or cmp[f"{st}_p"] <= p  # adjusting never lowers a p-value
+    assert {"alpha", "permutations", "rejected", "family_reject"} <= set(cmp)
     md = (out / "report.md").read_text()
     assert "Table 1" in md and "| fluid-cold-repulsive | 0 | 1 | 0.05 | 1 | 2 | 5 |" in md
+    assert "smallest adjusted p" in md and "| g(r) | nbrs4 | nbrs8 |" in md
     # generated samples are 4x the training area; held-out MC of the generated size exists
     cmp = json.loads((out / "systems/drying/compare_pixelcnn.json").read_text())
     assert cmp["heldout_gen"]["generated_shape"] == [24, 24] and cmp["heldout_gen"]["reference_shape"] == [24, 24]
@@ -100,6 +113,15 @@ def test_tiny_pipeline_runs_resumes_and_reports(tmp_path):
     ran = [line for line in logs3 if line.startswith("[run ]")]
     assert ran and all("drying/" in line and ("generate" in line or "compare" in line or "convergence" in line)
                        for line in ran), ran
+
+    # a fix in the comparison code (another source hash) recomputes the comparisons, and nothing upstream
+    real = pipeline.stage_code
+    monkeypatch.setattr(pipeline, "stage_code", lambda kind: real(kind) + ("-fixed" if kind == "compare" else ""))
+    logs5 = []
+    Run(cfg, out, log=logs5.append).run()
+    ran = [line for line in logs5 if line.startswith("[run ]")]
+    assert len(ran) == 5 and all("/compare " in line for line in ran), ran
+    monkeypatch.undo()
 
     # a changed training setting retrains from scratch (the old run directory cannot be resumed)
     cfg.systems["drying"].epochs = 2
@@ -119,3 +141,31 @@ def test_cli_bad_config_one_line(tmp_path, capsys):
     assert len(err) == 1 and "epochs" in err[0] and str(bad) in err[0]
     assert not out.exists()
     assert main(["reproduce", "--config", str(tmp_path / "absent.toml"), "--out", str(out)]) == 2
+
+
+def test_source_hash_follows_the_code(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "analysis").mkdir(parents=True)
+    (pkg / "montecarlo").mkdir()
+    (pkg / "reproduce").mkdir()
+    for f in ("__init__.py", "errors.py", "analysis/compare.py", "montecarlo/engine.py", "reproduce/pipeline.py"):
+        (pkg / f).write_text(f"# {f}\n")
+    before = source_hash(("analysis",), str(pkg))
+    assert len(before) == 16 and before != source_hash(("montecarlo",), str(pkg))
+    (pkg / "montecarlo" / "engine.py").write_text("# changed\n")
+    source_hash.cache_clear()
+    assert source_hash(("analysis",), str(pkg)) == before  # another part's edit does not matter
+    (pkg / "analysis" / "compare.py").write_text("# a fix\n")
+    source_hash.cache_clear()
+    assert source_hash(("analysis",), str(pkg)) != before
+    (pkg / "analysis" / "compare.py").write_text("# analysis/compare.py\n")
+    (pkg / "errors.py").write_text("# the ground floor changed\n")
+    source_hash.cache_clear()
+    assert source_hash(("analysis",), str(pkg)) != before  # every stage depends on the ground floor
+
+
+def test_report_does_not_import_the_pipeline():
+    code = ("import sys, mapsim.reproduce.report; "
+            "assert 'mapsim.reproduce.pipeline' not in sys.modules, 'report imports the pipeline'; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

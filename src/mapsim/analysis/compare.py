@@ -203,7 +203,8 @@ def check_permutations(n: int) -> int:
     return int(n)
 
 
-def reference_hamiltonian(ref: Dataset, hamiltonian: Mapping[str, float] | None) -> tuple[dict[str, float] | None, str | None]:
+def reference_hamiltonian(ref: Dataset, hamiltonian: Mapping[str, float] | None
+                          ) -> tuple[dict[str, float] | None, str | None]:
     """The Hamiltonian to score energies with, and a note when there is none.
 
     ``hamiltonian`` (couplings ``e_nn, e_ll, e_nl, mu``, missing ones 0) wins;

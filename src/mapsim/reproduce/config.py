@@ -21,6 +21,7 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +246,63 @@ def fingerprint(*parts: Any) -> str:
     """Stable short hash of JSON-able parts (stage identity for resuming)."""
     h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+"""The installed ``mapsim`` package directory, whose sources stage fingerprints hash."""
+
+GROUND = ("__init__.py", "errors.py", "fileio.py", "lattice.py", "reproduce/pipeline.py")
+"""Sources every stage depends on (the version string, file formats, the stage bodies)."""
+
+STAGE_SOURCES: dict[str, tuple[str, ...]] = {
+    "simulate": ("montecarlo",),
+    "expansion": ("models",),
+    "density": ("models",),
+    "pixelcnn": ("models", "training.py"),
+    "generate": ("models", "sampling"),
+    "compare": ("analysis", "montecarlo/hamiltonian.py"),
+    "convergence": ("analysis",),
+}
+"""Package parts (directories or files, relative to :data:`PACKAGE_ROOT`) behind each kind of stage."""
+
+
+@lru_cache(maxsize=None)
+def source_hash(parts: tuple[str, ...], root: str | None = None) -> str:
+    """Hash of the Python sources under ``parts`` (and :data:`GROUND`) of the package.
+
+    The package version string does not change with a fix, so a stage's
+    fingerprint includes this hash of the code it runs: editing a file under
+    ``analysis/`` recomputes the comparisons (and, through the chained
+    fingerprints, nothing upstream), editing ``montecarlo/`` everything.
+    Computed once per process (``lru_cache``).
+
+    Parameters
+    ----------
+    parts : tuple of str
+        Directories or files relative to ``root``.
+    root : str, optional
+        Package directory (default :data:`PACKAGE_ROOT`).
+
+    Returns
+    -------
+    str
+        16 hex digits over the sorted relative paths and contents of every
+        ``*.py`` file found.
+    """
+    base = Path(root) if root is not None else PACKAGE_ROOT
+    files: set[Path] = set()
+    for part in tuple(GROUND) + tuple(parts):
+        p = base / part
+        if p.is_dir():
+            files.update(f for f in p.rglob("*.py") if "__pycache__" not in f.parts)
+        elif p.is_file():
+            files.add(p)
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(f.relative_to(base).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def stage_code(kind: str) -> str:
+    """:func:`source_hash` of the package parts behind a kind of stage (:data:`STAGE_SOURCES`)."""
+    return source_hash(STAGE_SOURCES[kind])
