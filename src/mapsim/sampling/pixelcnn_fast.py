@@ -19,9 +19,11 @@ layer m = 1..n (p = kernel // 2, L = n p):
 Lanes start at C = 2p - L so the leftmost vertical positions (inside the side
 padding) are covered.  Rows above the sample (the boundary) are known, so their
 vertical stacks are computed once, up front, with the model's own convolutions.
-Caches are rings: p + 1 + ceil((W + 2L - 2p) / (L + 1)) rows of vertical
-activations (full width), L + 1 columns of vertical-to-horizontal terms and
-p + 1 columns of horizontal activations per lane; memory does not grow with H.
+Caches are rings: p + 1 + ceil((W + 2L - 2p) / (L + 1)) rows (the lanes in
+flight) of p (L + 3) + 2 columns of vertical activations (:func:`vertical_window`;
+the p boundary rows above the sample are kept whole), L + 1 columns of
+vertical-to-horizontal terms and p + 1 columns of horizontal activations per
+lane; cache memory grows with W only through the number of lanes, not with H.
 
 Lanes of one step are independent, so they are split across threads.
 """
@@ -213,12 +215,12 @@ def _scratch(maxl, n, p, k, F, S, nc, dt):
 def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta, approx, scratch, draw_fn):
     """Advance the given lanes by one step (see the module docstring).
 
-    ``caches`` = (V, VH, HS), ``weights`` as :data:`WEIGHT_NAMES`, ``geometry`` =
-    (n, p, L, W, RB, RV); ``draw_fn`` is the draw rule of :mod:`mapsim.sampling.draw`.
+    ``caches`` = (V, VH, HS, Vb), ``weights`` as :data:`WEIGHT_NAMES`, ``geometry`` =
+    (n, p, L, W, RB, RV, CW); ``draw_fn`` is the draw rule of :mod:`mapsim.sampling.draw`.
     """
-    V, VH, HS = caches
+    V, VH, HS, Vb = caches
     T1v, b1v, T1h, Wv, bv, Wh, Wvh, bvh, Wres, bres, Wskip, bskip, W1, b1, W2, b2 = weights
-    n, p, L, W, RB, RV = geometry
+    n, p, L, W, RB, RV, CW = geometry
     idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg, lgd = scratch
     nl = lk.shape[0]
     k = 2 * p + 1
@@ -252,9 +254,12 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
                 kk, R, cv = lk[i], lR[i], lC[i] + (n - m) * p
                 q = 0
                 for dr in range(p + 1):
-                    slot = (R - p + dr) % RB
+                    r = R - p + dr
                     for dc in range(k):
-                        src = V[m - 2, slot, cv - p + dc, kk]
+                        if r < L:  # a boundary row: kept whole width
+                            src = Vb[m - 2, r - (L - p), cv - p + dc, kk]
+                        else:
+                            src = V[m - 2, r % RB, (cv - p + dc) % CW, kk]
                         for f in range(F):
                             Av[t, q] = src[f]
                             q += 1
@@ -273,7 +278,7 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
                 dst[c] = vh[t, c] + bvh[m - 1, c]
             if m < n:
                 for f in range(F):
-                    V[m - 1, slot, cv, kk, f] = gbuf[t, f]
+                    V[m - 1, slot, cv % CW, kk, f] = gbuf[t, f]
     # ---- horizontal stack at column C
     for m in range(1, n + 1):
         nt = 0
@@ -358,7 +363,7 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
 
 @njit(cache=True, parallel=True)
 def _run_steps(t0, t1, K, H, canvas, U, logp_out, caches, weights, geometry, beta, nchunks, approx, draw_fn):
-    n, p, L, W, RB, RV = geometry
+    n, p, L, W, RB, RV, CW = geometry
     Wres, W1, W2 = weights[8], weights[12], weights[14]
     V = caches[0]
     cmin = 2 * p - L
@@ -403,6 +408,18 @@ STEPS_PER_CALL = 64
 """Front steps per compiled call (progress is reported between calls)."""
 
 
+def vertical_window(context_range: int, p: int) -> int:
+    """Columns of the vertical-stack ring kept per row.
+
+    Layer m's vertical activation at row R, column c is written by lane R when
+    it is (n - m) p columns behind c and read last by lane R + p, which runs
+    p (L + 1) columns behind lane R and reads up to 2p columns further left,
+    so p (L + 3) + 1 columns are live at a time (one more for safety).
+    Memory per row is then independent of the width.
+    """
+    return p * (context_range + 3) + 2
+
+
 def total_steps(height: int, width: int, context_range: int, p: int) -> int:
     """Steps of the cached sampler (lanes start 2L - 2p columns before the sample)."""
     return n_steps(height, width, context_range) + 2 * context_range - 2 * p
@@ -431,13 +448,12 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
     RB = p + 1 + lanes_max
     RV = L + 1
     nv = max(n - 1, 1)
+    CW = vertical_window(L, p)
     # sample index next to the channels: the lanes of one row, all samples, are processed together
-    V = np.zeros((nv, RB, Wc, K, F), dt)
+    V = np.zeros((nv, RB, CW, K, F), dt)
     VH = np.zeros((n, RB, RV, K, 2 * F), dt)
     HS = np.zeros((nv, RB, p + 1, K, F), dt)
-    bvert = _boundary_vertical(model, top, dt)
-    for j in range(p):
-        V[:, (L - p + j) % RB] = bvert[:, :, j].transpose(0, 2, 1, 3)
+    Vb = np.ascontiguousarray(_boundary_vertical(model, top, dt).transpose(0, 2, 3, 1, 4))  # (nv, p, Wc, K, F)
     canvas = np.full((K, H + L, Wc), model.outside_class, np.uint8)
     canvas[:, :L, :] = top
     canvas[:, L:, L : L + W] = 0
@@ -446,7 +462,7 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
     nthreads = threads or numba.get_num_threads()
     chunk = max(1, min(T, STEPS_PER_CALL))
     weights = tuple(w[name] for name in WEIGHT_NAMES)
-    geometry = (n, p, L, W, RB, RV)
+    geometry = (n, p, L, W, RB, RV, CW)
     draw_fn = current_draw()
     old = numba.get_num_threads()
     numba.set_num_threads(max(1, min(nthreads, numba.config.NUMBA_NUM_THREADS)))
@@ -455,7 +471,7 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
     try:
         for t0 in range(0, T, chunk):
             t1 = min(T, t0 + chunk)
-            _run_steps(t0, t1, K, H, canvas, u, logp, (V, VH, HS), weights, geometry, float(beta), nthreads,
+            _run_steps(t0, t1, K, H, canvas, u, logp, (V, VH, HS, Vb), weights, geometry, float(beta), nthreads,
                        dt == np.float32, draw_fn)
             if progress is not None:
                 # lanes start 2L - 2p steps before the front of the other samplers
