@@ -484,7 +484,7 @@ class OffLatticeResult:
         from mapsim import __version__
 
         return {"generator": "mapsim.montecarlo.offlattice", "mapsim_version": __version__,
-                "params": {**asdict(self.params), "periodic": True}, "seed": int(self.seed),
+                "params": asdict(self.params), "seed": int(self.seed),
                 "n_samples": int(self.positions.shape[0]), "box": [self.box, self.box], "length_unit": "sigma",
                 "species_map": self.params.species_map, "periodic": [True, True],
                 "energy_per_particle": [float(e) for e in self.energy] if self.params.system != "hard-disks" else None,
