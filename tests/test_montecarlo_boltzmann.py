@@ -21,16 +21,21 @@ ALPHA = 1e-3
 L = 3
 
 
-def _states(n_particles, solvent, fixed_particles=None):
-    """All grids (as flat tuples) with the given particle count (or particle sites)."""
-    sites = range(L * L)
+def _states(n_particles, solvent, fixed_particles=None, n_sites=L * L):
+    """All grids (flat) with the given particle count (or particle sites; ``n_particles=None``: any count)."""
+    sites = range(n_sites)
     out = []
-    placements = [fixed_particles] if fixed_particles is not None else itertools.combinations(sites, n_particles)
+    if fixed_particles is not None:
+        placements = [fixed_particles]
+    elif n_particles is None:
+        placements = itertools.chain.from_iterable(itertools.combinations(sites, k) for k in range(n_sites + 1))
+    else:
+        placements = itertools.combinations(sites, n_particles)
     for part in placements:
         free = [s for s in sites if s not in part]
         fills = itertools.product((0, 2), repeat=len(free)) if solvent else [(0,) * len(free)]
         for fill in fills:
-            g = np.zeros(L * L, np.uint8)
+            g = np.zeros(n_sites, np.uint8)
             g[list(part)] = 1
             g[free] = fill
             out.append(g)
@@ -41,12 +46,16 @@ def _code(flat):
     return int(np.dot(flat.astype(np.int64), 3 ** np.arange(flat.size)))
 
 
-def _chi2_against_boltzmann(params, states, start, n_records, sweeps_between, seed):
-    e = total_energy(states.reshape(-1, L, L), params)
+def _boltzmann(params, states, shape=(L, L)):
+    e = total_energy(states.reshape(-1, *shape), params)
     w = np.exp(-(e - e.min()) / params.T)
-    expected_p = w / w.sum()
+    return w / w.sum()
+
+
+def _chi2_against_boltzmann(params, states, start, n_records, sweeps_between, seed, shape=(L, L)):
+    expected_p = _boltzmann(params, states, shape)
     index = {_code(s): i for i, s in enumerate(states)}
-    st = LatticeState.from_grid(start.reshape(L, L), params, xoshiro_state(sample_seed_sequence(seed, 0)))
+    st = LatticeState.from_grid(start.reshape(shape), params, xoshiro_state(sample_seed_sequence(seed, 0)))
     T = np.full(sweeps_between, params.T)
     counts = np.zeros(len(states), np.int64)
     st.run(np.full(50, params.T))  # burn-in
@@ -54,14 +63,17 @@ def _chi2_against_boltzmann(params, states, start, n_records, sweeps_between, se
         st.run(T)
         counts[index[_code(st.grid(keep_solvent=True).ravel())]] += 1
     expected = expected_p * n_records
-    # merge states expected fewer than 5 times into one bin (chi-square validity)
+    return _chi2_p(counts, expected), counts, expected
+
+
+def _chi2_p(counts, expected):
+    """Chi-square p value, states expected fewer than 5 times merged into one bin (validity)."""
     small = expected < 5
     obs = np.append(counts[~small], counts[small].sum())
     exp = np.append(expected[~small], expected[small].sum())
     if exp[-1] == 0:
         obs, exp = obs[:-1], exp[:-1]
-    chi2, p = stats.chisquare(obs, exp)
-    return p, counts, expected
+    return stats.chisquare(obs, exp).pvalue
 
 
 CANONICAL = SimParams(e_nn=-1.0, T=0.8, mobility=1)
@@ -120,3 +132,42 @@ def test_chi_square_detects_a_wrong_distribution(canonical_run, wrong):
     e = total_energy(states.reshape(-1, L, L), bad)
     w = np.exp(-(e - e.min()) / bad.T)
     assert stats.chisquare(counts, w / w.sum() * counts.sum()).pvalue < 1e-6
+
+
+# ---------------------------------------------------------------------------
+# non-local and grand-canonical moves, alone and mixed with local ones (issue 12)
+#
+# Each case is also judged against slightly wrong weights (one coupling or T changed by 10 %,
+# or mu_n by 0.12-0.2 / T), which must fail at p < 1e-6: the sample sizes have power.
+
+MOVE_CASES = {
+    # name: (params, states, shape, records, sweeps between records, wrong parameter change)
+    "nonlocal": (SimParams(e_nn=-1.0, T=0.8, moves="nonlocal"), lambda: _states(3, False), (3, 3),
+                 30_000, 4, {"e_nn": -0.9}),
+    "mixed-open": (SimParams(e_nn=-1.0, T=0.8, moves="mixed", nonlocal_frac=0.3, periodic=False),
+                   lambda: _states(3, False), (3, 3), 30_000, 6, {"T": 0.88}),
+    "grand-local": (SimParams(e_nn=-1.0, mu_n=1.2, T=1.0, ensemble="grand"), lambda: _states(None, False), (3, 3),
+                    40_000, 5, {"mu_n": 1.32}),
+    "grand-mixed-open": (SimParams(e_nn=1.3, mu_n=-1.5, T=1.0, ensemble="grand", moves="mixed", periodic=False),
+                         lambda: _states(None, False), (3, 3), 40_000, 3, {"e_nn": 1.43}),
+    "solvent-nonlocal": (SimParams(e_nn=-1.0, e_ll=-0.6, e_nl=-0.9, mu=1.0, T=1.5, moves="nonlocal", solvent=True,
+                                   periodic=False, mobility=2),
+                         lambda: _states(2, True, n_sites=6), (2, 3), 30_000, 3, {"e_nl": -0.99}),
+    "solvent-grand-mixed": (SimParams(e_nn=-1.0, e_ll=-0.6, e_nl=-0.9, mu=1.0, mu_n=0.5, T=1.5, moves="mixed",
+                                      ensemble="grand", solvent=True, periodic=False),
+                            lambda: _states(None, True, n_sites=6), (2, 3), 60_000, 3, {"mu_n": 0.7}),
+}
+
+
+@pytest.mark.parametrize("case", list(MOVE_CASES))
+def test_new_moves_sample_boltzmann_and_wrong_weights_fail(case):
+    params, make_states, shape, n_records, between, wrong = MOVE_CASES[case]
+    states = make_states()
+    start = states[len(states) // 2]
+    p, counts, _ = _chi2_against_boltzmann(params, states, start, n_records, between, seed=11, shape=shape)
+    assert p > ALPHA, (case, p)
+    if params.ensemble == "canonical":
+        n_part = (states == 1).sum(axis=1)
+        assert np.all(n_part[counts > 0] == n_part[0])  # the particle number never changed
+    bad = SimParams(**{**params.to_dict(), **wrong})
+    assert _chi2_p(counts, _boltzmann(bad, states, shape) * counts.sum()) < 1e-6, (case, wrong)
