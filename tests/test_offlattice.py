@@ -297,3 +297,31 @@ def test_pixel_index_wraps_periodic_and_clips_open_axes():
     # open x: 4 columns from -0.5 (first centred on the lowest atom); periodic y: 3 rows wrapping
     assert rows.tolist() == [0, 2] and cols.tolist() == [3, 0] and geom.shape == (3, 4)
     assert np.all((off >= 0) & (off < 1))
+
+
+def test_export_interior_keeps_positions_and_provenance(tmp_path, lj_sets):
+    pytest.importorskip("ase")
+    import ase.io
+
+    from mapsim.lattice import data_provenance
+
+    src = to_dataset(lj_sets[0])
+    # a stand-in for generated data: the training data's provenance, a model with L_c = 2, open edges
+    meta = {"context_range": 2, **data_provenance(src.metadata, src.classes)}
+    gen = Dataset(src.grids[:2], src.classes, meta, {"offsets": src.offsets[:2]})
+    assert gen.metadata["periodic"] == [False, False] and gen.metadata["length_unit"] == "sigma"
+    report = _export_interior(tmp_path, gen)
+    assert report["interior"] == {"skip_rows": 4, "skip_cols": 2, "shape": [gen.shape[0] - 4, gen.shape[1] - 4]}
+    atoms = ase.io.read(tmp_path / "x" / "sample_00000.extxyz")
+    assert not atoms.pbc[:2].any() and atoms.info["mapsim_length_unit"] == "sigma"
+    xy, _ = atom_positions(gen, 0)
+    a = gen.metadata["pixel_size"]
+    inside = (xy[:, 1] >= 4 * a[0]) & (xy[:, 0] >= 2 * a[1]) & (xy[:, 0] < (gen.shape[1] - 2) * a[1])
+    np.testing.assert_allclose(np.sort(atoms.positions[:, 0]), np.sort(xy[inside, 0]), atol=1e-6)
+    np.testing.assert_allclose(np.sort(atoms.positions[:, 1]), np.sort(xy[inside, 1]), atol=1e-6)
+
+
+def _export_interior(tmp_path, ds):
+    from mapsim.exchange import export_dataset
+
+    return export_dataset(ds, tmp_path / "x", "extxyz", interior_only=True)

@@ -747,3 +747,41 @@ def interior(metadata: Mapping[str, Any] | None, shape: tuple[int, int], skip_ro
                           f"leaves nothing of {h}x{w} samples (give smaller skips)")
     per = periodic_axes(metadata, where=where)
     return Interior(slice(r, h), slice(c, w - c), r, c, (per[0] and r == 0, per[1] and c == 0))
+
+
+#: Metadata keys that describe what the data are (not how they were made); they flow from training
+#: data through the model's stored config into every generated dataset (:func:`data_provenance`).
+PROVENANCE_KEYS = ("pixel_size", "length_unit", "species_map", "classes")
+
+
+def data_provenance(metadata: Mapping[str, Any] | None, classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """The provenance a model should store and a generated dataset should carry.
+
+    Parameters
+    ----------
+    metadata : dict
+        Training data's metadata.
+    classes : sequence of str, optional
+        The training data's class names.
+
+    Returns
+    -------
+    dict
+        ``pixel_size`` ([a_y, a_x]), ``length_unit``, ``species_map`` and ``classes`` where known,
+        and ``periodic`` [false, false]: generated samples have open edges (their first rows are the
+        chain's start-up), whatever the training data had. Merged into a generated dataset's
+        metadata, it makes export and the statistics of atoms use the training data's lengths.
+    """
+    meta = metadata or {}
+    out: dict[str, Any] = {}
+    px = pixel_size_of(meta)
+    if px is not None:
+        out["pixel_size"] = [px[0], px[1]]
+    if length_unit_of(meta) is not None:
+        out["length_unit"] = length_unit_of(meta)
+    if isinstance(meta.get("species_map"), Mapping):
+        out["species_map"] = dict(meta["species_map"])
+    if classes is not None:
+        out["classes"] = [str(c) for c in classes]
+    out["periodic"] = [False, False]
+    return out
