@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from stat_checks import SEEDS, assert_rarely_rejected
 
 from mapsim.analysis import chain as C
 from mapsim.analysis import chain_plots as CP
@@ -233,47 +234,55 @@ def test_row_recast_of_a_softmax_model_has_the_papers_structure(width, length):
 # sampled sequences against the exact stationary distribution
 # ---------------------------------------------------------------------------
 SIGNIFICANCE = 0.01
-"""Sampled checks fail when the chi-squared p-value is below this (fixed seeds: deterministic)."""
+"""Level of each seed's chi-squared or KS test; a check fails when more than one of its
+seeds rejects (:mod:`stat_checks`: false-alarm budget 3.0e-4 per check)."""
 
 
 def test_long_sequences_match_the_stationary_distribution_1d():
     table = S.random_softmax_table(2, 3, seed=7)
-    res = C.analyze_context_chain(table, 2, 3, seed=8, n_sequences=64, n_steps=2000)
-    s = res.summary
-    assert s["sampled_visits"] == 64 * 2001
-    assert s["chi2_p_value"] > SIGNIFICANCE
-    assert s["stationary_tv_vs_sampled"] < 0.01
-    # negative control: the same counts against another model's stationary distribution
     other = analyse(S.random_softmax_table(2, 3, seed=7, beta=1.3))
-    bad = C.markov_chi2(res.counts, other.stationary_, other.P)
-    assert bad["p_value"] < 1e-6
+    p_values = []
+    for seed in SEEDS:
+        res = C.analyze_context_chain(table, 2, 3, seed=seed, n_sequences=64, n_steps=2000)
+        s = res.summary
+        assert s["sampled_visits"] == 64 * 2001
+        p_values.append(s["chi2_p_value"])
+        # sampling noise of the TV distance: 0.0026 median, 0.0054 largest over 40 seeds
+        assert s["stationary_tv_vs_sampled"] < 0.01
+        # negative control: the same counts against another model's stationary distribution
+        assert C.markov_chi2(res.counts, other.stationary_, other.P)["p_value"] < 1e-6
+    assert_rarely_rejected([p <= SIGNIFICANCE for p in p_values], SIGNIFICANCE, p_values)
 
 
 def test_long_row_sequences_match_the_stationary_distribution_2d():
     cond = S.RandomPairModel(2, 1, seed=9)
-    res = C.analyze_context_chain(S.row_table(cond, 2), 2, 1, 2, cond=cond, seed=10, n_sequences=128, n_steps=300)
-    s = res.summary
-    assert s["chi2_p_value"] > SIGNIFICANCE and s["chi2_dof"] == 3
-    assert s["boundary_mixing_steps"] is not None
+    table = S.row_table(cond, 2)
+    p_values = []
+    for seed in SEEDS:
+        s = C.analyze_context_chain(table, 2, 1, 2, cond=cond, seed=seed, n_sequences=128, n_steps=300).summary
+        assert s["chi2_dof"] == 3 and s["boundary_mixing_steps"] is not None
+        p_values.append(s["chi2_p_value"])
+    assert_rarely_rejected([p <= SIGNIFICANCE for p in p_values], SIGNIFICANCE, p_values)
 
 
 def test_markov_chi2_is_calibrated_for_a_sticky_chain():
     # Visits of a sticky chain are strongly correlated: the plain Pearson statistic would be
     # inflated about (1 + lambda) / (1 - lambda) = 19-fold; the CLT covariance keeps p uniform.
+    from scipy.stats import kstest
+
     a = b = 0.05
     P = C.context_transition_matrix(two_state_table(a, b))
     pi = np.array([0.5, 0.5])
-    rng = np.random.default_rng(12)
     reps, M, T = 200, 10, 400
-    start = rng.integers(0, 2, reps * M)
-    seq = CS.sample_table_sequences(two_state_table(a, b), T, reps * M, rng, start)
-    pvals = []
-    for r in range(reps):
-        counts = S.context_counts(seq[r * M : (r + 1) * M], 2, 1)
-        pvals.append(C.markov_chi2(counts, pi, P)["p_value"])
-    from scipy.stats import kstest
-
-    assert kstest(pvals, "uniform").pvalue > SIGNIFICANCE
+    ks = []
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        start = rng.integers(0, 2, reps * M)
+        seq = CS.sample_table_sequences(two_state_table(a, b), T, reps * M, rng, start)
+        pvals = [C.markov_chi2(S.context_counts(seq[r * M : (r + 1) * M], 2, 1), pi, P)["p_value"]
+                 for r in range(reps)]
+        ks.append(kstest(pvals, "uniform").pvalue)
+    assert_rarely_rejected([p <= SIGNIFICANCE for p in ks], SIGNIFICANCE, ks)
 
 
 def test_fit_table_recovers_a_known_table():

@@ -2,7 +2,9 @@
 
 The plateau rule is a Bonferroni-corrected test at family-wise level alpha, so
 a stationary sample set is declared converged at row 0 with probability at
-least 1 - alpha; the tests below use fixed seeds and alpha = 0.01.
+least 1 - alpha.  The tests use alpha = 0.01 and run each sampled check on
+three seeds, failing when more than one misses (:mod:`stat_checks`: a
+false-alarm budget of 3e-4 per check where a miss has probability alpha).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from stat_checks import SEEDS, assert_rarely_rejected
 
 from mapsim.analysis import context_states as S
 from mapsim.analysis.convergence import RowConvergence, exact_row_logp
@@ -59,16 +62,19 @@ class StepRelax(MapModel):
 # the rule on constructed log-probabilities
 # ---------------------------------------------------------------------------
 def test_step_in_synthetic_log_probs_is_found_exactly():
-    rng = np.random.default_rng(0)
     K, H, W, L = 40, 30, 16, 3
-    lp = -0.5 + 0.1 * rng.standard_normal((K, H, W))
-    lp[:, :5] -= 0.3  # rows 0..4 are less likely
-    rc = RowConvergence(L, alpha=ALPHA).compute(lp)
-    assert rc.plateau_row_ == 5 and rc.skip_rows_ == 5 and rc.converged_
-    assert rc.block_plateau_row_ == 5 + L - 1  # the first block without row 4 ends at row 7
-    np.testing.assert_allclose(rc.block_mean_[0], rc.row_mean_[:L].sum())
+    missed = []
+    for seed in SEEDS:
+        lp = -0.5 + 0.1 * np.random.default_rng(seed).standard_normal((K, H, W))
+        lp[:, :5] -= 0.3  # rows 0..4 are less likely (60 standard errors: never missed)
+        rc = RowConvergence(L, alpha=ALPHA).compute(lp)
+        np.testing.assert_allclose(rc.block_mean_[0], rc.row_mean_[:L].sum())
+        # rows 5.. are stationary: one of them is rejected with probability <= alpha;
+        # the first block without row 4 ends at row 5 + L - 1
+        missed.append((rc.plateau_row_, rc.skip_rows_, rc.block_plateau_row_, rc.converged_) != (5, 5, 5 + L - 1, True))
+    assert_rarely_rejected(missed, ALPHA)
     s = rc.summary()
-    assert s["skip_rows"] == 5 and "Bonferroni" in s["rule"] and len(s["row_logp_mean"]) == H
+    assert "Bonferroni" in s["rule"] and len(s["row_logp_mean"]) == H
 
 
 def test_drifting_samples_are_not_converged():
@@ -93,19 +99,23 @@ def test_bad_inputs_are_reported():
 # ---------------------------------------------------------------------------
 def test_ideal_gas_is_at_its_plateau_from_row_0():
     m = IdealGas(IdealGasConfig(densities=(0.2,)))
-    r = sample_reference(m, 32, 24, 32, seed=0)
-    rc = RowConvergence(m.context_range, alpha=ALPHA).compute(r.log_probs)
-    assert rc.plateau_row_ == 0 and rc.skip_rows_ == 0 and rc.converged_
+    missed = []
+    for seed in SEEDS:
+        rc = RowConvergence(m.context_range, alpha=ALPHA).compute(sample_reference(m, 32, 24, 32, seed=seed).log_probs)
+        missed.append(not (rc.plateau_row_ == 0 and rc.skip_rows_ == 0 and rc.converged_))
+    assert_rarely_rejected(missed, ALPHA)
 
 
 @pytest.mark.parametrize("range_", [1.0, 2.0])
 def test_hard_core_fluid_converges_by_two_context_ranges(range_):
     m = HardCore(HardCoreConfig(rho_eff=0.3, range=range_))
     L = m.context_range
-    r = sample_reference(m, 64, 24, 32, seed=1)
-    rc = RowConvergence(L, alpha=ALPHA).compute(r.log_probs)
-    assert rc.plateau_row_ <= 2 * L and rc.converged_
-    assert rc.row_mean_[0] < rc.plateau_level_ - 5 * rc.row_sem_[0]  # the first row is clearly different
+    missed = []
+    for seed in SEEDS:
+        rc = RowConvergence(L, alpha=ALPHA).compute(sample_reference(m, 64, 24, 32, seed=seed).log_probs)
+        missed.append(not (rc.plateau_row_ <= 2 * L and rc.converged_))
+        assert rc.row_mean_[0] < rc.plateau_level_ - 5 * rc.row_sem_[0]  # the first row is clearly different
+    assert_rarely_rejected(missed, ALPHA)
 
 
 def test_exact_row_curve_matches_sampled_rows():
@@ -117,19 +127,30 @@ def test_exact_row_curve_matches_sampled_rows():
     rc = RowConvergence(m.context_range).compute(r.log_probs)
     # the model has no horizontal coupling: a row of width W is W independent columns
     z = (rc.row_mean_ - exact * W / 2)[2:] / rc.row_sem_[2:]  # rows 0, 1 are constant log(1/2)
-    assert np.all(np.abs(z) < 4.5)
+    assert np.all(np.abs(z) < 4.5)  # 12 rows of 2000 samples: false-alarm budget 12 * 6.8e-6 < 1e-4
     np.testing.assert_allclose(rc.row_mean_[:2], W * math.log(0.5), rtol=1e-6)
     assert np.all(np.diff(tv[2:]) < 0)  # the block state approaches stationarity monotonically here
 
 
-def test_plateau_of_a_slow_model_matches_a_long_run_within_one_context_range():
+def test_plateau_of_a_slow_model_lies_between_one_and_three_context_ranges():
+    """Rows 0 .. L-1 see the boundary, then the row mean relaxes by a factor 0.4 per row.
+
+    Measured over 40 seeds: 2000 samples put the plateau at row 3-5 (row 15 once: a
+    false rejection), 100 samples at row 2-3 (row 9 once in 50).  The median of three
+    seeds is outside [L, 3 L] only if two runs miss: about 0.6 % for the two sizes.
+    """
     m = StepRelax()
     L = m.context_range
-    long = RowConvergence(L, alpha=ALPHA).compute(sample_reference(m, 2000, 20, 24, seed=3).log_probs)
-    assert long.plateau_row_ >= L  # rows 0 .. L-1 see the boundary
-    short = RowConvergence(L, alpha=ALPHA).compute(sample_reference(m, 100, 20, 24, seed=4).log_probs)
-    assert abs(short.plateau_row_ - long.plateau_row_) <= L
-    assert short.converged_ and long.converged_
+    long = [RowConvergence(L, alpha=ALPHA).compute(sample_reference(m, 2000, 20, 24, seed=seed).log_probs)
+            for seed in SEEDS]
+    short = [RowConvergence(L, alpha=ALPHA).compute(sample_reference(m, 100, 20, 24, seed=seed + 1).log_probs)
+             for seed in SEEDS]
+    for runs in (long, short):
+        rows = [rc.plateau_row_ for rc in runs]
+        assert L <= np.median(rows) <= 3 * L, rows
+        assert sum(rc.converged_ for rc in runs) >= 2, rows
+    # fewer samples resolve fewer rows: the plateau comes no later than with more samples (+ L)
+    assert np.median([rc.plateau_row_ for rc in short]) <= np.median([rc.plateau_row_ for rc in long]) + L
 
 
 # ---------------------------------------------------------------------------
