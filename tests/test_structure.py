@@ -333,13 +333,37 @@ def test_nn_pair_density_exact():
     assert bond_counts(a, a, False).tolist() == [4]  # 2 bonds, each counted from both ends
 
 
+def shell_sizes(h: int, w: int) -> np.ndarray:
+    """Wave vectors k != 0 in each |k| shell of width 2 pi / min(h, w), as StructureFactor bins them."""
+    kk = np.hypot(2 * np.pi * np.fft.fftfreq(h)[:, None], 2 * np.pi * np.fft.fftfreq(w)[None, :])
+    dk = 2 * np.pi / min(h, w)
+    edges = np.arange(0.5 * dk, np.pi * np.sqrt(2) + dk, dk)
+    cnt = np.histogram(kk.ravel(), edges)[0]
+    return cnt[cnt > 0]
+
+
 def test_structure_factor_ideal_gas_and_checkerboard():
+    """Ideal gas: S(k) = 1 - rho, with a calibrated tolerance per shell.
+
+    For independent sites each sample's |rho(k)|^2 / N is (1 - rho) times an exponential
+    variable, shared by k and -k (a real Fourier coefficient, as at k = (pi, 0), is chi^2 with
+    one degree of freedom), so every wave vector of a shell adds shape 1/2 per sample and a
+    shell of c wave vectors over n samples has S / (1 - rho) ~ Gamma(n c / 2, 2 / (n c)).
+    Every shell must lie within its two-sided quantiles at 1e-3 / (number of shells)
+    (Bonferroni: false-alarm budget 1e-3 for the whole check).
+    """
+    from scipy.stats import gamma
+
     rng = np.random.default_rng(8)
-    rho = 0.2
-    sk = StructureFactor().compute(rng.random((100, 32, 32)) < rho)
-    # each shell averages >= 4 wave vectors of 100 samples: S(k) = 1 - rho within 0.15 (> 5 sigma)
-    assert np.all(np.abs(sk.S - (1 - rho)) < 0.15)
-    assert abs(sk.S.mean() - (1 - rho)) < 0.01
+    rho, n, size = 0.2, 100, 32
+    sk = StructureFactor().compute(rng.random((n, size, size)) < rho)
+    cnt = shell_sizes(size, size)
+    assert cnt.shape == sk.S.shape
+    a = n * cnt / 2
+    alpha = 1e-3 / cnt.size
+    lo, hi = gamma.ppf(alpha / 2, a, scale=1 / a), gamma.ppf(1 - alpha / 2, a, scale=1 / a)
+    ratio = sk.S / (1 - rho)
+    assert np.all((lo <= ratio) & (ratio <= hi)), np.c_[cnt, lo, ratio, hi][(ratio < lo) | (ratio > hi)]
     cb = StructureFactor().compute(checkerboard(16, 16))
     assert cb.S[-1] == pytest.approx(cb.S.max()) and cb.S[-1] > 10  # Bragg peak at (pi, pi)
     assert np.allclose(cb.S[:-1], 0)
