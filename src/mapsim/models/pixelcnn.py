@@ -26,10 +26,52 @@ sample pixels only, the horizontal convolutions on trimmed inputs, and the last
 layer's unused v and h are not computed (so ``h_res[-1]`` gets no gradient).
 (A sigmoid-based tanh was tried for CPU training, since this torch build's tanh
 is slow, but its extra memory passes made it no faster on a shared machine.)
+
+Off-lattice MAP: positions inside the pixels (``config.positions``)
+--------------------------------------------------------------------
+With positions the model describes the exact structure: a class per pixel and,
+for an occupied pixel (class > 0; class 0 is empty), the position of its atom
+inside the pixel, ``(y, x)`` in pixel units in [0, 1)^2 from the pixel corner
+(the ``offsets`` of :mod:`mapsim.lattice`).
+
+*Input.*  Two more input channels beside the one-hot classes: ``offset - 0.5``
+per axis (y, x) on occupied pixels, 0 on empty and outside pixels
+(:func:`offset_canvas`).  Centred so that an atom at its pixel centre reads as
+0; boundary rows, which carry classes only, therefore show their atoms at the
+pixel centres.  The channels enter the same masked first-layer convolutions as
+the classes, so the causal support is unchanged (nothing of the current pixel,
+in particular not its own position, reaches its prediction).
+
+*Output.*  The class head is unchanged.  The position density given class c and
+the context factorises as p(y | c, ctx) p(x | y, c, ctx); each factor is a
+categorical over B = ``position_bins`` equal bins with uniform density inside
+a bin (piecewise-constant density on [0, 1)).  With ``hidden`` the trunk's last
+features (the input of ``out2``, width S):
+
+* y: logits ``pos_y(hidden)[c - 1]`` (one block of B per occupied class);
+* x: logits ``pos_x(relu(hidden + pos_embed[bin(y)]))[c - 1]``: the y bin is
+  embedded into the width S and added before a ReLU, a small head that lets x
+  depend on y at the cost of one S x B product.
+
+log p(y, x | c, ctx) per unit pixel area = log P(bin y) + log P(bin x | bin y) + 2 log B.
+
+Why bins and not truncated logistic mixtures: the density is exactly normalised
+by construction (a softmax, no truncation constants), its inverse CDF is closed
+form and cheap in the compiled sampler (one cumulative sum, one division:
+:func:`mapsim.sampling.draw.draw_position`), the likelihood is a plain
+cross-entropy that trains as stably as the class head, and B sets the
+resolution (B = 32 resolves 1/32 of a pixel, far below the spread of atoms in
+a liquid).  The cost is a density that is flat within a bin, which bounds what
+the log-likelihood can gain below the bin size.  A mixture would be smooth but
+needs CDF inversion by iteration and is prone to collapsing components.
+
+The class temperature ``beta`` applies to class probabilities only; positions
+are always drawn from the model's density (beta = 1).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -38,6 +80,10 @@ from torch import nn
 
 from mapsim.errors import MapsimError
 from mapsim.models.base import MapModel, register_model
+
+MAX_POSITION_BINS = 1024
+"""Most bins per axis: the draw rule keeps positions 2^-12 of a bin from its edges, which float32
+offsets then resolve (:func:`mapsim.sampling.draw.draw_position`)."""
 
 
 @dataclass
@@ -58,6 +104,17 @@ class PixelCNNConfig:
         Channels of the skip sum and of the hidden 1x1 output layer.
     classes : list of str
         Class names (index = class id), copied into generated datasets.
+    positions : bool
+        Off-lattice MAP: offset input channels and a position head (module docstring).
+    position_bins : int
+        B, bins per axis of the position density (2 .. 1024).
+    pixel_size : list of float or None
+        ``[a_y, a_x]`` of the training data in ``length_unit`` (copied into generated datasets;
+        required with ``positions``).
+    length_unit : str or None
+        Unit of ``pixel_size``, as the training data give it.
+    species_map : dict or None
+        Chemical species -> class name, from the training data.
     """
 
     n_classes: int = 2
@@ -66,6 +123,11 @@ class PixelCNNConfig:
     kernel: int = 3
     out_width: int = 64
     classes: list = field(default_factory=lambda: ["empty", "particle"])
+    positions: bool = False
+    position_bins: int = 32
+    pixel_size: list | None = None
+    length_unit: str | None = None
+    species_map: dict | None = None
 
     def __post_init__(self) -> None:
         if self.n_classes < 2:
@@ -78,6 +140,17 @@ class PixelCNNConfig:
             raise MapsimError(f"kernel must be odd and >= 3, found {self.kernel}")
         if len(self.classes) != self.n_classes:
             raise MapsimError(f"classes {self.classes} must name n_classes={self.n_classes} classes")
+        if isinstance(self.position_bins, bool) or not isinstance(self.position_bins, int) \
+                or not 2 <= self.position_bins <= MAX_POSITION_BINS:
+            raise MapsimError(f"position_bins must be an integer in 2..{MAX_POSITION_BINS}, found {self.position_bins!r}")
+        if self.pixel_size is not None:
+            if isinstance(self.pixel_size, (int, float)):
+                self.pixel_size = [float(self.pixel_size)] * 2
+            self.pixel_size = [float(v) for v in self.pixel_size]
+            if len(self.pixel_size) != 2 or not all(math.isfinite(v) and v > 0 for v in self.pixel_size):
+                raise MapsimError(f"pixel_size must be [a_y, a_x] with positive sizes, found {self.pixel_size}")
+        if self.positions and self.pixel_size is None:
+            raise MapsimError("a model with positions needs the pixel_size of its training data")
 
 
 def gate(a: torch.Tensor) -> torch.Tensor:
@@ -98,7 +171,7 @@ class GatedPixelCNN(MapModel):
         super().__init__(config.n_classes, config.layers * p)
         self.config = config
         self.p = p
-        c_in = config.n_classes + 1
+        c_in = config.n_classes + 1 + (2 if config.positions else 0)
         f, k, s = config.filters, config.kernel, config.out_width
         self.v_convs = nn.ModuleList()
         self.h_convs = nn.ModuleList()
@@ -114,13 +187,74 @@ class GatedPixelCNN(MapModel):
             self.skips.append(nn.Conv2d(f, s, 1))
         self.out1 = nn.Conv2d(s, s, 1)
         self.out2 = nn.Conv2d(s, config.n_classes, 1)
+        if config.positions:
+            nb, occupied = config.position_bins, config.n_classes - 1
+            self.pos_y = nn.Linear(s, occupied * nb)
+            self.pos_embed = nn.Embedding(nb, s)
+            self.pos_x = nn.Linear(s, occupied * nb)
 
-    def forward(self, canvas: torch.Tensor) -> torch.Tensor:
+    @property
+    def positions(self) -> bool:
+        """Whether the model has the position head (module docstring)."""
+        return bool(self.config.positions)
+
+    def inputs(self, canvas: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """The input channels: one-hot classes, then (positions) the two offset channels.
+
+        Parameters
+        ----------
+        canvas : LongTensor, shape (B, Hc, Wc)
+        offsets : Tensor, shape (B, 2, Hc, Wc), optional
+            :func:`offset_canvas`; required exactly when the model has positions.
+
+        Returns
+        -------
+        Tensor, shape (B, N_c + 1 (+ 2), Hc, Wc)
+        """
+        x = self.one_hot(canvas)
+        if not self.positions:
+            if offsets is not None:
+                raise MapsimError("this model has no position head; it takes classes only (no offsets)")
+            return x
+        if offsets is None:
+            raise MapsimError("this model has a position head and needs the offsets of the context")
+        if offsets.shape != (x.shape[0], 2) + tuple(x.shape[2:]):
+            raise MapsimError(f"offset channels must have shape {(x.shape[0], 2) + tuple(x.shape[2:])}, "
+                              f"found {tuple(offsets.shape)}")
+        return torch.cat([x, offsets.to(x.dtype)], 1)
+
+    def forward(self, canvas: torch.Tensor, offsets: torch.Tensor | None = None, targets=None):
+        """Class logits of every sample pixel (and, given targets, the positions' log-density).
+
+        Parameters
+        ----------
+        canvas : LongTensor, shape (B, H + L, W + 2L)
+        offsets : Tensor, shape (B, 2, H + L, W + 2L), optional
+            Offset channels (:func:`offset_canvas`), for models with positions.
+        targets : (LongTensor (B, H, W), Tensor (B, H, W, 2)), optional
+            Classes and positions (pixel units, NaN where empty) of the sample pixels.
+
+        Returns
+        -------
+        logits : Tensor, shape (B, N_c, H, W)
+        log_density : Tensor, shape (B, H, W)
+            Only with ``targets``: :meth:`position_log_density` (per unit pixel area; 0 where empty).
+            Computed here, not by the caller, so that DistributedDataParallel sees every parameter
+            used in ``forward``.
+        """
+        hidden = self.features(canvas, offsets)
+        logits = self.out2(hidden)
+        if targets is None:
+            return logits
+        return logits, self.position_log_density(hidden, *targets)
+
+    def features(self, canvas: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """The trunk's last features (input of ``out2`` and of the position head), (B, S, H, W)."""
         L, p, n = self.context_range, self.p, self.config.layers
         Hc, Wc = canvas.shape[-2:]
         if Hc <= L or Wc <= 2 * L:
             raise MapsimError(f"canvas {Hc}x{Wc} too small for L_c={L}: need more than {L} rows and {2 * L} columns")
-        x = self.one_hot(canvas)  # (B, C, Hc, Wc)
+        x = self.inputs(canvas, offsets)  # (B, C, Hc, Wc)
 
         def final(t: torch.Tensor, m: int) -> torch.Tensor:
             # the sample pixels (rows [L, Hc), cols [L, Wc - L)) of a tensor after m layers;
@@ -145,4 +279,114 @@ class GatedPixelCNN(MapModel):
             if layer < n - 1:  # the last layer's v and h feed nothing (so h_res[-1] is never used)
                 v = gate(v_pre)
                 h = self.h_res[layer](g) + h[:, :, p:, p:-p]
-        return self.out2(F.relu(self.out1(F.relu(skip))))
+        return F.relu(self.out1(F.relu(skip)))
+
+    # -- the position head ------------------------------------------------------
+    def _class_block(self, out: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Rows of (N, (N_c - 1) B) position logits -> the B logits of each row's class, (N, B)."""
+        nb = self.config.position_bins
+        if classes.numel() and int(classes.min()) < 1:
+            raise MapsimError("the position head was asked for class 0 (empty), which holds no atom")
+        return out.view(out.shape[0], -1, nb).gather(1, (classes.long() - 1).view(-1, 1, 1).expand(-1, 1, nb))[:, 0]
+
+    def position_logits_y(self, hidden: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Logits of the y bin, (N, B), from features ``hidden`` (N, S) of pixels of class ``classes`` (N,) >= 1."""
+        return self._class_block(self.pos_y(hidden), classes)
+
+    def position_logits_x(self, hidden: torch.Tensor, classes: torch.Tensor, y_bins: torch.Tensor) -> torch.Tensor:
+        """Logits of the x bin given the y bin ``y_bins`` (N,), (N, B)."""
+        return self._class_block(self.pos_x(F.relu(hidden + self.pos_embed(y_bins.long()))), classes)
+
+    def position_bins_of(self, pos: torch.Tensor) -> torch.Tensor:
+        """Bin index (long, same shape) of positions in [0, 1), computed in float64 (exact for float32 inputs)."""
+        nb = self.config.position_bins
+        return torch.clamp(torch.floor(pos.double() * nb), 0, nb - 1).long()
+
+    def position_log_density(self, hidden: torch.Tensor, grids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """log p(position | class, context) per unit pixel area of every pixel; 0 where empty.
+
+        Parameters
+        ----------
+        hidden : Tensor, shape (B, S, H, W)
+            :meth:`features`.
+        grids : LongTensor, shape (B, H, W)
+        pos : Tensor, shape (B, H, W, 2)
+            (y, x) in pixel units in [0, 1); ignored (may be NaN) where empty.
+
+        Returns
+        -------
+        Tensor, shape (B, H, W), in the dtype of ``hidden``
+        """
+        if not self.positions:
+            raise MapsimError("this model has no position head")
+        nb = self.config.position_bins
+        occ = grids != 0
+        h = hidden.permute(0, 2, 3, 1)[occ]  # (N, S): occupied pixels only
+        c = grids[occ]
+        bins = self.position_bins_of(pos[occ])  # (N, 2)
+        ly = torch.log_softmax(self.position_logits_y(h, c), 1).gather(1, bins[:, :1])[:, 0]
+        lx = torch.log_softmax(self.position_logits_x(h, c, bins[:, 0]), 1).gather(1, bins[:, 1:])[:, 0]
+        out = hidden.new_zeros(grids.shape)
+        out[occ] = ly + lx + 2.0 * math.log(nb)
+        return out
+
+    # -- teacher forcing with positions -------------------------------------------
+    def log_prob_parts(self, grids: torch.Tensor, offsets: torch.Tensor | None = None, beta: float = 1.0,
+                       top: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class log-probability and position log-density of every pixel, teacher-forced.
+
+        Parameters
+        ----------
+        grids : LongTensor, shape (B, H, W)
+        offsets : Tensor, shape (B, H, W, 2), optional
+            Positions inside the pixels (pixel units, NaN where empty); required with positions.
+        beta : float
+            Inverse temperature of the class probabilities (positions are not tempered).
+        top : LongTensor, shape (B, L, W + 2L), optional
+            Boundary rows (their atoms sit at the pixel centres).
+
+        Returns
+        -------
+        class_logp : Tensor, shape (B, H, W)
+        position_logd : Tensor, shape (B, H, W), or None for a class-only model
+            Per unit pixel area; 0 where empty.
+        """
+        grids = grids.long()
+        canvas = self.make_canvas(grids, top)
+        if self.positions:
+            if offsets is None:
+                raise MapsimError("this model has a position head: the data need offsets")
+            offsets = torch.as_tensor(offsets, device=grids.device)
+            logits, logd = self(canvas, offset_canvas(offsets, self.context_range), (grids, offsets))
+        else:
+            logits, logd = self(canvas), None
+        logp = torch.log_softmax(beta * logits, dim=1).gather(1, grids.unsqueeze(1)).squeeze(1)
+        return logp, logd
+
+    def log_prob_pixels(self, grids: torch.Tensor, beta: float = 1.0, top: torch.Tensor | None = None,
+                        offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """log p of every pixel, (B, H, W): class part plus, with positions, the position log-density."""
+        logp, logd = self.log_prob_parts(grids, offsets, beta, top)
+        return logp if logd is None else logp + logd
+
+    def log_likelihood(self, grids: torch.Tensor, beta: float = 1.0, top: torch.Tensor | None = None,
+                       offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample log-likelihood (nats; positions per unit pixel area), shape (B,)."""
+        return self.log_prob_pixels(grids, beta, top, offsets).flatten(1).sum(1)
+
+
+def offset_channels(offsets: torch.Tensor) -> torch.Tensor:
+    """Input channels of positions (B, H, W, 2) with NaN where empty: offset - 0.5, 0 where NaN, (B, 2, H, W)."""
+    off = torch.as_tensor(offsets)
+    return torch.nan_to_num(off - 0.5, nan=0.0).permute(0, 3, 1, 2)
+
+
+def offset_canvas(offsets: torch.Tensor, context_range: int) -> torch.Tensor:
+    """Offset channels on the canvas (B, 2, H + L, W + 2L): 0 on the boundary rows and sides.
+
+    Boundary and outside pixels carry classes only: their channel value 0 places a boundary
+    atom at its pixel centre.
+    """
+    ch = offset_channels(offsets)
+    L = int(context_range)
+    return F.pad(ch, (L, L, L, 0))

@@ -14,6 +14,11 @@ Three ways to evaluate, so that each checks the others:
 ``full``   the whole canvas, once per pixel (the naive baseline; checks the crop);
 ``batch``  the crops of all the step's pixels gathered into one batch (the
            front sampler: one model call per step, any device).
+
+:class:`PositionCropProvider` adds the continuous head of a model with
+positions (:mod:`mapsim.models.pixelcnn`): it keeps the offset channels beside
+the canvas and draws each occupied pixel's position, y then x given y, with
+:func:`mapsim.sampling.draw.draw_positions`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+
+from mapsim.sampling.draw import draw_positions
 
 Evaluator = Callable[[np.ndarray], np.ndarray]
 
@@ -107,3 +114,106 @@ class CropProvider:
         L = self.L
         W = self.canvas.shape[2] - 2 * L
         return self.canvas[:, L:, L : L + W]
+
+
+class PositionCropProvider(CropProvider):
+    """:class:`CropProvider` for a model with a position head (``pixel`` and ``batch`` modes).
+
+    The offset channels (K, 2, H + L, W + 2L) travel with the canvas (0 on the boundary,
+    the sides and undrawn pixels); :meth:`logits` keeps the trunk features of the step's
+    points for :meth:`positions`.
+
+    Parameters
+    ----------
+    model : GatedPixelCNN
+        With ``config.positions``.
+    top : ndarray of int, shape (K, L, W + 2L)
+    mode : {"pixel", "batch"}
+    """
+
+    def __init__(self, model, top: np.ndarray, mode: str = "pixel") -> None:
+        if mode not in ("pixel", "batch"):
+            raise ValueError(f"mode must be pixel or batch, found {mode!r}")
+        super().__init__(self._evaluate, model.n_classes, model.context_range, top, mode=mode)
+        self.model = model
+        self.offs: np.ndarray | None = None
+        self._hidden: list[np.ndarray] = []
+
+    def _evaluate(self, canvas: np.ndarray) -> np.ndarray:
+        import torch
+
+        # the crop's offsets: the canvas crop was cut from self.canvas at the position _crop_at recorded
+        m = self.model
+        with torch.no_grad():
+            hidden = m.features(torch.as_tensor(canvas, dtype=torch.long, device=m.device),
+                                torch.as_tensor(self._crop_offsets, device=m.device))
+            logits = m.out2(hidden)
+        self._hidden.append(hidden[:, :, 0, 0].double().cpu().numpy() if self.mode != "full" else None)
+        return logits.double().cpu().numpy()
+
+    def start(self, n_samples: int, shape: tuple[int, ...]) -> None:
+        super().start(n_samples, shape)
+        self.offs = np.zeros((n_samples, 2) + self.canvas.shape[1:], dtype=np.float64)
+
+    def logits(self, index: tuple[np.ndarray, ...]) -> np.ndarray:
+        rows, cols = index
+        L, K, n = self.L, self.canvas.shape[0], rows.size
+        self._hidden = []
+        if self.mode == "batch":
+            rr = rows.reshape(n, 1, 1) + np.arange(L + 1).reshape(1, L + 1, 1)
+            cc = cols.reshape(n, 1, 1) + np.arange(2 * L + 1).reshape(1, 1, 2 * L + 1)
+            self._crop_offsets = self.offs[:, :, rr, cc].transpose(0, 2, 1, 3, 4).reshape(K * n, 2, L + 1, 2 * L + 1)
+            out = super().logits(index)
+            self._step_hidden = self._hidden[0].reshape(K, n, -1)
+            return out
+        out = np.empty((K, n, self.n_classes))
+        hid = []
+        for q in range(n):
+            i, j = int(rows[q]), int(cols[q])
+            self._crop_offsets = self.offs[:, :, i : i + L + 1, j : j + 2 * L + 1]
+            out[:, q] = self.evaluate(self.canvas[:, i : i + L + 1, j : j + 2 * L + 1])[:, :, 0, 0]
+            hid.append(self._hidden[-1])
+        self._step_hidden = np.stack(hid, axis=1)  # (K, n, S)
+        return out
+
+    def positions(self, index: tuple[np.ndarray, ...], classes: np.ndarray, v: np.ndarray):
+        """Draw the positions of the step's occupied points, y then x given y.
+
+        Parameters
+        ----------
+        index : (rows, cols), each int (n,)
+        classes : ndarray of int64, shape (K, n)
+            Just drawn (and committed).
+        v : ndarray of float64, shape (K, n, 2)
+            Position uniforms (stream ``POSITION``): v[..., 0] for y, v[..., 1] for x.
+
+        Returns
+        -------
+        positions : ndarray of float64, shape (K, n, 2)
+            (y, x) in pixel units in [0, 1); NaN where the class is empty.
+        log_density : ndarray of float64, shape (K, n)
+            Per unit pixel area; 0 where empty.
+        """
+        import torch
+
+        m = self.model
+        rows, cols = index
+        K, n = classes.shape
+        pos = np.full((K, n, 2), np.nan)
+        logd = np.zeros((K, n))
+        occ = classes > 0
+        if occ.any():
+            dt = m.out2.weight.dtype
+            h = torch.as_tensor(self._step_hidden[occ], dtype=dt, device=m.device)
+            c = torch.as_tensor(classes[occ], device=m.device)
+            with torch.no_grad():
+                ly = m.position_logits_y(h, c).double().cpu().numpy()
+                by, y, ldy = draw_positions(ly, v[occ][:, 0])
+                lx = m.position_logits_x(h, c, torch.as_tensor(by, device=m.device)).double().cpu().numpy()
+            _, x, ldx = draw_positions(lx, v[occ][:, 1])
+            pos[occ, 0], pos[occ, 1] = y, x
+            logd[occ] = ldy + ldx
+        kk, qq = np.nonzero(occ)
+        self.offs[kk, 0, rows[qq] + self.L, cols[qq] + self.L] = pos[kk, qq, 0] - 0.5
+        self.offs[kk, 1, rows[qq] + self.L, cols[qq] + self.L] = pos[kk, qq, 1] - 0.5
+        return pos, logd
