@@ -227,6 +227,20 @@ def test_only_main_imports_cli():
     assert not bad, "mapsim.cli imported outside cli and __main__\n  " + "\n  ".join(bad)
 
 
+def test_readme_code_map_matches_the_layers():
+    """The README's code map names every group on its layer (``__init__.py`` is the root ``mapsim``)."""
+    readme = (SRC.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Code map", 1)[1].split("\n## ", 1)[0]
+    found = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].isdigit():
+            for name in cells[1].replace("`", "").split(","):
+                name = name.strip().removesuffix(".py").removesuffix("/")
+                found[PACKAGE if name == "__init__" else name] = int(cells[0])
+    assert found == LAYER_OF
+
+
 # ----------------------------------------------------------------------------- the walker itself
 def _write(root: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
