@@ -28,8 +28,8 @@ g_r:A-B         partial g(r) of species A around species B (several species)   R
 
 Every statistic is ``Σ num / Σ den`` over the samples of a side (:class:`SampleSums`): g(r)
 pools pair counts over the ideal-gas counts ``n_query ρ 2π r dr``, the others pool counts over
-atoms or pairs. Distances of pooled values are compared with their permutation null by
-:func:`atom_verdict`.
+atoms or pairs. :func:`atom_verdict` hands them to the project's permutation machinery
+(:mod:`mapsim.analysis.permutation`: samples relabelled, max-T step-down family verdict).
 
 Open edges
 ----------
@@ -50,7 +50,7 @@ import numpy as np
 from mapsim.errors import MapsimError
 
 __all__ = ["AtomSample", "SampleSums", "AtomStatistics", "samples_from_dataset", "samples_from_structures",
-           "atom_verdict", "AtomVerdict", "pooled", "distance"]
+           "atom_verdict", "AtomVerdict", "pooled"]
 
 
 @dataclass
@@ -91,7 +91,7 @@ class SampleSums:
     ----------
     name : str
     kind : {"rms", "tv", "abs"}
-        Distance between pooled values (see :func:`distance`).
+        Distance between pooled values (:class:`mapsim.analysis.permutation.Statistic`).
     num : ndarray, shape (n_samples, D)
     den : ndarray, shape (n_samples, D) or (n_samples, 1)
     support : ndarray, shape (D,)
@@ -110,22 +110,6 @@ def pooled(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     n, d = np.asarray(num, float).sum(0), np.asarray(den, float).sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(d > 0, n / np.where(d > 0, d, 1.0), np.nan)
-
-
-def distance(kind: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distance between pooled values ``a``, ``b`` (..., D) -> (...): RMS over bins defined on both
-    sides, total variation, or absolute difference."""
-    if kind == "rms":
-        ok = np.isfinite(a) & np.isfinite(b)
-        sq = np.where(ok, (np.where(ok, a, 0.0) - np.where(ok, b, 0.0)) ** 2, 0.0)
-        n = ok.sum(-1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(n > 0, np.sqrt(sq.sum(-1) / np.maximum(n, 1)), np.nan)
-    if kind == "tv":
-        return 0.5 * np.abs(a - b).sum(-1)
-    if kind == "abs":
-        return np.abs(a - b).sum(-1)
-    raise ValueError(f"unknown distance kind {kind!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,9 +452,10 @@ class AtomVerdict:
     rows : dict of str to dict
         Per statistic: ``reference`` and ``generated`` pooled values (scalars for one-bin
         statistics), ``distance``, ``noise`` (RMS of the permutation null), ``ratio``, ``p``
-        (permutation p-value) and ``p_holm`` (Holm-adjusted over the statistics).
+        (raw permutation p-value) and ``p_adjusted`` (Westfall-Young max-T step-down over the
+        statistics, :func:`mapsim.analysis.permutation.maxt_stepdown`).
     rejected : list of str
-        Statistics with ``p_holm < alpha``.
+        Statistics with ``p_adjusted < alpha``.
     settings : dict
     """
 
@@ -485,57 +470,53 @@ class AtomVerdict:
 
 def atom_verdict(ref: dict[str, SampleSums], gen: dict[str, SampleSums], n_perm: int = 999,
                  alpha: float = 0.05, seed: int | np.random.Generator = 0) -> AtomVerdict:
-    """Permutation test of every statistic: are REF and GEN samples exchangeable?
+    """Permutation test of every statistic with the project's verdict machinery: are REF and GEN
+    samples exchangeable?
 
     Parameters
     ----------
     ref, gen : dict of str to SampleSums
-        From :meth:`AtomStatistics.compute` on each side (same settings).
+        From :meth:`AtomStatistics.compute` on each side (same settings). Whole samples are the
+        units that are relabelled.
     n_perm : int
-        Random relabellings of the pooled samples into sets of the two sizes.
+        Random relabellings of the pooled samples into groups of the two sizes.
     alpha : float
-        Family-wise level; p-values are Holm-adjusted over the statistics.
+        Family-wise level of the max-T step-down adjustment.
     seed : int or Generator
 
     Returns
     -------
     AtomVerdict
-        p = (1 + #{null distance >= observed}) / (1 + n_perm).
+        Distances standardised by their null RMS; p = (1 + #{T* >= T}) / (1 + n_perm).
     """
-    rng = np.random.default_rng(seed)
+    from mapsim.analysis.permutation import Statistic, maxt_stepdown, null_rms, relabellings, standardise
+
     keys = [k for k in ref if k in gen]
     n_r = ref[keys[0]].num.shape[0]
     n_g = gen[keys[0]].num.shape[0]
     if n_r < 2 or n_g < 2:
         raise MapsimError(f"the permutation verdict needs at least 2 samples per side, found {n_r} and {n_g}")
-    labels = np.zeros((n_perm, n_r + n_g), bool)
-    for p in range(n_perm):
-        labels[p, rng.permutation(n_r + n_g)[:n_r]] = True
-    rows, pvals = {}, []
+    labels = relabellings(n_r, n_g, n_perm, seed)
+    observed = np.r_[np.zeros(n_r), np.ones(n_g)][None, :]
+    rows, t_obs, t_null = {}, [], []
     for k in keys:
         R, G = ref[k], gen[k]
-        num = np.concatenate([R.num, G.num])
-        den = np.concatenate([np.broadcast_to(R.den, (n_r, R.den.shape[1])), np.broadcast_to(G.den, (n_g, G.den.shape[1]))])
+        width = max(R.den.shape[1], G.den.shape[1])
+        den = np.concatenate([np.broadcast_to(R.den, (n_r, width)), np.broadcast_to(G.den, (n_g, width))])
+        st = Statistic(k, R.kind, np.concatenate([R.num, G.num]).astype(float), den.astype(float))
+        obs = float(st.two_sample(observed)[0])
+        null = st.two_sample(labels)
+        noise = null_rms(null)
+        t, tn = standardise(obs, null, noise)
+        t_obs.append(t)
+        t_null.append(tn)
         a, b = pooled(R.num, R.den), pooled(G.num, G.den)
-        obs = float(distance(R.kind, a, b))
-        L = labels.astype(float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pa = (L @ num) / (L @ den)
-            pb = ((1 - L) @ num) / ((1 - L) @ den)
-        null = distance(R.kind, np.where(np.isfinite(pa), pa, np.nan), np.where(np.isfinite(pb), pb, np.nan))
-        null = null[np.isfinite(null)]
-        p = (1.0 + float(np.count_nonzero(null >= obs))) / (1.0 + null.size) if np.isfinite(obs) else float("nan")
-        noise = float(np.sqrt(np.mean(null ** 2))) if null.size else float("nan")
         rows[k] = {"reference": a.tolist() if a.size > 1 else float(a[0]),
                    "generated": b.tolist() if b.size > 1 else float(b[0]),
-                   "distance": obs, "noise": noise, "ratio": obs / noise if noise > 0 else float("nan"), "p": p}
-        pvals.append(p)
-    # Holm step-down
-    order = np.argsort(pvals)
-    m = len(pvals)
-    running = 0.0
-    for rank, idx in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvals[idx]))
-        rows[keys[idx]]["p_holm"] = running
-    rejected = [k for k in keys if rows[k]["p_holm"] < alpha]
-    return AtomVerdict(rows, rejected, {"n_perm": n_perm, "alpha": alpha, "n_reference": n_r, "n_generated": n_g})
+                   "distance": obs, "noise": noise, "ratio": obs / noise if noise > 0 else float("nan")}
+    p_raw, p_adj = maxt_stepdown(np.array(t_obs), np.stack(t_null, axis=1))
+    for i, k in enumerate(keys):
+        rows[k]["p"], rows[k]["p_adjusted"] = float(p_raw[i]), float(p_adj[i])
+    rejected = [k for k in keys if rows[k]["p_adjusted"] < alpha]
+    return AtomVerdict(rows, rejected, {"n_perm": n_perm, "alpha": alpha, "n_reference": n_r, "n_generated": n_g,
+                                        "adjustment": "Westfall-Young max-T step-down"})

@@ -187,7 +187,7 @@ counts within the reference's first minimum of g(r), mean |psi6| and |psi4| over
 the fraction of neighbour pairs closer than the reference's 1st-percentile neighbour distance, the number
 density, and partial g(r) per species pair. Open edges: only atoms at least r_max from every open edge
 are query points. Verdict: each statistic's distance between the pooled sides against its permutation
-null (samples relabelled --permutations times), p-values Holm-adjusted over the statistics at --alpha.
+null (samples relabelled --permutations times), family verdict by the Westfall-Young max-T step-down at --alpha.
 
 example:
   mapsim compare-atoms md/*.lammpstrj gen.npz --format lammps-dump-text --species-map H=particle --out report/
@@ -296,11 +296,11 @@ def cmd_compare_atoms(args: argparse.Namespace) -> int:
              f"Reference: {len(ref)} sample(s) from {', '.join(map(str, ref_paths))}; generated: {len(gen)} "
              f"sample(s) from {gen_paths[0]}. Lengths in {unit}: r_max {st.r_max_:.4g}, neighbour shell "
              f"{st.r_shell_:.4g}, close-pair distance {st.r_close_:.4g}.\n",
-             "| statistic | reference | generated | distance | null RMS | ratio | p (Holm) |", "|---|---|---|---|---|---|---|"]
+             "| statistic | reference | generated | distance | null RMS | ratio | p (max-T adjusted) |", "|---|---|---|---|---|---|---|"]
     for k, r in v.rows.items():
         show = (lambda x: f"{x:.4g}" if isinstance(x, float) else "(curve)")
         lines.append(f"| {k} | {show(r['reference'])} | {show(r['generated'])} | {r['distance']:.4g} | "
-                     f"{r['noise']:.4g} | {r['ratio']:.3g} | {r['p_holm']:.3g} |")
+                     f"{r['noise']:.4g} | {r['ratio']:.3g} | {r['p_adjusted']:.3g} |")
     verdict = ("PASS: no statistic differs at the family-wise level" if v.passed
                else f"REJECTED on {', '.join(v.rejected)}")
     lines.append(f"\nVerdict at alpha = {args.alpha:g}: {verdict}.\n")
@@ -330,7 +330,7 @@ def cmd_compare_atoms(args: argparse.Namespace) -> int:
         plt.close(fig)
     write_text_atomic(out / "compare_atoms.json", json.dumps(_no_nan(result), indent=2, allow_nan=False) + "\n")
     write_text_atomic(out / "summary.md", "\n".join(lines))
-    text = "\n".join(lines[1:2] + [f"{k}: ratio {r['ratio']:.3g}, p_holm {r['p_holm']:.3g}" for k, r in v.rows.items()]
+    text = "\n".join(lines[1:2] + [f"{k}: ratio {r['ratio']:.3g}, p_adjusted {r['p_adjusted']:.3g}" for k, r in v.rows.items()]
                      + [f"verdict: {verdict}; wrote {out}/compare_atoms.json, summary.md, g_r.png"])
     emit(result, args.json, text=None if args.json else text)
     return 0
