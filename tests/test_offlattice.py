@@ -325,3 +325,19 @@ def _export_interior(tmp_path, ds):
     from mapsim.exchange import export_dataset
 
     return export_dataset(ds, tmp_path / "x", "extxyz", interior_only=True)
+
+
+def test_mapsim_compare_takes_md_files_as_the_reference(tmp_path, capsys, lj_sets):
+    pytest.importorskip("ase")
+    from mapsim.exchange import write_structures
+
+    r = lj_sets[0]
+    write_structures(tmp_path / "md", r.positions, r.types, (r.box, r.box), ["Ar"], length_unit="sigma")
+    save_dataset(tmp_path / "gen.npz", to_dataset(lj_sets[1]))
+    files = sorted(str(p) for p in (tmp_path / "md").glob("*.extxyz"))
+    assert main(["compare", *files, str(tmp_path / "gen.npz"), "--species-map", "Ar=particle",
+                 "--permutations", "199", "--out", str(tmp_path / "rep"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["passed"] and result["settings"]["length_unit"] == "sigma"
+    assert set(result["statistics"]) >= {"g_r", "coordination", "psi6", "psi4", "close_pairs", "density"}
+    assert (tmp_path / "rep" / "compare_atoms.json").exists() and (tmp_path / "rep" / "g_r.png").exists()

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mapsim.cli import exchange as _exchange
 from mapsim.cli.common import _jsonable, add_json_flag, emit, nonneg_int, parse_assignments, positive_int
 from mapsim.errors import MapsimError
 
@@ -48,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "boundary; one family verdict (Westfall-Young max-T step-down) at --alpha. Writes compare.json, "
                     "summary.md and PNG plots into --out.",
     )
-    c.add_argument("reference", help="reference dataset .npz (e.g. Monte Carlo training data)")
+    c.add_argument("reference", nargs="+",
+                   help="reference dataset .npz (e.g. Monte Carlo training data), or structure files (MD dumps)")
     c.add_argument("generated", help="generated dataset .npz (may hold larger samples)")
     c.add_argument("--out", required=True, help="report directory to write (created)")
     c.add_argument("--class", dest="class_name", default=None,
@@ -78,6 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reference boundary (auto: metadata params.periodic, absent: open)")
     c.add_argument("--gen-periodic", choices=sorted(_PERIODIC_CHOICES), default="auto",
                    help="generated boundary (auto: metadata; open whenever rows or columns are skipped)")
+    _exchange.add_compare_atoms_options(c)
     add_json_flag(c)
     c.set_defaults(func=cmd_compare)
 
@@ -302,6 +305,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise MapsimError("--skip-rows and --skip-rows-from exclude each other")
         args.skip_rows = _skip_rows_from(args.skip_rows_from)
     n_perm, alpha, ham = _compare_settings(args)
+    if _exchange.wants_atoms(args):  # structure files, or a reference with positions: statistics of the atoms
+        return _exchange.compare_atoms_from_compare(args, n_perm, alpha)
+    args.reference = args.reference[0]
     out = _prepare_out(args.out)
     ref = load_dataset(args.reference)
     gen = load_dataset(args.generated)

@@ -194,6 +194,50 @@ example:
 """
 
 
+def add_compare_atoms_options(c: argparse.ArgumentParser) -> None:
+    """The off-lattice options of ``mapsim compare`` (structure files, or datasets with positions)."""
+    g = c.add_argument_group("off-lattice statistics (structure files as input, or datasets with positions)")
+    g.add_argument("--statistics", choices=("auto", "lattice", "atoms"), default="auto",
+                   help="auto (default): statistics of the atoms when an input is a structure file or the "
+                        "reference dataset holds positions (offsets), else lattice statistics")
+    g.add_argument("--format", dest="fmt", help="ASE format of structure files (e.g. lammps-dump-text)")
+    g.add_argument("--frames", default=":", help="frames of each structure file (ASE index syntax)")
+    g.add_argument("--species-map", action="append", metavar="SPECIES=CLASS,...",
+                   help="species of structure files -> class (default: the dataset's species map)")
+    g.add_argument("--length-unit", help="length unit of structure files without one recorded")
+
+
+def wants_atoms(args: argparse.Namespace) -> bool:
+    """Whether ``mapsim compare`` should compare atoms (see :func:`add_compare_atoms_options`)."""
+    import numpy as np
+
+    inputs = [*args.reference, args.generated]
+    files = [str(p) for p in inputs if not str(p).endswith(".npz")]
+    if args.statistics == "lattice":
+        if files:
+            raise MapsimError(f"{files[0]}: --statistics lattice needs dataset files (.npz); structure files are "
+                              "compared as atoms")
+        return False
+    if args.statistics == "atoms" or files:
+        return True
+    if len(args.reference) != 1:
+        raise MapsimError(f"give one reference dataset, found {len(args.reference)}: {list(args.reference)}")
+    try:
+        with np.load(args.reference[0], allow_pickle=False) as z:
+            return "offsets" in z.files
+    except Exception:
+        return False  # the lattice path reports the unreadable file
+
+
+def compare_atoms_from_compare(args: argparse.Namespace, n_perm: int, alpha: float) -> int:
+    """``mapsim compare`` on atoms: the settings of ``compare`` mapped onto ``compare-atoms``."""
+    ns = argparse.Namespace(inputs=[*args.reference, args.generated], out=args.out, fmt=args.fmt, frames=args.frames,
+                            species_map=args.species_map, length_unit=args.length_unit, r_max=None, bins=100,
+                            skip_rows=args.skip_rows, skip_cols=args.skip_cols, permutations=n_perm, alpha=alpha,
+                            seed=args.seed, json=args.json)
+    return cmd_compare_atoms(ns)
+
+
 def register_compare_atoms(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare-atoms", help="off-lattice fidelity: statistics of the atoms (freud) and a permutation verdict",
