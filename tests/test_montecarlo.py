@@ -1,5 +1,6 @@
 """Monte Carlo engine: ΔE of every move against brute force, bookkeeping, RNG, parameters, datasets."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -20,6 +21,7 @@ from mapsim.montecarlo import (
     total_energy,
 )
 from mapsim.montecarlo import kernels as K
+from mapsim.montecarlo.hamiltonian import Hamiltonian
 from mapsim.montecarlo.rng import random_u64, sample_seed_sequence, xoshiro_state
 
 RNG0 = np.array([1, 2, 3, 4], np.uint64)
@@ -112,6 +114,43 @@ def test_every_move_delta_e_matches_brute_force(system):
             dE = flip[K.sv_flip_index(s_.state, s_.nbr, s)]
             assert dE == pytest.approx(total_energy(g2.reshape(grid.shape), p) - e0, abs=tol)
             checked += 1
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(systems(), st.floats(-5, 5, allow_nan=False).map(lambda x: round(x, 3)))
+def test_nonlocal_and_insertion_delta_e_match_brute_force(system, mu_n):
+    grid, p = system
+    p = dataclasses.replace(p, ensemble="grand", moves="nonlocal", mu_n=mu_n)
+    s_ = LatticeState.from_grid(grid, p, RNG0)
+    ham = Hamiltonian.from_mapping(p)
+    moves, inserts = ham.move_deltas(4), ham.insertion_deltas(4)
+    flat = grid.ravel()
+    e0 = total_energy(grid, p)
+    tol = 1e-9 * (1 + p.energy_scale)
+    target = K.SOLVENT if p.solvent else K.EMPTY
+    checked = 0
+    # every particle to every site it may jump to (neighbours included: the adjacent case)
+    for s in np.flatnonzero(flat == K.PARTICLE):
+        for t in np.flatnonzero(flat == target):
+            if p.solvent:
+                adj = K.sv_adjacent(s_.nbr, s, t)
+                k = K.sv_move_index(s_.state, s_.nbr, s, t, adj)
+            else:
+                adj = K._lg_adjacent(s, s_.state[s], t, p.periodic, *K.lg_steps(grid.shape[1], flat.size))
+                k = K.lg_move_index(s_.state[s], s_.state[t], adj)
+            assert adj == int(t in s_.nbr[s])
+            g2 = flat.copy()
+            g2[s], g2[t] = target, K.PARTICLE
+            assert moves[k] == pytest.approx(total_energy(g2.reshape(grid.shape), p) - e0, abs=tol)
+            checked += 1
+    # insertion at every empty site, removal of every particle (solvent sites are never proposed)
+    for s in np.flatnonzero(flat != K.SOLVENT):
+        k = K.sv_insertion_index(s_.state, s_.nbr, s) if p.solvent else K.lg_insertion_index(s_.state[s])
+        g2 = flat.copy()
+        g2[s] ^= 1
+        assert inserts[k] == pytest.approx(total_energy(g2.reshape(grid.shape), p) - e0, abs=tol)
+        checked += 1
+    assert checked > 0
 
 
 def test_acceptance_tables_encode_metropolis():

@@ -59,6 +59,14 @@ def test_keep_solvent_and_rectangular_lattice(tmp_path):
         (["fluid-hot-repulsive", "--size", "2"], "at least 3 sites"),
         (["no-such-preset"], "unknown preset"),
         (["fluid-hot-repulsive", "--png", "x.jpg"], "--png"),
+        (["lattice-gas", "--set", "moves=teleport"], "parameter moves: expected one of local|nonlocal|mixed"),
+        (["lattice-gas", "--set", "nonlocal_frac=1.5"], "parameter nonlocal_frac"),
+        (["lattice-gas", "--set", "nonlocal_frac=-0.1"], "parameter nonlocal_frac"),
+        (["lattice-gas", "--set", "ensemble=grand", "--set", "density=0.3"], "parameter density=0.3: ensemble=grand"),
+        (["lattice-gas", "--set", "ensemble=grand", "--set", "mu_n=inf"], "parameter mu_n: expected a finite"),
+        (["lattice-gas", "--set", "ensemble=grand", "--set", "mu_n=nan"], "parameter mu_n: expected a finite"),
+        (["lattice-gas", "--set", "mu_n=2"], "parameter mu_n=2 acts on the particle number"),
+        (["lattice-gas", "--set", "ensemble=micro"], "parameter ensemble"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_no_output(tmp_path, capsys, argv, fragment):
@@ -85,8 +93,41 @@ def test_help_documents_every_parameter(capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     for name in ("e_nn", "e_ll", "e_nl", "mu", "T", "density", "sweeps", "mobility", "periodic",
-                 "T_start", "anneal_frac", "mu_start", "mu_ramp_frac", "T=0"):
+                 "T_start", "anneal_frac", "mu_start", "mu_ramp_frac", "T=0", "moves", "nonlocal_frac",
+                 "ensemble", "mu_n", "start_density", "trace_points"):
         assert name in text
+    flat = " ".join(text.split())
+    # what one sweep is, for each move set, and how the verdict is reached
+    assert "One sweep = (with solvent) N solvent flip attempts" in flat
+    assert "mobility * n particle-move attempts" in flat and "non-local with probability nonlocal_frac" in flat
+    assert "paired t-test" in flat and "p < 0.001" in flat
+
+
+def test_verdict_flags_a_short_local_run_and_passes_the_default(tmp_path, capsys):
+    base = ["simulate", "lattice-gas", "--size", "32", "--samples", "8", "--seed", "1", "--workers", "1",
+            "--set", "e_nn=-4", "--set", "T=3"]
+    assert main([*base, "--set", "moves=local", "--set", "sweeps=300", "--out", str(tmp_path / "a.npz")]) == 0
+    cap = capsys.readouterr()
+    assert "equilibration: NOT equilibrated" in cap.out
+    warning = cap.err.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith("warning:") and "moves=mixed" in warning[0]
+    assert main([*base, "--set", "sweeps=400", "--out", str(tmp_path / "b.npz"), "--json"]) == 0
+    cap = capsys.readouterr()
+    info = json.loads(cap.out)
+    assert info["equilibrated"] is True and info["equilibration"]["tau_sweeps"] > 0 and cap.err == ""
+    ds = load_dataset(tmp_path / "b.npz")
+    assert ds.extras["energy_trace"].shape == (8, 257) and ds.metadata["trace_sweeps"][-1] == 400
+
+
+def test_protocol_presets_and_schedules_get_traces_without_verdict(tmp_path, capsys):
+    for preset, extra in (("fluid-hot-attractive", []), ("lattice-gas", ["--set", "T_start=3", "--set", "anneal_frac=0.5"])):
+        out = tmp_path / f"{preset}.npz"
+        assert main(["simulate", preset, "--size", "10", "--samples", "2", "--workers", "1", "--set", "sweeps=50",
+                     *extra, "--out", str(out), "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["equilibrated"] is None and "equilibration" not in info
+        ds = load_dataset(out)
+        assert ds.metadata["equilibration"] is None and ds.extras["energy_trace"].shape == (2, 51)
 
 
 def test_entry_point_runs_in_a_subprocess(tmp_path):

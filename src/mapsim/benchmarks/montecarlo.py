@@ -46,29 +46,8 @@ import time
 
 import numpy as np
 
+from mapsim.argtypes import finite_float, positive_int
 from mapsim.errors import MapsimError
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {v}")
-    return v
-
-
-def finite_float(text: str) -> float:
-    """argparse type: a finite number."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
-    if not np.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, found {text!r}")
-    return v
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

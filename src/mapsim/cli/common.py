@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mapsim.argtypes import finite_float, nonneg_int, positive_int  # noqa: F401 (re-exported for the CLI)
 from mapsim.errors import MapsimError
 
 
@@ -63,36 +64,6 @@ def parse_assignments(items: list[str] | None, option: str = "--set") -> dict[st
             raise MapsimError(f"{option} {item!r}: empty parameter name")
         out[k] = v.strip()
     return out
-
-
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {v}")
-    return v
-
-
-def nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, found {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, found {v}")
-    return v
-
-
-def finite_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, found {text!r}")
-    return v
 
 
 def check_output_path(path: str | Path, option: str = "--out") -> Path:

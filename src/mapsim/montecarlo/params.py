@@ -117,7 +117,7 @@ class SimParams:
     @property
     def energy_scale(self) -> float:
         """Largest |coupling| (sets the ΔE = 0 tolerance at T = 0)."""
-        return max(abs(self.e_nn), abs(self.e_ll), abs(self.e_nl), abs(self.mu), 1.0)
+        return max(abs(self.e_nn), abs(self.e_ll), abs(self.e_nl), abs(self.mu), abs(self.mu_n), 1.0)
 
     def n_particles(self, n_sites: int) -> int:
         """Particles placed on ``n_sites`` sites: ``round(density * n_sites)`` (``start_density`` if given)."""
