@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from mapsim import fileio
-from mapsim.fileio import atomic_dir, atomic_path, process_umask, write_text_atomic
+from mapsim.fileio import atomic_dir, atomic_path, process_umask, publish_dir, write_text_atomic
 
 UMASKS = [0o022, 0o002, 0o027, 0o077]
 
@@ -136,3 +136,16 @@ def test_old_directory_is_put_back_when_the_final_rename_fails(tmp_path, monkeyp
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
     assert sorted(p.name for p in final.iterdir()) == ["old.txt"]
+
+
+def test_publish_dir_moves_a_directory_built_over_several_runs(tmp_path):
+    partial = tmp_path / "out.partial"
+    partial.mkdir()
+    (partial / "block_0").write_text("0")
+    (partial / "block_1").write_text("1")  # a later run finished the rest
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "stale").write_text("old run")
+    publish_dir(partial, final, replace=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in final.iterdir()) == ["block_0", "block_1"]

@@ -1,7 +1,7 @@
 """Atomic file writing: an output appears complete under its final name or not at all.
 
 Every file and directory mapsim writes goes through :func:`atomic_path` or
-:func:`atomic_dir`: the writer fills a temporary sibling, which is flushed to
+:func:`atomic_dir` (or, for a directory built over several runs, :func:`publish_dir`): the writer fills a temporary sibling, which is flushed to
 disk (``fsync``), given the mode a plain ``open`` would have given it
 (0o666 or 0o777 masked by the user's umask; the temporary names are created
 private) and renamed onto the final name; the parent directory is then synced
@@ -116,40 +116,62 @@ def atomic_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]
     path : path-like
         The final directory; its parent is created if needed.
     replace : bool
-        Whether an existing ``path`` is replaced: it is renamed aside, the new
-        directory renamed in, and the old one deleted (POSIX has no atomic swap of
-        two directories, so a crash between the two renames leaves the old one
-        under a hidden ``.NAME.*.old`` name).  Otherwise an existing non-empty
-        ``path`` makes the final rename fail and nothing changes.
+        Whether an existing ``path`` is replaced (see :func:`publish_dir`).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
-        for root, dirs, files in os.walk(tmp):
-            for name in files:
-                if not os.path.islink(os.path.join(root, name)):
-                    _fsync_path(Path(root, name))
-            for name in dirs:
-                _fsync_dir(Path(root, name))
-        _fsync_dir(tmp)
         os.chmod(tmp, 0o777 & ~process_umask())  # mkdtemp makes it 0700
-        if replace and final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-            os.replace(final, old / "d")
-            try:
-                os.replace(tmp, final)
-            except BaseException:
-                os.replace(old / "d", final)  # put the old directory back
-                raise
-            finally:
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        publish_dir(tmp, final, replace=replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def publish_dir(src: str | os.PathLike, final: str | os.PathLike, replace: bool = False) -> None:
+    """Move a complete directory onto ``final`` in one rename, after syncing everything in it.
+
+    The end of :func:`atomic_dir`, and the way for a writer that builds its output
+    over several runs (a resumable partial directory) to make it appear.  Every
+    file under ``src`` and ``src`` itself are synced, ``src`` is renamed onto
+    ``final`` and ``final``'s parent is synced (best effort).
+
+    Parameters
+    ----------
+    src : path-like
+        The complete directory, on the same file system as ``final``.
+    final : path-like
+        Its destination.
+    replace : bool
+        Whether an existing ``final`` is replaced: it is renamed aside, ``src``
+        renamed in, and the old one deleted (POSIX has no atomic swap of two
+        directories, so a crash between the two renames leaves the old one under a
+        hidden ``.NAME.*.old`` name); if the second rename fails the old one is put
+        back.  Otherwise an existing non-empty ``final`` makes the rename fail and
+        nothing changes.
+    """
+    src, final = Path(src), Path(final)
+    for root, dirs, files in os.walk(src):
+        for name in files:
+            if not os.path.islink(os.path.join(root, name)):
+                _fsync_path(Path(root, name))
+        for name in dirs:
+            _fsync_dir(Path(root, name))
+    _fsync_dir(src)
+    if replace and final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+        os.replace(final, old / "d")
+        try:
+            os.replace(src, final)
+        except BaseException:
+            os.replace(old / "d", final)  # put the old directory back
+            raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, final)
     _fsync_dir(final.parent)
 
 
