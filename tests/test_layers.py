@@ -30,7 +30,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "mapsim"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "fileio"),  # one-line user errors; atomic writes
+    ("errors", "fileio", "argtypes"),  # one-line user errors; atomic writes; argparse value types
     # The .npz dataset format, and data.py's train/validation split, symmetries and
     # crops: both NumPy-only and used by everything above.
     ("lattice", "data"),

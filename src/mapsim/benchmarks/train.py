@@ -24,33 +24,22 @@ import os
 import statistics
 import time
 
-from mapsim.errors import MapsimError
-
-# options that must be positive integers; checked in run() (the argparse types live in
-# mapsim.cli, which this layer does not import)
-_POSITIVE = ("layers", "filters", "kernel", "out_width", "classes", "size", "batch", "steps", "threads")
+from mapsim.argtypes import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layers", type=int, default=20, help="gated layers (default 20)")
-    parser.add_argument("--filters", type=int, default=32, help="channels after gating (default 32)")
-    parser.add_argument("--kernel", type=int, default=3, help="kernel size (default 3)")
-    parser.add_argument("--out-width", type=int, default=64, help="skip/output channels (default 64)")
-    parser.add_argument("--classes", type=int, default=2, help="N_c (default 2)")
-    parser.add_argument("--size", type=int, default=64, help="grid side (default 64)")
-    parser.add_argument("--batch", type=int, default=16, help="samples per step (default 16)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
+    parser.add_argument("--layers", type=positive_int, default=20, help="gated layers (default 20)")
+    parser.add_argument("--filters", type=positive_int, default=32, help="channels after gating (default 32)")
+    parser.add_argument("--kernel", type=positive_int, default=3, help="kernel size (default 3)")
+    parser.add_argument("--out-width", type=positive_int, default=64, help="skip/output channels (default 64)")
+    parser.add_argument("--classes", type=positive_int, default=2, help="N_c (default 2)")
+    parser.add_argument("--size", type=positive_int, default=64, help="grid side (default 64)")
+    parser.add_argument("--batch", type=positive_int, default=16, help="samples per step (default 16)")
+    parser.add_argument("--steps", type=positive_int, default=5, help="timed steps (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's, = cores)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default auto)")
     parser.add_argument("--plain", action="store_true", help="also time the naive layer-by-layer forward")
-
-
-def _check_positive(args: argparse.Namespace) -> None:
-    for name in _POSITIVE:
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise MapsimError(f"--{name.replace('_', '-')} must be a positive integer, found {value}")
 
 
 def plain_forward(model, canvas):
@@ -110,7 +99,6 @@ def run(args: argparse.Namespace) -> dict:
     from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
     from mapsim.training import resolve_device
 
-    _check_positive(args)
     device = resolve_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
