@@ -32,6 +32,20 @@ def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
+def assert_only_old(tmp_path, final):
+    """Nothing but the earlier run's directory, unchanged: no temporary left beside it."""
+    assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]
+    assert sorted(p.name for p in final.iterdir()) == ["old.txt"]
+
+
+def existing_dir(tmp_path):
+    """An output directory from an earlier run, holding ``old.txt``."""
+    final = tmp_path / "export"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    return final
+
+
 @pytest.mark.parametrize("mask", UMASKS, ids=lambda m: f"umask{m:03o}")
 def test_files_get_the_mode_open_would_give_them(tmp_path, umask, mask):
     umask(mask)
@@ -85,21 +99,16 @@ def test_a_writer_may_create_the_temporary_anew(tmp_path, umask):
 
 
 def test_a_failed_directory_write_leaves_no_temporary_and_the_old_directory(tmp_path):
-    final = tmp_path / "export"
-    final.mkdir()
-    (final / "old.txt").write_text("old")
+    final = existing_dir(tmp_path)
     with pytest.raises(RuntimeError):
         with atomic_dir(final, replace=True) as tmp:
             (tmp / "new.txt").write_text("new")
             raise RuntimeError("export failed")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
-    assert sorted(p.name for p in final.iterdir()) == ["old.txt"]
+    assert_only_old(tmp_path, final)
 
 
 def test_directory_replace_swaps_contents_and_cleans_up(tmp_path):
-    final = tmp_path / "export"
-    final.mkdir()
-    (final / "old.txt").write_text("old")
+    final = existing_dir(tmp_path)
     with atomic_dir(final, replace=True) as tmp:
         (tmp / "sub").mkdir()
         (tmp / "sub" / "new.txt").write_text("new")
@@ -108,20 +117,15 @@ def test_directory_replace_swaps_contents_and_cleans_up(tmp_path):
 
 
 def test_without_replace_a_non_empty_directory_is_kept(tmp_path):
-    final = tmp_path / "export"
-    final.mkdir()
-    (final / "old.txt").write_text("old")
+    final = existing_dir(tmp_path)
     with pytest.raises(OSError):
         with atomic_dir(final) as tmp:
             (tmp / "new.txt").write_text("new")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
-    assert sorted(p.name for p in final.iterdir()) == ["old.txt"]
+    assert_only_old(tmp_path, final)
 
 
 def test_old_directory_is_put_back_when_the_final_rename_fails(tmp_path, monkeypatch):
-    final = tmp_path / "export"
-    final.mkdir()
-    (final / "old.txt").write_text("old")
+    final = existing_dir(tmp_path)
     real_replace = os.replace
 
     def failing_replace(src, dst):
@@ -134,8 +138,7 @@ def test_old_directory_is_put_back_when_the_final_rename_fails(tmp_path, monkeyp
         with atomic_dir(final, replace=True) as tmp:
             (tmp / "new.txt").write_text("new")
     monkeypatch.undo()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
-    assert sorted(p.name for p in final.iterdir()) == ["old.txt"]
+    assert_only_old(tmp_path, final)
 
 
 def test_publish_dir_moves_a_directory_built_over_several_runs(tmp_path):
