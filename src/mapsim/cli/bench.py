@@ -12,6 +12,7 @@ TARGETS = {
     "montecarlo": "Monte Carlo kernels: lattice-gas hop rate against a NumPy implementation, one drying sample",
     "train": "PixelCNN training throughput (loss pixels per second)",
     "generate": "fast exact generation against the windowed front sampler (and naive), GFLOP/s beside a matrix multiply",
+    "calibrate": "false-alarm rate and power of the compare verdict on Monte Carlo data (about 15 minutes)",
 }
 
 
