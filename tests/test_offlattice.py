@@ -341,3 +341,15 @@ def test_mapsim_compare_takes_md_files_as_the_reference(tmp_path, capsys, lj_set
     assert result["passed"] and result["settings"]["length_unit"] == "sigma"
     assert set(result["statistics"]) >= {"g_r", "coordination", "psi6", "psi4", "close_pairs", "density"}
     assert (tmp_path / "rep" / "compare_atoms.json").exists() and (tmp_path / "rep" / "g_r.png").exists()
+
+
+def test_split_windows_cuts_large_samples_into_reference_sized_open_windows():
+    from mapsim.analysis.atoms import AtomSample, split_windows
+
+    xy = np.array([[1.0, 1.0], [5.0, 1.0], [9.5, 9.5], [3.9, 7.9], [2.0, 3.0]])
+    s = AtomSample(xy, np.ones(5, int), np.zeros(2), np.array([10.0, 10.0]), (True, True), "big")
+    w = split_windows([s], (4.0, 4.0))
+    assert len(w) == 4 and all(x.periodic == (False, False) for x in w)
+    # windows (a, b) = x-th and y-th: (0, 0) holds (1, 1) and (2, 3); the atom at x = 9.5 is in the remainder
+    assert [len(x.xy) for x in w] == [2, 1, 1, 0]
+    assert [len(x.xy) for x in split_windows([s], (6.0, 6.0))] == [5]  # not twice as large: kept whole

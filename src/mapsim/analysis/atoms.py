@@ -50,6 +50,7 @@ import numpy as np
 from mapsim.errors import MapsimError
 
 __all__ = ["AtomSample", "SampleSums", "AtomStatistics", "samples_from_dataset", "samples_from_structures",
+           "split_windows",
            "atom_verdict", "AtomVerdict", "pooled"]
 
 
@@ -216,6 +217,37 @@ def samples_from_structures(paths: Sequence[str | Path], fmt: str | None = None,
                 lo[col], hi[col] = xy[:, col].min(), np.nextafter(xy[:, col].max(), np.inf)
         out.append(AtomSample(xy, ids[keep], lo, hi, (per_x, per_y), where))
     return out, tuple(classes)
+
+
+def split_windows(samples: Sequence[AtomSample], size: Sequence[float]) -> list[AtomSample]:
+    """Cut samples into non-overlapping windows of (about) ``size`` = (w_x, w_y), tiled from ``lo``.
+
+    A sample at least twice as large as ``size`` along an axis is cut into ``floor(extent / w)``
+    equal windows along it (the remainder, under one window, is dropped); a cut axis becomes
+    open. Smaller axes are kept whole. So a large generated structure gives several windows of
+    the reference's size, the units a permutation test relabels.
+
+    Returns
+    -------
+    list of AtomSample
+        Named ``<where> window (a, b)``.
+    """
+    out = []
+    for s in samples:
+        extent = s.hi - s.lo
+        counts = [int(extent[c] // size[c]) if extent[c] >= 2 * size[c] else 1 for c in range(2)]
+        if counts == [1, 1]:
+            out.append(s)
+            continue
+        step = np.array([extent[c] / counts[c] if counts[c] == 1 else size[c] for c in range(2)])
+        per = tuple(bool(s.periodic[c]) and counts[c] == 1 for c in range(2))
+        for a in range(counts[0]):
+            for b in range(counts[1]):
+                lo = s.lo + np.array([a, b]) * step
+                hi = lo + step
+                m = np.all((s.xy >= lo) & (s.xy < hi), axis=1)
+                out.append(AtomSample(s.xy[m], s.species[m], lo, hi, per, f"{s.where} window ({a}, {b})"))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
