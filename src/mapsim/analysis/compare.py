@@ -104,6 +104,7 @@ from mapsim.analysis.structure import (
 )
 from mapsim.errors import MapsimError
 from mapsim.lattice import Dataset
+from mapsim.montecarlo.hamiltonian import COUPLINGS
 
 STATS: tuple[str, ...] = ("g_r", "neighbours4", "neighbours8", "clusters4", "clusters8", "density", "S_k", "energy")
 """Two-sample statistics in report order (``energy`` only when a Hamiltonian is known)."""
@@ -117,7 +118,8 @@ RESULT_KEYS: tuple[str, ...] = ("distance", "p", "p_adjusted", "effect", "noise"
 DEFAULT_PERMUTATIONS = 1000
 MIN_PERMUTATIONS = 100
 DEFAULT_ALPHA = 0.05
-HAMILTONIAN_KEYS = ("e_nn", "e_ll", "e_nl", "mu")
+HAMILTONIAN_KEYS = COUPLINGS
+"""Hamiltonian parameters read from metadata or ``--energy`` (those of :mod:`mapsim.montecarlo.hamiltonian`)."""
 
 
 def model_context_range(metadata: dict[str, Any]) -> int | None:
@@ -207,7 +209,7 @@ def reference_hamiltonian(ref: Dataset, hamiltonian: Mapping[str, float] | None
                           ) -> tuple[dict[str, float] | None, str | None]:
     """The Hamiltonian to score energies with, and a note when there is none.
 
-    ``hamiltonian`` (couplings ``e_nn, e_ll, e_nl, mu``, missing ones 0) wins;
+    ``hamiltonian`` (couplings ``e_nn, e_ll, e_nl, mu, mu_n``, missing ones 0) wins;
     else the reference's Monte Carlo metadata ``params``.  It is used only when
     every class it involves is in the data: the particle, and the solvent when
     a solvent coupling or ``mu`` is non-zero (Monte Carlo data without
@@ -448,7 +450,7 @@ def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = 
     ref_periodic, gen_periodic : bool, optional
         Overrides of the boundary read from the metadata.
     hamiltonian : mapping, optional
-        Couplings ``e_nn, e_ll, e_nl, mu`` for the energy statistic (default:
+        Couplings ``e_nn, e_ll, e_nl, mu, mu_n`` for the energy statistic (default:
         the reference metadata's, see :func:`reference_hamiltonian`).
     band_rows : int, optional
         Rows per drift band (default L_c, else 4).

@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=nonneg_int, default=0,
                    help="seed of the window choice, relabellings and sign flips (default 0)")
     c.add_argument("--energy", action="append", metavar="NAME=VALUE",
-                   help="Hamiltonian parameter (e_nn, e_ll, e_nl, mu) for the energy per site; repeatable "
+                   help="Hamiltonian parameter (e_nn, e_ll, e_nl, mu, mu_n) for the energy per site; repeatable "
                         "(default: the reference metadata's params when they name any)")
     c.add_argument("--band-rows", type=positive_int, default=None,
                    help="rows per drift band (default: the model's L_c, else 4)")
@@ -280,10 +280,13 @@ def _compare_settings(args: argparse.Namespace) -> tuple[int, float, dict[str, f
         raise MapsimError(f"--{exc}") from None
     ham = None
     if args.energy:
+        from mapsim.analysis.compare import HAMILTONIAN_KEYS
+
         params = parse_assignments(args.energy, "--energy")
-        unknown = set(params) - {"e_nn", "e_ll", "e_nl", "mu"}
+        unknown = set(params) - set(HAMILTONIAN_KEYS)
         if unknown:
-            raise MapsimError(f"--energy: unknown parameter(s) {sorted(unknown)}; expected e_nn, e_ll, e_nl, mu")
+            raise MapsimError(f"--energy: unknown parameter(s) {sorted(unknown)}; expected "
+                              f"{', '.join(HAMILTONIAN_KEYS)}")
         ham = {}
         for k, v in params.items():
             try:
