@@ -353,3 +353,15 @@ def test_split_windows_cuts_large_samples_into_reference_sized_open_windows():
     # windows (a, b) = x-th and y-th: (0, 0) holds (1, 1) and (2, 3); the atom at x = 9.5 is in the remainder
     assert [len(x.xy) for x in w] == [2, 1, 1, 0]
     assert [len(x.xy) for x in split_windows([s], (6.0, 6.0))] == [5]  # not twice as large: kept whole
+
+
+def test_energy_trace_through_the_cell_list_equals_brute_force_and_is_judged():
+    p = offlattice_params("lj-mixture", {"atoms": 120, "sweeps": 60, "density": 1.0})
+    r = simulate_offlattice(p, 3, 4)
+    assert r.energy_trace.shape == (3, 61) and r.trace_sweeps[0] == 0 and r.trace_sweeps[-1] == 60
+    # the last trace point (cell list) is the final energy (brute force over all pairs)
+    np.testing.assert_allclose(r.energy_trace[:, -1], r.energy, rtol=1e-12)
+    v = r.equilibration()
+    assert v is not None and v.n_chains == 3
+    ds = to_dataset(r)
+    assert ds.extras["energy_trace"].shape == (3, 61) and ds.metadata["trace_sweeps"][-1] == 60

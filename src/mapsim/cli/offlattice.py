@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from mapsim.cli.common import check_output_path, emit, parse_assignments, progress
 from mapsim.errors import MapsimError
@@ -66,8 +67,13 @@ def run(args: argparse.Namespace) -> int:
     report = {"preset": args.preset, "samples": args.samples, "atoms": params.atoms, "seed": args.seed,
               "box": params.box, "length_unit": "sigma", "seconds": result.seconds,
               "acceptance": float(result.acceptance.mean())}
+    verdict = result.equilibration()
     if params.system != "hard-disks":
         report["energy_per_particle"] = float(result.energy.mean())
+        report["equilibration"] = verdict.to_dict()
+        report["equilibrated"] = verdict.equilibrated
+        if verdict.equilibrated is False:
+            print(verdict.advice, file=sys.stderr)
     text = (f"{args.samples} sample(s) of {params.atoms} particles in a periodic {params.box:.4g} x {params.box:.4g} "
             f"sigma box (density {params.density:g}, T {params.T:g}), acceptance {report['acceptance']:.2f}")
     if args.out:
@@ -91,5 +97,7 @@ def run(args: argparse.Namespace) -> int:
                                overwrite=args.overwrite)
         report["structures"] = rep["out"]
         text += f"; wrote {rep['files']} extxyz file(s) to {rep['out']} (species {', '.join(species)})"
+    if verdict is not None:
+        text += "\n" + verdict.summary().split(". warning:")[0].replace("per site", "per particle")
     emit(report, args.json, text=None if args.json else text)
     return 0

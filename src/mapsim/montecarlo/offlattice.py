@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -334,6 +334,16 @@ def _run_sweeps(pos, types, L, n_sweeps, delta, beta, hard, eps4, sig2, rc2, shi
 
 
 @njit(cache=True)
+def _cell_energy(pos, types, L, eps4, sig2, rc2, shift, cells, counts, nc, cs):
+    """Total potential energy (soft potentials) through the cell list: half the sum of particle energies."""
+    e = 0.0
+    for i in range(pos.shape[0]):
+        e += _particle_energy(i, pos[i, 0], pos[i, 1], pos, types, L, False, eps4, sig2, rc2, shift, cells, counts,
+                              nc, cs)
+    return 0.5 * e
+
+
+@njit(cache=True)
 def _total_energy(pos, types, L, hard, eps4, sig2, rc2, shift):
     """Brute-force total potential energy (all pairs, minimum image); +inf on a hard overlap."""
     n = pos.shape[0]
@@ -400,6 +410,13 @@ class _System:
         keys = random_u64(self.state, n)
         return np.argsort(keys, kind="stable")
 
+    def energy_per_particle(self) -> float:
+        """Potential energy per particle (ε) through the cell list; NaN for hard disks."""
+        if self.hard:
+            return float("nan")
+        return float(_cell_energy(self.pos, self.types, self.L, self.eps4, self.sig2, self.rc2, self.shift,
+                                  self.cells, self.counts, self.nc, self.cs)) / self.p.atoms
+
     def sweeps(self, n: int, delta: float) -> int:
         beta = 1.0 / self.p.T
         return int(_run_sweeps(self.pos, self.types, self.L, int(n), float(delta), beta, self.hard, self.eps4,
@@ -407,8 +424,15 @@ class _System:
                                self.nc, self.cs, self.state))
 
 
+#: Energy trace points per sample (plus sweep 0), as the lattice runs record them.
+TRACE_POINTS = 200
+
+#: Sweeps between adjustments of δ in the first half.
+TUNE_EVERY = 10
+
+
 def run_sample(p: OffLatticeParams, seed: int, k: int, observe: Callable[[np.ndarray, np.ndarray], None] | None = None,
-               observe_every: int = 0) -> dict[str, Any]:
+               observe_every: int = 0, trace_points: int = TRACE_POINTS) -> dict[str, Any]:
     """Simulate sample ``k`` of a run with ``seed``.
 
     Parameters
@@ -416,36 +440,52 @@ def run_sample(p: OffLatticeParams, seed: int, k: int, observe: Callable[[np.nda
     observe : callable, optional
         Called with (positions (N, 2), types (N,)) every ``observe_every`` sweeps of the second
         (fixed-δ) half, for averages along the run.
+    trace_points : int
+        The potential energy per particle is recorded after the sweeps
+        :func:`mapsim.montecarlo.equilibration.trace_sweeps` ``(sweeps, trace_points)``.
 
     Returns
     -------
     dict
         ``positions`` float64 (N, 2) in [0, L)², ``types`` int64 (N,), ``delta`` (δ after
-        tuning), ``acceptance`` (second half), ``energy`` (ε per particle; NaN for hard disks).
+        tuning), ``acceptance`` (second half), ``energy`` (ε per particle; NaN for hard disks),
+        ``energy_trace`` float64 (n_points,) (NaN for hard disks) and ``trace_sweeps`` (n_points,).
     """
+    from mapsim.montecarlo.equilibration import trace_sweeps
+
     sys_ = _System(p, xoshiro_state(sample_seed_sequence(seed, k)))
     delta = float(p.delta)
     tune = p.sweeps // 2
-    done = 0
-    while done < tune:
-        step = min(10, tune - done)
-        acc = sys_.sweeps(step, delta) / (step * p.atoms)
-        delta = float(np.clip(delta * np.clip(acc / 0.4, 0.5, 1.5), 1e-4, 0.25 * sys_.L))
-        done += step
-    rest = p.sweeps - tune
-    acc = 0
-    if observe is not None and observe_every > 0:
-        left = rest
-        while left > 0:
-            step = min(observe_every, left)
-            acc += sys_.sweeps(step, delta)
-            left -= step
+    at = trace_sweeps(p.sweeps, trace_points)
+    tune_at = set(range(TUNE_EVERY, tune, TUNE_EVERY)) | ({tune} if tune > 0 else set())
+    obs_at = set(range(tune + observe_every, p.sweeps + 1, observe_every)) if observe and observe_every > 0 else set()
+    # the same moves whatever the events: chunks only split the stream of attempts
+    events = sorted(set(int(x) for x in at[1:]) | tune_at | obs_at | {p.sweeps})
+    trace = [sys_.energy_per_particle()]
+    done, acc_window, window, acc_rest = 0, 0, 0, 0
+    for event in events:
+        step = event - done
+        if step > 0:
+            acc = sys_.sweeps(step, delta)
+            if done < tune:
+                acc_window += acc
+                window += step
+            else:
+                acc_rest += acc
+            done = event
+        if done in tune_at:
+            rate = acc_window / (window * p.atoms)
+            delta = float(np.clip(delta * np.clip(rate / 0.4, 0.5, 1.5), 1e-4, 0.25 * sys_.L))
+            acc_window, window = 0, 0
+        if done in obs_at:
             observe(sys_.pos, sys_.types)
-    else:
-        acc = sys_.sweeps(rest, delta)
+        if done in at[1:]:
+            trace.append(sys_.energy_per_particle())
+    rest = p.sweeps - tune
     energy = float("nan") if sys_.hard else potential_energy(sys_.pos, sys_.types, p) / p.atoms
     return {"positions": sys_.pos.copy(), "types": sys_.types.copy(), "delta": delta,
-            "acceptance": acc / max(1, rest * p.atoms), "energy": energy}
+            "acceptance": acc_rest / max(1, rest * p.atoms), "energy": energy,
+            "energy_trace": np.array(trace), "trace_sweeps": at}
 
 
 @dataclass
@@ -464,6 +504,9 @@ class OffLatticeResult:
         Final potential energy per particle (ε; NaN for hard disks).
     acceptance : ndarray of float64, shape (n_samples,)
     seconds : float
+    energy_trace : ndarray of float64, shape (n_samples, n_points)
+        Energy per particle after ``trace_sweeps`` (NaN for hard disks).
+    trace_sweeps : ndarray of int64, shape (n_points,)
     """
 
     positions: np.ndarray
@@ -473,7 +516,17 @@ class OffLatticeResult:
     energy: np.ndarray
     acceptance: np.ndarray
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    energy_trace: np.ndarray | None = None
+    trace_sweeps: np.ndarray | None = None
+
+    def equilibration(self):
+        """Verdict of :func:`mapsim.montecarlo.equilibration.equilibration_verdict` on the energy traces
+        (drift from the third to the last quarter, autocorrelation time); None for hard disks."""
+        from mapsim.montecarlo.equilibration import equilibration_verdict
+
+        if self.params.system == "hard-disks" or self.energy_trace is None:
+            return None
+        return equilibration_verdict(self.energy_trace, self.trace_sweeps, moves="offlattice")
 
     @property
     def box(self) -> float:
@@ -519,7 +572,8 @@ def simulate_offlattice(params: OffLatticeParams, n_samples: int, seed: int,
             progress(1)
     return OffLatticeResult(np.stack([o["positions"] for o in out]), np.stack([o["types"] for o in out]), params,
                             int(seed), np.array([o["energy"] for o in out]), np.array([o["acceptance"] for o in out]),
-                            time.perf_counter() - t0)
+                            time.perf_counter() - t0, np.stack([o["energy_trace"] for o in out]),
+                            out[0]["trace_sweeps"])
 
 
 def to_dataset(result: OffLatticeResult, pixel_size: float | None = None):
@@ -564,7 +618,13 @@ def to_dataset(result: OffLatticeResult, pixel_size: float | None = None):
     meta = result.metadata()
     meta.update({"pixel_size": [geom.pixel[0], geom.pixel[1]], "pixel_size_rule": rule, "cell": [L, L],
                  "height": int(geom.shape[0]), "width": int(geom.shape[1])})
-    return Dataset(np.stack(grids), result.params.classes, meta, {OFFSETS_KEY: np.stack(offs)})
+    extras = {OFFSETS_KEY: np.stack(offs)}
+    if result.energy_trace is not None and result.params.system != "hard-disks":
+        extras["energy_trace"] = result.energy_trace.astype(np.float64)
+        meta["trace_sweeps"] = [int(v) for v in result.trace_sweeps]
+        v = result.equilibration()
+        meta["equilibration"] = v.to_dict() if v is not None else None
+    return Dataset(np.stack(grids), result.params.classes, meta, extras)
 
 
 # ---------------------------------------------------------------------------------------------
