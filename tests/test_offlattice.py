@@ -365,3 +365,26 @@ def test_energy_trace_through_the_cell_list_equals_brute_force_and_is_judged():
     assert v is not None and v.n_chains == 3
     ds = to_dataset(r)
     assert ds.extras["energy_trace"].shape == (3, 61) and ds.metadata["trace_sweeps"][-1] == 60
+
+
+def test_frames_from_different_cells_keep_their_own_geometry(tmp_path):
+    pytest.importorskip("ase")
+    import ase.io
+    from ase import Atoms
+
+    from mapsim.exchange import export_dataset, import_files
+
+    rng = np.random.default_rng(3)
+    frames = []
+    for L in (10.0, 10.1):  # an NPT-like pair: the same 40 x 40 grid, slightly different pixels
+        site = np.stack(np.meshgrid(np.arange(6), np.arange(5)), -1).reshape(-1, 2) * (L / 6, L / 5)
+        pos = np.c_[site + rng.uniform(0, 0.3 * L / 6, site.shape), np.zeros(30)]  # far apart: none lost
+        frames.append(Atoms(["Cu"] * 30, positions=pos, cell=[L, L, 5.0], pbc=[True, True, False]))
+    ase.io.write(tmp_path / "npt.extxyz", frames)
+    ds, report = import_files([tmp_path / "npt.extxyz"], pixel_size=0.25, length_unit="Å")
+    assert ds.shape == (40, 40) and report["atoms_lost"] == 0 and ds.metadata["sources"][1]["pixel_size"][0] == pytest.approx(10.1 / 40)
+    export_dataset(ds, tmp_path / "x", "extxyz")
+    for k, a in enumerate(frames):
+        b = ase.io.read(tmp_path / "x" / f"sample_{k:05d}.extxyz")
+        np.testing.assert_allclose(np.sort(b.positions[:, 0]), np.sort(a.positions[:, 0]), atol=1e-5)
+        np.testing.assert_allclose(b.cell.lengths()[:2], a.cell.lengths()[:2], rtol=1e-12)

@@ -373,6 +373,9 @@ def cmd_compare_atoms(args: argparse.Namespace) -> int:
         c = rs["coordination"].support
         axes[1].bar(c - 0.2, pooled(rs["coordination"].num, rs["coordination"].den), 0.4, label="reference")
         axes[1].bar(c + 0.2, pooled(gs["coordination"].num, gs["coordination"].den), 0.4, label="generated")
+        used = np.nonzero(rs["coordination"].num.sum(0) + gs["coordination"].num.sum(0))[0]
+        if used.size:
+            axes[1].set_xlim(used[0] - 1, used[-1] + 1)
         axes[1].set_xlabel(f"neighbours within {st.r_shell_:.3g} {unit}")
         axes[1].legend()
         save_figure_atomic(fig, out / "g_r.png", bbox_inches="tight")
