@@ -162,7 +162,8 @@ def load_dataset(path: str | Path) -> Dataset:
     Parameters
     ----------
     path : path-like
-        A ``.npz`` file in the format described in this module.
+        A ``.npz`` file in the format described in this module, or a complete
+        zarr store (``NAME.zarr``, :mod:`mapsim.zarrstore`), read whole.
 
     Returns
     -------
@@ -177,6 +178,12 @@ def load_dataset(path: str | Path) -> Dataset:
     """
     p = Path(path)
     where = str(p)
+    if p.suffix == ".zarr":
+        from mapsim.zarrstore import load_zarr_arrays
+
+        grids, classes, metadata, extras = load_zarr_arrays(p)
+        _validate_arrays(grids, classes, where)
+        return Dataset(grids, tuple(classes), metadata, extras)
     if not p.exists():
         raise MapsimError(f"{where}: file not found")
     if p.is_dir():

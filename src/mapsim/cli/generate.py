@@ -19,7 +19,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, required=True)
     p.add_argument("--samples", type=int, required=True)
     p.add_argument("--seed", type=int, required=True, help="seed of the uniforms driving every draw")
-    p.add_argument("--out", required=True, help="dataset .npz to write")
+    p.add_argument("--out", required=True,
+                   help="dataset to write: NAME.npz (in memory, then written atomically) or NAME.zarr (streamed "
+                        "block by block with bounded memory; an interrupted run resumes when rerun)")
+    p.add_argument("--log-probs", choices=("none", "rows", "pixels"), default=None,
+                   help="log-probabilities to store: every pixel's (default for .npz), per-row sums (default "
+                        "for .zarr; enough for mapsim convergence) or none")
+    p.add_argument("--threads", type=int, default=None, help="sampler threads (default: all cores)")
     p.add_argument("--boundary", default="outside",
                    help="rows above the sample: outside (default), noise:DENSITY, or grid:FILE[:INDEX] (tiled along the width)")
     p.add_argument("--beta", type=float, default=1.0, help="inverse temperature of the softmax (default 1)")
@@ -31,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import numpy as np
 
     from mapsim.lattice import save_dataset
@@ -44,21 +52,48 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise MapsimError(f"--seed must be a non-negative integer, found {args.seed}")
     beta = check_beta(args.beta)
-    out = check_output_path(args.out)
+    if args.threads is not None and args.threads <= 0:
+        raise MapsimError(f"--threads must be a positive integer, found {args.threads}")
+    zarr_out = Path(args.out).suffix == ".zarr"
+    out = Path(args.out) if zarr_out else check_output_path(args.out)
+    if zarr_out and out.exists() and not out.is_dir():
+        raise MapsimError(f"--out {out}: exists and is not a zarr store (a directory)")
+    mode = args.log_probs or ("rows" if zarr_out else "pixels")
     boundary = parse_boundary(args.boundary)
     model = load_model(args.model)
+    if zarr_out:
+        from mapsim.sampling.generate import generate_to_zarr, samples_per_group
+
+        groups = -(-args.samples // samples_per_group(args.width))
+        with progress(total=args.height * groups, desc="rows") as bar:
+            def advance(rows_done: int) -> None:
+                bar.update(rows_done - bar.n)
+
+            generate_to_zarr(model, args.samples, args.height, args.width, out, seed=args.seed, beta=beta,
+                             boundary=boundary, sampler=args.sampler, progress=advance, boundary_spec=args.boundary,
+                             threads=args.threads, log_probs=mode, extra_metadata={"model_path": str(args.model)})
+        emit({"out": str(out), "n_samples": args.samples, "height": args.height, "width": args.width,
+              "kind": model.kind, "context_range": model.context_range, "beta": beta, "boundary": args.boundary,
+              "sampler": args.sampler, "log_probs": mode}, args.json)
+        return 0
     with progress(total=args.height, desc="rows") as bar:
         def advance(rows_done: int) -> None:
             bar.update(rows_done - bar.n)
 
         ds = generate(model, args.samples, args.height, args.width, seed=args.seed, beta=beta, boundary=boundary,
-                      sampler=args.sampler, progress=advance, boundary_spec=args.boundary)
+                      sampler=args.sampler, progress=advance, boundary_spec=args.boundary, threads=args.threads)
     ds.metadata["model_path"] = str(args.model)
-    save_dataset(out, ds)
     lp = ds.extras["log_probs"]
-    emit({"out": str(out), "n_samples": ds.n_samples, "height": args.height, "width": args.width,
-          "kind": model.kind, "context_range": model.context_range, "beta": beta, "boundary": args.boundary,
-          "sampler": args.sampler,
-          "density": float(np.mean(ds.grids != 0)),
-          "mean_log_prob_per_pixel": float(np.mean(lp))}, args.json)
+    summary = {"out": str(out), "n_samples": ds.n_samples, "height": args.height, "width": args.width,
+               "kind": model.kind, "context_range": model.context_range, "beta": beta, "boundary": args.boundary,
+               "sampler": args.sampler,
+               "density": float(np.mean(ds.grids != 0)),
+               "mean_log_prob_per_pixel": float(np.mean(lp))}
+    if mode != "pixels":
+        del ds.extras["log_probs"]
+        if mode == "rows":
+            ds.extras["row_log_probs"] = lp.astype(np.float64).sum(axis=2)
+    ds.metadata["log_probs"] = mode
+    save_dataset(out, ds)
+    emit(summary, args.json)
     return 0

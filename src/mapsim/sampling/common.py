@@ -55,7 +55,7 @@ class Boundary:
         return "outside"
 
     def top_rows(self, n_samples: int, context_range: int, width: int, n_classes: int,
-                 seed: int | np.random.Generator = 0) -> np.ndarray:
+                 seed: int | np.random.Generator = 0, first_sample: int = 0) -> np.ndarray:
         """Canvas rows above the sample, shape (K, L, W + 2L), ids in 0..N_c (N_c = outside)."""
         L = context_range
         top = np.full((n_samples, L, width + 2 * L), n_classes, dtype=np.int64)
@@ -64,7 +64,7 @@ class Boundary:
         if self.mode == "noise":
             seed = seed_entropy(seed)
             for k in range(n_samples):  # one generator per sample: samples can be made apart
-                noise = boundary_generator(seed, k).random((L, width))
+                noise = boundary_generator(seed, first_sample + k).random((L, width))
                 top[k, :, L : L + width] = (noise < self.density).astype(np.int64)
             return top
         g = np.asarray(self.grid, dtype=np.int64)

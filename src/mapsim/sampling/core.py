@@ -158,7 +158,7 @@ class CoreResult:
 
 def run(provider: Provider, schedule: Schedule, u: np.ndarray, *, beta: float = 1.0,
         position_seed: int | None = None, progress: Callable[[int], None] | None = None,
-        stop_after_slabs: int | None = None) -> CoreResult:
+        stop_after_slabs: int | None = None, v: np.ndarray | None = None) -> CoreResult:
     """Draw K samples point by point along ``schedule``.
 
     Parameters
@@ -175,6 +175,8 @@ def run(provider: Provider, schedule: Schedule, u: np.ndarray, *, beta: float = 
         Called with the number of complete slabs (rows in 2D) when it grows.
     stop_after_slabs : int, optional
         Stop once this many slabs are complete (the rest stay class 0); for timing.
+    v : ndarray of float64, shape (K, *schedule.shape, d), optional
+        Explicit position uniforms (overrides ``position_seed``; e.g. a block of rows).
 
     Returns
     -------
@@ -191,7 +193,10 @@ def run(provider: Provider, schedule: Schedule, u: np.ndarray, *, beta: float = 
     pos = None
     if head:
         pos = np.full((K,) + shape + (len(shape),), np.nan)
-        v_all = uniforms(0 if position_seed is None else position_seed, K, *shape, stream=POSITION, ndim=len(shape))
+        v_all = v if v is not None else uniforms(0 if position_seed is None else position_seed, K, *shape,
+                                                 stream=POSITION, ndim=len(shape))
+        if v_all.shape != (K,) + shape + (len(shape),):
+            raise ValueError(f"position uniforms must have shape {(K,) + shape + (len(shape),)}, found {v_all.shape}")
     done = 0
     for t, index in enumerate(schedule):
         z = provider.logits(index)  # (K, n, N_c)

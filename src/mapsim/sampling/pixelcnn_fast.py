@@ -41,9 +41,11 @@ from threadpoolctl import threadpool_limits
 
 from mapsim.models.pixelcnn import GatedPixelCNN, gate
 from mapsim.sampling.common import Boundary, check_beta
-from mapsim.sampling.draw import current_draw
+from mapsim.sampling.draw import current_draw, current_draw_position
 from mapsim.sampling.front import n_steps, rows_done
-from mapsim.sampling.reference import SampleResult, prepare
+from mapsim.sampling.providers import top_offset_channels
+from mapsim.sampling.reference import SampleResult, offsets_of, prepare
+from mapsim.sampling.rng import POSITION, uniforms
 
 
 def _weights(model: GatedPixelCNN, dt):
@@ -56,11 +58,11 @@ def _weights(model: GatedPixelCNN, dt):
         return np.ascontiguousarray(t.detach().cpu().numpy().astype(dt))
 
     w = {}
-    wv0 = model.v_convs[0].weight  # (2F, C0, p, k)
-    w["T1v"] = a(wv0.permute(2, 3, 1, 0).reshape(p * k, C0, 2 * F))
+    wv0 = model.v_convs[0].weight  # (2F, C0 (+ 2 offset channels), p, k)
+    w["T1v"] = a(wv0[:, :C0].permute(2, 3, 1, 0).reshape(p * k, C0, 2 * F))
     w["b1v"] = a(model.v_convs[0].bias)
-    wh0 = model.h_convs[0].weight  # (2F, C0, 1, p)
-    w["T1h"] = a(wh0[:, :, 0, :].permute(2, 1, 0))  # (p, C0, 2F)
+    wh0 = model.h_convs[0].weight  # (2F, C0 (+ 2), 1, p)
+    w["T1h"] = a(wh0[:, :C0, 0, :].permute(2, 1, 0))  # (p, C0, 2F)
     nv = max(n - 1, 1)
     Wv = np.zeros(((p + 1) * k * F, 2 * F, nv), dt)
     bv = np.zeros((2 * F, nv), dt)
@@ -84,12 +86,30 @@ def _weights(model: GatedPixelCNN, dt):
     w["b1"] = a(model.out1.bias)
     w["W2"] = a(model.out2.weight[:, :, 0, 0].T)
     w["b2"] = a(model.out2.bias)
+    # the position head (zero-size stand-ins for class-only models: one kernel signature for both)
+    if cfg.positions:
+        nb, occ = cfg.position_bins, cfg.n_classes - 1
+        w["T1vo"] = a(wv0[:, C0:].permute(2, 3, 1, 0).reshape(p * k, 2, 2 * F))
+        w["T1ho"] = a(wh0[:, C0:, 0, :].permute(2, 1, 0))  # (p, 2, 2F)
+        w["Wy"] = a(model.pos_y.weight.view(occ, nb, S))  # nn.Linear rows: (class - 1, bin, S)
+        w["by"] = a(model.pos_y.bias.view(occ, nb))
+        w["E"] = a(model.pos_embed.weight)  # (B, S)
+        w["Wx"] = a(model.pos_x.weight.view(occ, nb, S))
+        w["bx"] = a(model.pos_x.bias.view(occ, nb))
+    else:
+        w["T1vo"], w["T1ho"] = np.zeros((0, 2, 2 * F), dt), np.zeros((0, 2, 2 * F), dt)
+        w["Wy"], w["Wx"] = np.zeros((0, 1, S), dt), np.zeros((0, 1, S), dt)
+        w["by"], w["bx"] = np.zeros((0, 1), dt), np.zeros((0, 1), dt)
+        w["E"] = np.zeros((1, S), dt)
     return w
 
 
 @torch.no_grad()
-def _boundary_vertical(model: GatedPixelCNN, top: np.ndarray, dt) -> np.ndarray:
+def _boundary_vertical(model: GatedPixelCNN, top: np.ndarray, dt, top_channels: np.ndarray | None = None) -> np.ndarray:
     """Vertical activations of layers 1..n-1 on the last p boundary rows.
+
+    ``top_channels`` (K, 2, L, Wc): offset channels of the boundary rows (models with positions;
+    default 0, atoms at their pixel centres).
 
     Returns
     -------
@@ -102,7 +122,13 @@ def _boundary_vertical(model: GatedPixelCNN, top: np.ndarray, dt) -> np.ndarray:
     out = np.zeros((max(n - 1, 1), K, p, Wc, F), dt)
     if n == 1:
         return out
-    x = model.one_hot(torch.as_tensor(top, dtype=torch.long))
+    canvas = torch.as_tensor(top, dtype=torch.long)
+    # boundary rows carry classes only: their offset channels are 0 (atoms at pixel centres)
+    offs = None
+    if model.positions:
+        offs = (torch.zeros((K, 2, L, Wc), dtype=model.out2.weight.dtype) if top_channels is None
+                else torch.as_tensor(top_channels, dtype=model.out2.weight.dtype))
+    x = model.inputs(canvas, offs)
     v = gate(model.v_convs[0](x[:, :, :-1, :]))  # rows [p, L)
     for m in range(1, n):
         # v is layer m (1-based) at rows [m p, L), columns [m p, Wc - m p)
@@ -187,7 +213,7 @@ def _gate(a, nt, F, out, x, e, sc, approx):
 
 
 @njit(cache=True)
-def _scratch(maxl, n, p, k, F, S, nc, dt):
+def _scratch(maxl, n, p, k, F, S, nc, nb, dt):
     """Work arrays of one thread, allocated once per call (not per step: large per-step
     allocations would be fresh pages, i.e. page faults, every step)."""
     D = max((p + 1) * k * F, 1)
@@ -208,20 +234,55 @@ def _scratch(maxl, n, p, k, F, S, nc, dt):
     o = np.empty((maxl, S), dt)
     lg = np.empty((maxl, nc), dt)
     lgd = np.empty(nc, np.float64)
-    return idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg, lgd
+    ly = np.empty(nb, np.float64)
+    lx = np.empty(nb, np.float64)
+    xh = np.empty(S, np.float64)
+    return idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg, lgd, ly, lx, xh
 
 
 @njit(cache=True)
-def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta, approx, scratch, draw_fn):
+def _position_head(o_t, c, v, Wy, by, E, Wx, bx, ly, lx, xh, draw_pos_fn):
+    """Draw the position of one atom of class c >= 1 from its features ``o_t`` (S,): y, then x given y.
+
+    The head of :mod:`mapsim.models.pixelcnn` with float64 sums; returns (y, x, log-density per
+    unit pixel area).
+    """
+    nb = ly.shape[0]
+    S = o_t.shape[0]
+    for b in range(nb):
+        acc = np.float64(by[c - 1, b])
+        for s in range(S):
+            acc += np.float64(o_t[s]) * np.float64(Wy[c - 1, b, s])
+        ly[b] = acc
+    yb, y, ldy = draw_pos_fn(ly, v[0])
+    for s in range(S):
+        xh[s] = max(np.float64(o_t[s]) + np.float64(E[yb, s]), 0.0)
+    for b in range(nb):
+        acc = np.float64(bx[c - 1, b])
+        for s in range(S):
+            acc += xh[s] * np.float64(Wx[c - 1, b, s])
+        lx[b] = acc
+    xb, x, ldx = draw_pos_fn(lx, v[1])
+    return y, x, ldy + ldx
+
+
+@njit(cache=True)
+def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta, approx, scratch, draw_fn,
+                pos_state, draw_pos_fn):
     """Advance the given lanes by one step (see the module docstring).
 
     ``caches`` = (V, VH, HS, Vb), ``weights`` as :data:`WEIGHT_NAMES`, ``geometry`` =
     (n, p, L, W, RB, RV, CW); ``draw_fn`` is the draw rule of :mod:`mapsim.sampling.draw`.
+    ``pos_state`` = (positions flag, offset canvas OC (K, H + L, W + 2L, 2) holding offset - 0.5
+    of drawn atoms and 0 elsewhere, position uniforms (K, H, W, 2), positions out (K, H, W, 2));
+    ``draw_pos_fn`` is :func:`mapsim.sampling.draw.draw_position`.
     """
     V, VH, HS, Vb = caches
-    T1v, b1v, T1h, Wv, bv, Wh, Wvh, bvh, Wres, bres, Wskip, bskip, W1, b1, W2, b2 = weights
+    (T1v, b1v, T1h, Wv, bv, Wh, Wvh, bvh, Wres, bres, Wskip, bskip, W1, b1, W2, b2,
+     T1vo, T1ho, Wy, by, E, Wx, bx) = weights
+    with_pos, OC, VP, pos_out = pos_state
     n, p, L, W, RB, RV, CW = geometry
-    idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg, lgd = scratch
+    idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg, lgd, ly, lx, xh = scratch
     nl = lk.shape[0]
     k = 2 * p + 1
     F = Wres.shape[1]
@@ -248,6 +309,13 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
                         row = T1v[dr * k + dc, cls]
                         for c in range(2 * F):
                             vpre[t, c] += row[c]
+                        if with_pos:
+                            oy = OC[kk, R - p + dr, cv - p + dc, 0]
+                            ox = OC[kk, R - p + dr, cv - p + dc, 1]
+                            if oy != 0 or ox != 0:
+                                wy, wx = T1vo[dr * k + dc, 0], T1vo[dr * k + dc, 1]
+                                for c in range(2 * F):
+                                    vpre[t, c] += oy * wy[c] + ox * wx[c]
         else:
             for t in range(nt):
                 i = idx[t]
@@ -299,6 +367,12 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
                     row = T1h[w, canvas[kk, R, C - p + w]]
                     for c in range(2 * F):
                         hpre[t, c] += row[c]
+                    if with_pos:
+                        oy, ox = OC[kk, R, C - p + w, 0], OC[kk, R, C - p + w, 1]
+                        if oy != 0 or ox != 0:
+                            wy, wx = T1ho[w, 0], T1ho[w, 1]
+                            for c in range(2 * F):
+                                hpre[t, c] += oy * wy[c] + ox * wx[c]
         else:
             for t in range(nt):
                 i = idx[t]
@@ -358,11 +432,19 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
             lgd[c] = np.float64(lg[t, c]) + np.float64(b2[c])
         chosen, lp = draw_fn(lgd, beta, U[kk, R - L, C - L])
         canvas[kk, R, C] = chosen
+        if with_pos and chosen > 0:
+            y, x, ld = _position_head(o[t], chosen, VP[kk, R - L, C - L], Wy, by, E, Wx, bx, ly, lx, xh, draw_pos_fn)
+            pos_out[kk, R - L, C - L, 0] = y
+            pos_out[kk, R - L, C - L, 1] = x
+            OC[kk, R, C, 0] = y - 0.5
+            OC[kk, R, C, 1] = x - 0.5
+            lp += ld
         logp_out[kk, R - L, C - L] = lp
 
 
 @njit(cache=True, parallel=True)
-def _run_steps(t0, t1, K, H, canvas, U, logp_out, caches, weights, geometry, beta, nchunks, approx, draw_fn):
+def _run_steps(t0, t1, K, H, canvas, U, logp_out, caches, weights, geometry, beta, nchunks, approx, draw_fn,
+               pos_state, draw_pos_fn):
     n, p, L, W, RB, RV, CW = geometry
     Wres, W1, W2 = weights[8], weights[12], weights[14]
     V = caches[0]
@@ -373,8 +455,9 @@ def _run_steps(t0, t1, K, H, canvas, U, logp_out, caches, weights, geometry, bet
     F = Wres.shape[1]
     S = W1.shape[0]
     nc = W2.shape[1]
+    nb = weights[20].shape[0]  # E: (B, S)
     maxl = K * (-(-span // lag) + 1) // nchunks + 2
-    scratches = [_scratch(maxl, n, p, k, F, S, nc, V.dtype) for _ in range(nchunks)]
+    scratches = [_scratch(maxl, n, p, k, F, S, nc, nb, V.dtype) for _ in range(nchunks)]
     for t in range(t0, t1):
         r1 = min(H, t // lag + 1)
         r0 = max(0, -((span - 1 - t) // lag))
@@ -397,11 +480,11 @@ def _run_steps(t0, t1, K, H, canvas, U, logp_out, caches, weights, geometry, bet
             lo = ch * nl // nch
             hi = (ch + 1) * nl // nch
             _lanes_step(lk[lo:hi], lR[lo:hi], lC[lo:hi], canvas, U, logp_out, caches, weights, geometry, beta,
-                        approx, scratches[ch], draw_fn)
+                        approx, scratches[ch], draw_fn, pos_state, draw_pos_fn)
 
 
 WEIGHT_NAMES = ("T1v", "b1v", "T1h", "Wv", "bv", "Wh", "Wvh", "bvh", "Wres", "bres", "Wskip", "bskip",
-                "W1", "b1", "W2", "b2")
+                "W1", "b1", "W2", "b2", "T1vo", "T1ho", "Wy", "by", "E", "Wx", "bx")
 """Order of the repacked weights passed to the kernel."""
 
 STEPS_PER_CALL = 64
@@ -427,20 +510,22 @@ def total_steps(height: int, width: int, context_range: int, p: int) -> int:
 
 def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, width: int, *, seed=0,
                            beta: float = 1.0, boundary: Boundary | None = None, u: np.ndarray | None = None,
-                           progress=None, threads: int | None = None) -> SampleResult:
+                           top: np.ndarray | None = None, progress=None, threads: int | None = None,
+                           v: np.ndarray | None = None, top_offsets: np.ndarray | None = None) -> SampleResult:
     """Exact samples from a Gated PixelCNN with cached activations (CPU).
 
     Same contract as :func:`mapsim.sampling.reference.sample_reference` (``progress``
     is called with the number of rows finished); computes in the model's
     floating-point precision (float32 models use fast vectorised gates).  ``threads`` defaults to numba's
-    thread count.
+    thread count.  Models with positions: ``v`` (K, H, W, 2) explicit position uniforms and
+    ``top_offsets`` (K, L, W + 2L, 2) the positions of the boundary atoms, as for the reference sampler.
     """
     beta = check_beta(beta)
     K, H, W = n_samples, height, width
     cfg = model.config
     n, p, F = cfg.layers, model.p, cfg.filters
     L = model.context_range
-    u, top = prepare(model, K, H, W, seed, boundary, u)
+    u, top, entropy = prepare(model, K, H, W, seed, boundary, u, top, with_entropy=True)
     dt = np.float64 if model.dtype == torch.float64 else np.float32
     w = _weights(model, dt)
     Wc = W + 2 * L
@@ -453,11 +538,27 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
     V = np.zeros((nv, RB, CW, K, F), dt)
     VH = np.zeros((n, RB, RV, K, 2 * F), dt)
     HS = np.zeros((nv, RB, p + 1, K, F), dt)
-    Vb = np.ascontiguousarray(_boundary_vertical(model, top, dt).transpose(0, 2, 3, 1, 4))  # (nv, p, Wc, K, F)
+    top_ch = None
+    if model.positions and top_offsets is not None and L:
+        top_ch = top_offset_channels(top_offsets)  # (K, 2, L, Wc)
+    Vb = np.ascontiguousarray(_boundary_vertical(model, top, dt, top_ch).transpose(0, 2, 3, 1, 4))  # (nv, p, Wc, K, F)
     canvas = np.full((K, H + L, Wc), model.outside_class, np.uint8)
     canvas[:, :L, :] = top
     canvas[:, L:, L : L + W] = 0
     logp = np.zeros((K, H, W), np.float32)
+    if model.positions:
+        OC = np.zeros((K, H + L, Wc, 2), dt)
+        if top_ch is not None:
+            OC[:, :L] = top_ch.transpose(0, 2, 3, 1)
+        # C order: a sliced block of uniforms must not compile another kernel signature
+        VP = uniforms(entropy, K, H, W, stream=POSITION, ndim=2) if v is None else np.ascontiguousarray(v, np.float64)
+        if VP.shape != (K, H, W, 2):
+            raise ValueError(f"position uniforms must have shape {(K, H, W, 2)}, found {VP.shape}")
+        pos = np.full((K, H, W, 2), np.nan)
+    else:  # stand-ins of the same types: class-only models never make the position stream
+        OC, VP, pos = np.zeros((1, 1, 1, 2), dt), np.zeros((1, 1, 1, 2)), np.zeros((1, 1, 1, 2))
+    pos_state = (bool(model.positions), OC, VP, pos)
+    draw_pos_fn = current_draw_position()
     T = total_steps(H, W, L, p)
     nthreads = threads or numba.get_num_threads()
     chunk = max(1, min(T, STEPS_PER_CALL))
@@ -472,7 +573,7 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
         for t0 in range(0, T, chunk):
             t1 = min(T, t0 + chunk)
             _run_steps(t0, t1, K, H, canvas, u, logp, (V, VH, HS, Vb), weights, geometry, float(beta), nthreads,
-                       dt == np.float32, draw_fn)
+                       dt == np.float32, draw_fn, pos_state, draw_pos_fn)
             if progress is not None:
                 # lanes start 2L - 2p steps before the front of the other samplers
                 progress(rows_done(t1 - 1 - (2 * L - 2 * p), H, W, L))
@@ -480,4 +581,4 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
         numba.set_num_threads(old)
         blas_limit.restore_original_limits()
     grids = canvas[:, L:, L : L + W].copy()
-    return SampleResult(grids, logp, top)
+    return SampleResult(grids, logp, top, offsets_of(pos) if model.positions else None)

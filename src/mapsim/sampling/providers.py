@@ -129,14 +129,18 @@ class PositionCropProvider(CropProvider):
         With ``config.positions``.
     top : ndarray of int, shape (K, L, W + 2L)
     mode : {"pixel", "batch"}
+    top_offsets : ndarray of float, shape (K, L, W + 2L, 2), optional
+        Positions of the boundary rows' atoms (pixel units, NaN where none); default: atoms at
+        their pixel centres (channels 0).  A block of rows of a larger sample passes the rows above.
     """
 
-    def __init__(self, model, top: np.ndarray, mode: str = "pixel") -> None:
+    def __init__(self, model, top: np.ndarray, mode: str = "pixel", top_offsets: np.ndarray | None = None) -> None:
         if mode not in ("pixel", "batch"):
             raise ValueError(f"mode must be pixel or batch, found {mode!r}")
         super().__init__(self._evaluate, model.n_classes, model.context_range, top, mode=mode)
         self.model = model
         self.offs: np.ndarray | None = None
+        self.top_offsets = top_offsets
         self._hidden: list[np.ndarray] = []
 
     def _evaluate(self, canvas: np.ndarray) -> np.ndarray:
@@ -154,6 +158,8 @@ class PositionCropProvider(CropProvider):
     def start(self, n_samples: int, shape: tuple[int, ...]) -> None:
         super().start(n_samples, shape)
         self.offs = np.zeros((n_samples, 2) + self.canvas.shape[1:], dtype=np.float64)
+        if self.top_offsets is not None and self.L:
+            self.offs[:, :, : self.L] = top_offset_channels(self.top_offsets)
 
     def logits(self, index: tuple[np.ndarray, ...]) -> np.ndarray:
         rows, cols = index
@@ -217,3 +223,8 @@ class PositionCropProvider(CropProvider):
         self.offs[kk, 0, rows[qq] + self.L, cols[qq] + self.L] = pos[kk, qq, 0] - 0.5
         self.offs[kk, 1, rows[qq] + self.L, cols[qq] + self.L] = pos[kk, qq, 1] - 0.5
         return pos, logd
+
+
+def top_offset_channels(top_offsets: np.ndarray) -> np.ndarray:
+    """Offset channels (K, 2, L, W + 2L) of boundary rows given as positions (K, L, W + 2L, 2), NaN where none."""
+    return np.nan_to_num(np.asarray(top_offsets, dtype=np.float64) - 0.5, nan=0.0).transpose(0, 3, 1, 2)

@@ -60,7 +60,7 @@ def line_uniforms(entropy: int, sample: int, index: tuple[int, ...], length: int
 
 
 def uniforms(seed: int | np.random.Generator, n_samples: int, *shape: int, stream: int = CLASS,
-             first_sample: int = 0, ndim: int | None = None) -> np.ndarray:
+             first_sample: int = 0, first_row: int = 0, ndim: int | None = None) -> np.ndarray:
     """Uniforms of samples ``first_sample .. first_sample + n_samples - 1``.
 
     Parameters
@@ -74,6 +74,8 @@ def uniforms(seed: int | np.random.Generator, n_samples: int, *shape: int, strea
         ``CLASS`` (default) or ``POSITION``.
     first_sample : int
         Index of the first sample (a worker's share of a larger run).
+    first_row : int
+        Index along axis 0 of the first slab (a block of rows of a larger sample).
     ndim : int, optional
         Values per point (position stream: the number of coordinates).
 
@@ -90,7 +92,8 @@ def uniforms(seed: int | np.random.Generator, n_samples: int, *shape: int, strea
     out = np.empty((n_samples,) + tuple(shape) + tail, dtype=np.float64)
     for k in range(n_samples):
         for idx in np.ndindex(*lead):
-            out[(k,) + idx] = line_uniforms(entropy, first_sample + k, idx, length, stream=stream, ndim=ndim)
+            line = (idx[0] + first_row,) + idx[1:] if idx else idx
+            out[(k,) + idx] = line_uniforms(entropy, first_sample + k, line, length, stream=stream, ndim=ndim)
     return out
 
 
