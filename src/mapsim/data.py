@@ -92,6 +92,36 @@ def apply_element(grid: np.ndarray, element: Element) -> np.ndarray:
     return np.rot90(grid, k, axes=(-2, -1)) if k else grid
 
 
+_BELOW_ONE = np.nextafter(np.float32(1.0), np.float32(0.0))
+
+
+def apply_element_offsets(offsets: np.ndarray, element: Element) -> np.ndarray:
+    """Transform positions inside pixels with their grids (:func:`apply_element`).
+
+    Parameters
+    ----------
+    offsets : ndarray of float32, shape (..., H, W, 2)
+        (y, x) in pixel units in [0, 1) from the pixel corner, NaN where empty.
+    element : (k, flip)
+
+    Returns
+    -------
+    ndarray of float32, shape (..., H', W', 2)
+        The same atoms after the transformation: a left-right flip maps x to 1 - x, a quarter
+        turn (``np.rot90``, counter-clockwise) maps (y, x) to (1 - x, y).  1 - 0 = 1 is kept
+        just below 1 so that offsets stay in [0, 1).
+    """
+    k, flip = element
+    off = np.asarray(offsets)
+    if flip:
+        off = off[..., :, ::-1, :].copy()
+        off[..., 1] = np.minimum(np.float32(1.0) - off[..., 1], _BELOW_ONE)
+    for _ in range(k % 4):
+        off = np.rot90(off, 1, axes=(-3, -2))
+        off = np.stack([np.minimum(np.float32(1.0) - off[..., 1], _BELOW_ONE), off[..., 0]], axis=-1)
+    return off
+
+
 def split_indices(n_samples: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of sample indices into training and validation sets.
 
@@ -173,6 +203,21 @@ def plan_epoch(train_idx: np.ndarray, batch: int, seed: int, epoch: int, sample_
     return EpochPlan(order[:n], offsets[:n].astype(np.int64), elements[:n].astype(np.int64), b)
 
 
+def _batch(arrays: np.ndarray, plan: EpochPlan, step: int, crop: tuple[int, int] | None, group: list[Element],
+           rank: int, world: int, transform) -> np.ndarray:
+    """This process's share of batch ``step`` of per-sample arrays (n, H, W, ...), cropped and transformed."""
+    H, W = arrays.shape[1:3]
+    ch, cw = crop if crop is not None else (H, W)
+    sl = slice(step * plan.batch, (step + 1) * plan.batch)
+    positions = np.array_split(np.arange(sl.start, sl.stop), world)[rank]
+    out = []
+    for q in positions:
+        i0, j0 = plan.offsets[q]
+        a = arrays[plan.order[q], i0 : i0 + ch, j0 : j0 + cw]
+        out.append(transform(a, group[plan.elements[q]]))
+    return np.ascontiguousarray(np.stack(out)) if out else np.zeros((0, ch, cw) + arrays.shape[3:], arrays.dtype)
+
+
 def batch_grids(grids: np.ndarray, plan: EpochPlan, step: int, crop: tuple[int, int] | None,
                 group: list[Element], rank: int = 0, world: int = 1) -> np.ndarray:
     """This process's share of global batch ``step``, cropped and transformed.
@@ -193,16 +238,23 @@ def batch_grids(grids: np.ndarray, plan: EpochPlan, step: int, crop: tuple[int, 
     -------
     ndarray of uint8, shape (b, h, w)
     """
-    H, W = grids.shape[1:]
-    ch, cw = crop if crop is not None else (H, W)
-    sl = slice(step * plan.batch, (step + 1) * plan.batch)
-    positions = np.array_split(np.arange(sl.start, sl.stop), world)[rank]
-    out = []
-    for q in positions:
-        i0, j0 = plan.offsets[q]
-        g = grids[plan.order[q], i0 : i0 + ch, j0 : j0 + cw]
-        out.append(apply_element(g, group[plan.elements[q]]))
-    return np.ascontiguousarray(np.stack(out)) if out else np.zeros((0, ch, cw), np.uint8)
+    return _batch(grids, plan, step, crop, group, rank, world, apply_element)
+
+
+def batch_offsets(offsets: np.ndarray, plan: EpochPlan, step: int, crop: tuple[int, int] | None,
+                  group: list[Element], rank: int = 0, world: int = 1) -> np.ndarray:
+    """The positions inside the pixels of :func:`batch_grids`'s samples, cropped and transformed alike.
+
+    Parameters
+    ----------
+    offsets : ndarray of float32, shape (n_samples, H, W, 2)
+    Other parameters as :func:`batch_grids`.
+
+    Returns
+    -------
+    ndarray of float32, shape (b, h, w, 2)
+    """
+    return _batch(offsets, plan, step, crop, group, rank, world, apply_element_offsets)
 
 
 def iterate_batches(grids: np.ndarray, plan: EpochPlan, crop: tuple[int, int] | None, group: list[Element],

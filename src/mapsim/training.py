@@ -37,6 +37,13 @@ its pixels, also under DistributedDataParallel, where each process holds a
 contiguous part of every global batch and scales its summed loss by
 world_size / (pixels in the global batch), so gradients equal those of
 single-process training with the same global batch.
+
+With positions (``TrainConfig.positions``; :mod:`mapsim.models.pixelcnn`) every
+occupied pixel adds the negative log-density of its atom's position per unit
+pixel area, so the NLL is that of the exact structure; the density-only
+baseline (class frequencies, uniform positions: log-density 0) is unchanged.
+Symmetry augmentation moves the positions with their pixels
+(:func:`mapsim.data.apply_element_offsets`).
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ from mapsim.errors import MapsimError
 from mapsim.fileio import write_text_atomic
 from mapsim.lattice import Dataset
 from mapsim.models.io import read_checkpoint, save_model
-from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig, offset_canvas
 
 BEST, LAST, METRICS = "best.pt", "last.pt", "metrics.jsonl"
 
@@ -100,6 +107,12 @@ class TrainConfig:
         resolved value.
     patience : int
         Stop after this many epochs without a lower validation NLL (0 = never).
+    positions : bool or None
+        Off-lattice MAP (:mod:`mapsim.models.pixelcnn`): learn the positions inside the pixels
+        too; ``None`` = when the data have offsets.  Checkpoints store the resolved value.
+        The NLL then adds, per atom, the position's negative log-density per unit pixel area.
+    position_bins : int
+        Bins per axis of the position density.
     """
 
     layers: int = 20
@@ -117,6 +130,8 @@ class TrainConfig:
     crop: list | None = None
     symmetries: str | None = None
     patience: int = 10
+    positions: bool | None = None
+    position_bins: int = 32
 
     def validate(self) -> None:
         """Raise :class:`MapsimError` naming the first bad value."""
@@ -141,9 +156,16 @@ class TrainConfig:
         if self.crop is not None and (len(self.crop) != 2 or min(self.crop) < 1):
             raise MapsimError(f"crop must be [h, w] with positive sizes, found {self.crop}")
 
-    def model_config(self, classes: tuple[str, ...] | list[str]) -> PixelCNNConfig:
+    def model_config(self, classes: tuple[str, ...] | list[str], metadata: dict | None = None) -> PixelCNNConfig:
+        """The model's config; ``metadata`` (the training data's) gives pixel size, unit and species map."""
+        from mapsim.lattice import length_unit_of, pixel_size_of
+
+        meta = metadata or {}
+        px = pixel_size_of(meta)
         return PixelCNNConfig(n_classes=len(classes), layers=self.layers, filters=self.filters, kernel=self.kernel,
-                              out_width=self.out_width, classes=list(classes))
+                              out_width=self.out_width, classes=list(classes), positions=bool(self.positions),
+                              position_bins=self.position_bins, pixel_size=list(px) if px else None,
+                              length_unit=length_unit_of(meta), species_map=meta.get("species_map"))
 
 
 @dataclass
@@ -192,11 +214,13 @@ class TrainResult:
 # helpers
 
 
-def data_fingerprint(dataset: Dataset) -> str:
-    """SHA-256 of the grids, their shape and the class names."""
+def data_fingerprint(dataset: Dataset, positions: bool = False) -> str:
+    """SHA-256 of the grids, their shape and the class names (and the offsets, for ``positions``)."""
     h = hashlib.sha256()
     h.update(json.dumps([list(dataset.grids.shape), list(dataset.classes)]).encode())
     h.update(np.ascontiguousarray(dataset.grids).tobytes())
+    if positions:
+        h.update(np.ascontiguousarray(dataset.offsets).tobytes())
     return h.hexdigest()
 
 
@@ -279,11 +303,11 @@ def _distributed_from_env(device_spec: str) -> tuple[_Dist, torch.device]:
     return _Dist(rank, world, local_rank, initialised_here), device
 
 
-def build_model(config: TrainConfig, classes: tuple[str, ...] | list[str]) -> GatedPixelCNN:
+def build_model(config: TrainConfig, classes: tuple[str, ...] | list[str], metadata: dict | None = None) -> GatedPixelCNN:
     """The initial model of a run: weights drawn from ``config.seed`` only (global RNG untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return GatedPixelCNN(config.model_config(classes))
+        return GatedPixelCNN(config.model_config(classes, metadata))
 
 
 @torch.no_grad()
@@ -300,14 +324,27 @@ def init_output_bias(model: GatedPixelCNN, train_grids: np.ndarray) -> None:
     model.out2.bias.copy_(torch.as_tensor(logp - logp.mean(), dtype=model.out2.bias.dtype))
 
 
+def batch_loss(module: torch.nn.Module, model: GatedPixelCNN, g: torch.Tensor, off: torch.Tensor | None) -> torch.Tensor:
+    """Summed NLL (nats) of a batch: class cross-entropy plus, with positions, the positions' -log-density.
+
+    ``module`` is the model or its DDP wrapper; ``g`` (b, h, w) classes, ``off`` (b, h, w, 2) offsets.
+    """
+    canvas = model.make_canvas(g)
+    if not model.positions:
+        return F.cross_entropy(module(canvas), g, reduction="sum")
+    logits, logd = module(canvas, offset_canvas(off, model.context_range), (g, off))
+    return F.cross_entropy(logits, g, reduction="sum") - logd.sum()
+
+
 @torch.no_grad()
-def nll_sums(model: GatedPixelCNN, grids: np.ndarray, device: torch.device, batch: int) -> tuple[float, int]:
+def nll_sums(model: GatedPixelCNN, grids: np.ndarray, device: torch.device, batch: int,
+             offsets: np.ndarray | None = None) -> tuple[float, int]:
     """Summed NLL (nats) and pixel count of whole samples on outside-padded canvases."""
     total, pixels = 0.0, 0
     for s in range(0, len(grids), batch):
         g = torch.as_tensor(grids[s : s + batch].astype(np.int64), device=device)
-        logits = model(model.make_canvas(g))
-        total += float(F.cross_entropy(logits.float(), g, reduction="sum"))
+        off = torch.as_tensor(offsets[s : s + batch], device=device) if model.positions else None
+        total += float(batch_loss(model, model, g, off))
         pixels += g.numel()
     return total, pixels
 
@@ -320,8 +357,13 @@ def density_only_nll(train_grids: np.ndarray, val_grids: np.ndarray, n_classes: 
     return float(-(vc * logp).sum() / vc.sum())
 
 
+# what runs saved before a field existed trained with
+_BEFORE_FIELD = {"positions": False, "position_bins": 32}
+
+
 def _compare_configs(saved: dict[str, Any], given: TrainConfig, where: Path) -> None:
     now = dataclasses.asdict(given)
+    saved = {**_BEFORE_FIELD, **saved}
     diffs = [f"{k}: run has {saved.get(k)!r}, given {now[k]!r}" for k in now if saved.get(k) != now[k]]
     if diffs:
         raise MapsimError(f"{where}: --resume with a different training configuration ({'; '.join(diffs)}); "
@@ -412,7 +454,12 @@ def _plan(dataset: Dataset, config: TrainConfig, out: Path, resume: bool, max_mi
     if max_minutes is not None and not (max_minutes > 0):
         raise MapsimError(f"max_minutes must be positive, found {max_minutes}")
 
-    fingerprint = data_fingerprint(dataset)
+    if config.positions is None or (config.positions and dataset.offsets is None):
+        if config.positions and dataset.offsets is None:
+            raise MapsimError(f"{data_path or 'dataset'}: has no offsets (positions inside the pixels); a model "
+                              "with positions needs them (train without --positions, or import with offsets)")
+        config = dataclasses.replace(config, positions=dataset.offsets is not None)
+    fingerprint = data_fingerprint(dataset, bool(config.positions))
     payload = check_run_dir(out, resume)
     if payload is not None:
         _compare_configs(payload["train_config"], config, out / LAST)
@@ -439,7 +486,7 @@ def _setup(run: _Run, dist: _Dist, dev: torch.device) -> None:
     run.dist, run.device = dist, dev
     total_steps = (len(run.train_idx) // run.batch) * config.epochs
     warmup_steps = int(round(config.warmup * total_steps))
-    model = build_model(config, run.dataset.classes)
+    model = build_model(config, run.dataset.classes, run.dataset.metadata)
     if payload is None:
         init_output_bias(model, run.grids[run.train_idx])
     run.model = model = model.to(dev)
@@ -487,8 +534,11 @@ def _train_epoch(run: _Run, epoch: int, progress: Callable[..., Any] | None) -> 
     lr_used = opt.param_groups[0]["lr"]
     for step, g_np in enumerate(D.iterate_batches(run.grids, plan, run.crop, run.group, dist.rank, dist.world)):
         g = torch.from_numpy(g_np).to(dev, non_blocking=True).long()
-        logits = run.ddp(model.make_canvas(g))  # (b, N_c, h, w)
-        loss_sum = F.cross_entropy(logits, g, reduction="sum")
+        off = None
+        if model.positions:
+            off = torch.from_numpy(D.batch_offsets(run.dataset.offsets, plan, step, run.crop, run.group, dist.rank,
+                                                   dist.world)).to(dev)
+        loss_sum = batch_loss(run.ddp, model, g, off)
         opt.zero_grad(set_to_none=True)
         # this process's share of the global mean: gradients equal single-process ones (module docstring)
         (loss_sum * (dist.world / pixels_global)).backward()
@@ -514,7 +564,8 @@ def _validate(run: _Run) -> float | None:
     if not len(run.val_idx):
         return None
     mine = run.val_idx[run.dist.rank :: run.dist.world]
-    s, n = nll_sums(run.model, run.grids[mine], run.device, max(run.batch, 1)) if len(mine) else (0.0, 0)
+    offs = run.dataset.offsets[mine] if run.model.positions else None
+    s, n = nll_sums(run.model, run.grids[mine], run.device, max(run.batch, 1), offs) if len(mine) else (0.0, 0)
     s, n = run.dist.all_sum([s, n], run.device)
     return s / n
 

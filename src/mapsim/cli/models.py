@@ -60,7 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     # mapsim score
     p = sub.add_parser("score", help="mean negative log-likelihood per pixel of a dataset under a model",
-                       description="Teacher-forced mean NLL per pixel (nats and bits) with its standard error over samples.")
+                       description="Teacher-forced mean NLL per pixel (nats and bits) with its standard error over "
+                                   "samples. For a model with positions (off-lattice data): also the class part and "
+                                   "the position part, per unit pixel area and per unit physical area (+ 2 ln a per "
+                                   "atom for pixel side a), per pixel and per atom.")
     p.add_argument("model", help="model file or run directory")
     p.add_argument("data", help="dataset .npz")
     p.add_argument("--skip-rows", type=int, default=0, help="score only rows >= N")
@@ -160,9 +163,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from mapsim.lattice import load_dataset
+    from mapsim.lattice import length_unit_of, load_dataset, pixel_size_of
     from mapsim.models.io import load_model
-    from mapsim.models.score import score_grids
+    from mapsim.models.score import check_positions_match, score_grids
 
     if args.batch <= 0:
         raise MapsimError(f"--batch must be a positive integer, found {args.batch}")
@@ -171,9 +174,30 @@ def cmd_score(args: argparse.Namespace) -> int:
     if ds.n_classes > model.n_classes:
         raise MapsimError(f"{args.data}: the dataset has {ds.n_classes} classes {list(ds.classes)}, "
                           f"the model only {model.n_classes}")
-    s = score_grids(model, ds.grids, skip_rows=args.skip_rows, skip_cols=args.skip_cols, batch=args.batch)
+    check_positions_match(model, ds.offsets, str(args.data))
+    pixel = None
+    if ds.offsets is not None:
+        # positions are in pixel units: a model trained at another pixel size describes another material
+        pixel = pixel_size_of(ds.metadata, str(args.data))
+        trained = getattr(model.config, "pixel_size", None)
+        if trained is not None and not all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(pixel, trained)):
+            raise MapsimError(f"{args.data}: pixel size {list(pixel)} differs from the model's training data "
+                              f"{list(trained)}; positions in pixel units would mean other lengths")
+    s = score_grids(model, ds.grids, skip_rows=args.skip_rows, skip_cols=args.skip_cols, batch=args.batch,
+                    offsets=ds.offsets, pixel_size=pixel)
     result = {"model": str(args.model), "data": str(args.data), "kind": model.kind, **s.as_dict()}
     text = (f"NLL per pixel: {s.nll_nats:.6g} ± {s.nll_nats_se:.2g} nats = {s.nll_bits:.6g} ± {s.nll_bits_se:.2g} bits "
             f"({s.n_samples} samples, {s.pixels_per_sample} pixels each)")
+    if s.position_nll_nats is not None:
+        unit = length_unit_of(ds.metadata) or "length unit"
+        text += (f"\n  class part {s.class_nll_nats:.6g} ± {s.class_nll_nats_se:.2g} nats/pixel; position part "
+                 f"{s.position_nll_nats:.6g} ± {s.position_nll_nats_se:.2g} nats/pixel per unit pixel area")
+        if s.position_nll_nats_physical is not None:
+            text += (f" = {s.position_nll_nats_physical:.6g} ± {s.position_nll_nats_physical_se:.2g} nats/pixel "
+                     f"per unit {unit}² (pixel {s.pixel_size[0]:.6g} x {s.pixel_size[1]:.6g} {unit})")
+        if s.position_nll_per_atom is not None:
+            text += (f"\n  per atom ({s.atoms} atoms): {s.position_nll_per_atom:.6g} nats per unit pixel area"
+                     + (f", {s.position_nll_per_atom_physical:.6g} nats per unit {unit}²"
+                        if s.position_nll_per_atom_physical is not None else ""))
     emit(result, args.json, text)
     return 0

@@ -15,7 +15,8 @@ from mapsim.errors import MapsimError
 _OPTIONS = {
     "layers": int, "filters": int, "kernel": int, "out_width": int, "epochs": int, "batch": int,
     "lr": float, "weight_decay": float, "warmup": float, "grad_clip": float, "seed": int,
-    "val_fraction": float, "crop": str, "symmetries": str, "patience": int,
+    "val_fraction": float, "crop": str, "symmetries": str, "patience": int, "positions": bool,
+    "position_bins": int,
 }
 
 
@@ -41,6 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--filters", type=int, default=None, help=f"channels after gating [{d.filters}]")
     g.add_argument("--kernel", type=int, default=None, help=f"odd kernel size [{d.kernel}]")
     g.add_argument("--out-width", type=int, default=None, help=f"channels of the skip sum and output layer [{d.out_width}]")
+    g.add_argument("--positions", action=argparse.BooleanOptionalAction, default=None,
+                   help="off-lattice MAP: also learn each atom's position inside its pixel (needs data with "
+                        "offsets) [on when the data have offsets]")
+    g.add_argument("--position-bins", type=int, default=None,
+                   help=f"bins per axis of the position density [{d.position_bins}]")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help=f"total epochs [{d.epochs}]")
     g.add_argument("--batch", type=int, default=None, help=f"global batch in samples [{d.batch}]")

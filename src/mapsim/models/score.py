@@ -1,4 +1,13 @@
-"""A model's negative log-likelihood per pixel on a dataset (how users compare models)."""
+"""A model's negative log-likelihood per pixel on a dataset (how users compare models).
+
+For a model with positions (:mod:`mapsim.models.pixelcnn`) the NLL has two parts:
+the class part (-ln p of each pixel's class) and the position part (-ln of each
+atom's position density).  The position density is per unit *pixel* area, so its
+value depends on the pixel size: per unit physical area (``length_unit``²) it is
+the density per pixel area divided by a_y a_x, i.e. the NLL grows by
+ln(a_y a_x) = 2 ln a per atom.  Only the physical figure compares across pixel
+sizes; both are reported.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +30,24 @@ class Score:
     nll_nats, nll_nats_se : float
         Mean over samples of each sample's mean -ln p per scored pixel, and the
         standard error of that mean (std over samples / sqrt(n); 0 for one sample).
+        With positions: class part plus position part (per unit pixel area).
     nll_bits, nll_bits_se : float
         The same in bits.
     n_samples, pixels_per_sample, skip_rows, skip_cols : int
+    class_nll_nats, class_nll_nats_se : float or None
+        Models with positions: the class part, nats per pixel.
+    position_nll_nats, position_nll_nats_se : float or None
+        The position part, nats per pixel, density per unit pixel area.
+    position_nll_nats_physical, position_nll_nats_physical_se : float or None
+        The position part, nats per pixel, density per unit physical area (length_unit²):
+        each atom adds ln(a_y a_x).
+    position_nll_per_atom, position_nll_per_atom_physical : float or None
+        The position part per scored atom (all samples pooled), per unit pixel area and per
+        unit physical area.
+    atoms : int or None
+        Scored atoms (all samples).
+    pixel_size : list of float or None
+        [a_y, a_x] used for the physical figures.
     """
 
     nll_nats: float
@@ -34,18 +58,55 @@ class Score:
     pixels_per_sample: int
     skip_rows: int
     skip_cols: int
+    class_nll_nats: float | None = None
+    class_nll_nats_se: float | None = None
+    position_nll_nats: float | None = None
+    position_nll_nats_se: float | None = None
+    position_nll_nats_physical: float | None = None
+    position_nll_nats_physical_se: float | None = None
+    position_nll_per_atom: float | None = None
+    position_nll_per_atom_physical: float | None = None
+    atoms: int | None = None
+    pixel_size: list | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+def _mean_se(v: np.ndarray) -> tuple[float, float]:
+    n = v.shape[0]
+    mean = float(v.mean())
+    se = float(v.std(ddof=1) / math.sqrt(n)) if n > 1 and np.isfinite(mean) else 0.0
+    return mean, se
+
+
+def check_positions_match(model: MapModel, offsets: np.ndarray | None, where: str = "data") -> None:
+    """One-line errors when a model with positions meets data without offsets, or the reverse."""
+    positions = bool(getattr(model.config, "positions", False))
+    if positions and offsets is None:
+        raise MapsimError(f"{where}: has no offsets (positions inside the pixels), but the model has a position "
+                          "head and scores positions; give off-lattice data (with offsets)")
+    if not positions and offsets is not None:
+        raise MapsimError(f"{where}: has offsets (positions inside the pixels), but the model has no position head "
+                          "and would leave the positions unscored; score it on lattice data (without offsets) "
+                          "or train a model with positions")
+
+
 @torch.no_grad()
 def score_grids(model: MapModel, grids: np.ndarray, *, skip_rows: int = 0, skip_cols: int = 0,
-                batch: int = 16) -> Score:
+                batch: int = 16, offsets: np.ndarray | None = None,
+                pixel_size: tuple[float, float] | None = None) -> Score:
     """Teacher-forced NLL of ``grids`` (n, H, W) under ``model`` (outside boundary).
 
     Only pixels at row >= ``skip_rows`` and ``skip_cols`` <= column < W - ``skip_cols``
     are scored (interior pixels: periodic data never saw the outside class).
+
+    Parameters
+    ----------
+    offsets : ndarray of float32, shape (n, H, W, 2), optional
+        Positions inside the pixels; required exactly when the model has positions.
+    pixel_size : (a_y, a_x), optional
+        For the physical position figures; default the model's ``config.pixel_size``.
     """
     grids = np.asarray(grids)
     n, H, W = grids.shape
@@ -55,13 +116,40 @@ def score_grids(model: MapModel, grids: np.ndarray, *, skip_rows: int = 0, skip_
         raise MapsimError(f"--skip-rows {skip_rows} / --skip-cols {skip_cols} leave no pixel of the {H}x{W} samples")
     if int(grids.max()) >= model.n_classes:
         raise MapsimError(f"data hold class id {int(grids.max())}, but the model has {model.n_classes} classes")
-    per_sample = []
+    check_positions_match(model, offsets)
+    positions = offsets is not None
+    window = (slice(None), slice(skip_rows, None), slice(skip_cols, W - skip_cols))
+    cls, pos, natoms = [], [], []
     for s in range(0, n, batch):
         g = torch.as_tensor(grids[s : s + batch].astype(np.int64), device=model.device)
-        lp = model.log_prob_pixels(g)[:, skip_rows:, skip_cols : W - skip_cols]
-        per_sample.append((-lp.double()).flatten(1).mean(1).cpu().numpy())
-    v = np.concatenate(per_sample)
-    mean = float(v.mean())
-    se = float(v.std(ddof=1) / math.sqrt(n)) if n > 1 and np.isfinite(mean) else 0.0
+        if positions:
+            off = torch.as_tensor(offsets[s : s + batch], device=model.device)
+            lp, ld = model.log_prob_parts(g, off)
+            pos.append((-ld[window].double()).flatten(1).sum(1).cpu().numpy())
+            natoms.append((g[window] != 0).flatten(1).sum(1).cpu().numpy())
+        else:
+            lp = model.log_prob_pixels(g)
+        cls.append((-lp[window].double()).flatten(1).sum(1).cpu().numpy())
+    pixels = (H - skip_rows) * (W - 2 * skip_cols)
+    c = np.concatenate(cls) / pixels
+    total = c.copy()
+    extra: dict = {}
+    if positions:
+        psum = np.concatenate(pos)
+        atoms = np.concatenate(natoms).astype(np.float64)
+        total = c + psum / pixels
+        a = pixel_size if pixel_size is not None else getattr(model.config, "pixel_size", None)
+        extra["class_nll_nats"], extra["class_nll_nats_se"] = _mean_se(c)
+        extra["position_nll_nats"], extra["position_nll_nats_se"] = _mean_se(psum / pixels)
+        extra["atoms"] = int(atoms.sum())
+        extra["position_nll_per_atom"] = float(psum.sum() / atoms.sum()) if atoms.sum() else None
+        if a is not None:
+            ln_area = math.log(float(a[0]) * float(a[1]))
+            phys = (psum + atoms * ln_area) / pixels
+            extra["position_nll_nats_physical"], extra["position_nll_nats_physical_se"] = _mean_se(phys)
+            if atoms.sum():
+                extra["position_nll_per_atom_physical"] = extra["position_nll_per_atom"] + ln_area
+            extra["pixel_size"] = [float(a[0]), float(a[1])]
+    mean, se = _mean_se(total)
     ln2 = math.log(2.0)
-    return Score(mean, se, mean / ln2, se / ln2, n, (H - skip_rows) * (W - 2 * skip_cols), skip_rows, skip_cols)
+    return Score(mean, se, mean / ln2, se / ln2, n, pixels, skip_rows, skip_cols, **extra)
