@@ -12,7 +12,8 @@ Figures (best of ``--repeats`` timings, numba compile time excluded by a warm-up
     Wall time of one 128² sample of the ``drying`` preset with its defaults.
 ``nonlocal_updates_per_s``, ``nonlocal_ratio_vs_local``
     Attempted non-local jumps per second (``moves=nonlocal``) on the same lattice gas,
-    beside ``lattice_gas_updates_per_s`` (local hops) of the same run.
+    beside ``lattice_gas_updates_per_s`` (local hops) of the same run (``*_cpu`` twins
+    from CPU time).
 
 Equilibrium figures (``--skip-equilibration`` leaves them out), for the 2D Ising model
 through the lattice gas (e_nn = -4, J = 1) at ``--equil-size``² (default 128²), with
@@ -216,6 +217,7 @@ def run(args: argparse.Namespace) -> dict:
         "nonlocal_updates_per_s": args.attempts / t_nl,
         "nonlocal_ratio_vs_local": (args.attempts / t_nl) / numba_rate,
         "nonlocal_updates_per_cpu_s": args.attempts / c_nl,
+        "nonlocal_ratio_vs_local_cpu": c_numba / c_nl,
         "nonlocal_acceptance": float(nl_counts[3] / max(nl_counts[2], 1)),
         "lattice_gas": f"{size}x{size}, density {args.density}, T {args.T}, e_nn {args.e_nn}, periodic, {n_part} particles",
     }
