@@ -388,3 +388,14 @@ def test_frames_from_different_cells_keep_their_own_geometry(tmp_path):
         b = ase.io.read(tmp_path / "x" / f"sample_{k:05d}.extxyz")
         np.testing.assert_allclose(np.sort(b.positions[:, 0]), np.sort(a.positions[:, 0]), atol=1e-5)
         np.testing.assert_allclose(b.cell.lengths()[:2], a.cell.lengths()[:2], rtol=1e-12)
+
+
+def test_lattice_compare_notes_a_majority_class(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        grids = (rng.random((12, 12, 12)) < 0.7).astype(np.uint8)
+        save_dataset(tmp_path / f"{name}.npz", Dataset(grids, ("empty", "particle"), {"periodic": True}))
+    assert main(["compare", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--permutations", "100",
+                 "--out", str(tmp_path / "r"), "--json"]) == 0
+    note = json.loads(capsys.readouterr().out)["note"]
+    assert re.search(r"fills (69|70|71) %", note) and "--class empty" in note

@@ -315,7 +315,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     ref = load_dataset(args.reference)
     gen = load_dataset(args.generated)
     check_compatible(ref, gen, args.reference, args.generated)
-    resolve_class(ref, args.class_name)
+    note = majority_note(ref, resolve_class(ref, args.class_name))
     resolve_skip_rows(gen, args.skip_rows, args.generated)
     resolve_skip_cols(gen, args.skip_cols, args.generated)
     comp = compare_datasets(
@@ -376,9 +376,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result["rejected"] = s["rejected"]
     result["family_reject"] = s["family_reject"]
     result["files"] = [str(v) for v in files.values()]
+    result["note"] = note
     if args.json:
         emit(result, True)
     else:
         print(summary_markdown(s, args.reference, args.generated))
+        if note:
+            print(note)
         print("wrote " + ", ".join(str(v) for v in files.values()))
     return 0
+
+
+def majority_note(ref, class_id: int) -> str | None:
+    """A note when the compared class fills more than half of the reference's pixels (its statistics then
+    describe the background; the other class is usually the structure), else None."""
+    import numpy as np
+
+    frac = float(np.mean(ref.grids == class_id))
+    if frac <= 0.5:
+        return None
+    others = [c for k, c in enumerate(ref.classes) if k != class_id]
+    return (f"note: class {ref.classes[class_id]!r} fills {100 * frac:.0f} % of the reference's pixels, so its "
+            f"statistics mostly describe the majority phase; the structure may be in "
+            + " or ".join(f"--class {c}" for c in others) + " (the minority)")
