@@ -399,3 +399,13 @@ def test_lattice_compare_notes_a_majority_class(tmp_path, capsys):
                  "--out", str(tmp_path / "r"), "--json"]) == 0
     note = json.loads(capsys.readouterr().out)["note"]
     assert re.search(r"fills (69|70|71) %", note) and "--class empty" in note
+
+
+def test_lattice_compare_refuses_different_length_units(tmp_path, capsys):
+    grids = (np.random.default_rng(1).random((6, 10, 10)) < 0.3).astype(np.uint8)
+    save_dataset(tmp_path / "a.npz", Dataset(grids, ("empty", "particle"), {"length_unit": "Å", "pixel_size": 2.9}))
+    save_dataset(tmp_path / "b.npz", Dataset(grids, ("empty", "particle"), {"length_unit": "nm", "pixel_size": 0.29}))
+    assert main(["compare", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "b.npz" in err[0] and "length unit 'nm'" in err[0]
+    assert not (tmp_path / "r").exists()

@@ -792,3 +792,15 @@ def data_provenance(metadata: Mapping[str, Any] | None, classes: Sequence[str] |
         out["classes"] = [str(c) for c in classes]
     out["periodic"] = [False, False]
     return out
+
+
+def check_length_units(reference_unit: str | None, generated_unit: str | None, reference: str,
+                       generated: str) -> str | None:
+    """The common length unit of two inputs; a one-line error naming the generated file when they differ.
+
+    An unrecorded unit (None) on one side is accepted (the recorded one is returned).
+    """
+    if reference_unit is not None and generated_unit is not None and reference_unit != generated_unit:
+        raise MapsimError(f"{generated}: length unit {generated_unit!r} differs from the reference's "
+                          f"{reference_unit!r} ({reference}); convert one of them")
+    return reference_unit or generated_unit

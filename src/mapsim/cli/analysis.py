@@ -301,7 +301,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from mapsim.analysis.compare import RESULT_KEYS, check_compatible, compare_datasets, resolve_skip_cols, \
         resolve_skip_rows
     from mapsim.analysis.structure import resolve_class
-    from mapsim.lattice import load_dataset
+    from mapsim.lattice import check_length_units, length_unit_of, load_dataset
 
     if args.skip_rows_from is not None:
         if args.skip_rows is not None:
@@ -315,6 +315,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     ref = load_dataset(args.reference)
     gen = load_dataset(args.generated)
     check_compatible(ref, gen, args.reference, args.generated)
+    check_length_units(length_unit_of(ref.metadata), length_unit_of(gen.metadata), args.reference, args.generated)
     note = majority_note(ref, resolve_class(ref, args.class_name))
     resolve_skip_rows(gen, args.skip_rows, args.generated)
     resolve_skip_cols(gen, args.skip_cols, args.generated)

@@ -307,6 +307,7 @@ def cmd_compare_atoms(args: argparse.Namespace) -> int:
 
     from mapsim.analysis.atoms import AtomStatistics, atom_verdict, pooled, split_windows
     from mapsim.fileio import write_text_atomic
+    from mapsim.lattice import check_length_units
 
     if len(args.inputs) < 2:
         raise MapsimError("compare-atoms: give the reference file(s) and then the generated file")
@@ -328,10 +329,7 @@ def cmd_compare_atoms(args: argparse.Namespace) -> int:
         gen, gcls, gunit, _ = _atom_side(gen_paths, args, "generated", rcls, rmap)
     if tuple(rcls) != tuple(gcls):
         raise MapsimError(f"{args.inputs[-1]}: classes {list(gcls)} differ from the reference's {list(rcls)}")
-    if runit is not None and gunit is not None and runit != gunit:
-        raise MapsimError(f"{args.inputs[-1]}: length unit {gunit!r} differs from the reference's {runit!r} "
-                          f"({ref_paths[0]}); convert one of them")
-    unit = runit or gunit or "length units (unrecorded)"
+    unit = check_length_units(runit, gunit, str(ref_paths[0]), str(gen_paths[0])) or "length units (unrecorded)"
     # larger generated structures: windows of the reference's size are the units that are relabelled
     size = np.min([s.hi - s.lo for s in ref], axis=0)
     n_gen_samples = len(gen)
