@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from mapsim.sampling.common import Boundary
-from mapsim.sampling.rng import seed_entropy, uniforms
+from mapsim.sampling.rng import POSITION, seed_entropy, uniforms
 
 BLOCK_ROWS = 256
 """Rows per block (part of the output contract, recorded as ``metadata["block_rows"]``)."""
@@ -55,10 +55,21 @@ def next_top(top: np.ndarray, grids: np.ndarray, n_classes: int) -> np.ndarray:
     return np.concatenate([top, rows], axis=1)[:, -L:]
 
 
+def next_top_offsets(top_offsets: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The positions (K, L, W + 2L, 2) of the L canvas rows above the row after ``offsets`` (K, b, W, 2)."""
+    K, L, Wc, _ = top_offsets.shape
+    if L == 0:
+        return top_offsets
+    W = Wc - 2 * L
+    rows = np.full((K, offsets.shape[1], Wc, 2), np.nan, dtype=np.float32)
+    rows[:, :, L : L + W] = offsets
+    return np.concatenate([top_offsets, rows], axis=1)[:, -L:]
+
+
 def sample_blocks(model, sampler: Callable, n_samples: int, height: int, width: int, *, seed, beta: float = 1.0,
                   boundary: Boundary | None = None, first_sample: int = 0, start_row: int = 0,
                   top: np.ndarray | None = None, threads: int | None = None,
-                  progress: Callable[[int], None] | None = None
+                  progress: Callable[[int], None] | None = None, top_offsets: np.ndarray | None = None
                   ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]:
     """Draw samples block by block.
 
@@ -83,6 +94,11 @@ def sample_blocks(model, sampler: Callable, n_samples: int, height: int, width: 
     threads : int, optional
     progress : callable, optional
         Called with the number of rows finished.
+    top_offsets : ndarray of float32 (K, L, W + 2L, 2), optional
+        Models with positions: positions of the atoms in ``top`` (NaN where none); needed
+        when resuming (``start_row > 0``) a model with positions.  Each block gets the
+        positions of the rows above it and the position uniforms of its own rows, so blocks
+        draw exactly what one pass draws.
 
     Yields
     ------
@@ -97,6 +113,12 @@ def sample_blocks(model, sampler: Callable, n_samples: int, height: int, width: 
         raise ValueError(f"start_row must be a multiple of {BLOCK_ROWS}, found {start_row}")
     entropy = seed_entropy(seed)
     L, N = model.context_range, model.n_classes
+    positions = bool(getattr(getattr(model, "config", None), "positions", False))
+    if positions and start_row and top_offsets is None:
+        raise ValueError("resuming a model with positions needs the positions of the rows above (top_offsets)")
+    if positions and top_offsets is None:
+        top_offsets = np.full(tuple(top.shape if top is not None else (n_samples, L, width + 2 * L)) + (2,),
+                              np.nan, np.float32)
     if top is None:
         if start_row:
             raise ValueError("resuming at a later row needs the rows above it (top)")
@@ -105,7 +127,13 @@ def sample_blocks(model, sampler: Callable, n_samples: int, height: int, width: 
         b = min(BLOCK_ROWS, height - r0)
         u = uniforms(entropy, n_samples, b, width, first_sample=first_sample, first_row=r0)
         done = (lambda rows, r0=r0: progress(r0 + rows)) if progress is not None else None
+        extra = {}
+        if positions:
+            extra = {"v": uniforms(entropy, n_samples, b, width, stream=POSITION, ndim=2, first_sample=first_sample,
+                                   first_row=r0), "top_offsets": top_offsets}
         res = sampler(model, n_samples, b, width, seed=entropy, beta=beta, u=u, top=top, progress=done,
-                      threads=threads)
+                      threads=threads, **extra)
         yield r0, res.grids, res.log_probs, getattr(res, "offsets", None)
+        if positions:
+            top_offsets = next_top_offsets(top_offsets, res.offsets)
         top = next_top(top, res.grids, N)

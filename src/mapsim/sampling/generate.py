@@ -101,12 +101,13 @@ def check_request(n_samples: int, height: int, width: int, beta: float) -> tuple
 def generate_blocks(model: "MapModel", n_samples: int, height: int, width: int, *, seed: int = 0,
                     beta: float = 1.0, boundary: Boundary | None = None, sampler: str = DEFAULT_SAMPLER,
                     progress: Callable | None = None, threads: int | None = None, first_sample: int = 0,
-                    start_row: int = 0, top: np.ndarray | None = None):
+                    start_row: int = 0, top: np.ndarray | None = None, top_offsets: np.ndarray | None = None):
     """Blocks of rows of samples ``first_sample ..`` (see :func:`mapsim.sampling.blocks.sample_blocks`)."""
     from mapsim.sampling.blocks import sample_blocks
 
     return sample_blocks(model, get_sampler(sampler), n_samples, height, width, seed=seed, beta=beta,
                          boundary=boundary, first_sample=first_sample, start_row=start_row, top=top,
+                         top_offsets=top_offsets,
                          threads=threads, progress=progress)
 
 
@@ -238,7 +239,7 @@ def generate_to_zarr(model: "MapModel", n_samples: int, height: int, width: int,
     Path
         The complete store.
     """
-    from mapsim.sampling.blocks import next_top
+    from mapsim.sampling.blocks import next_top, next_top_offsets
     from mapsim.sampling.reference import has_positions
     from mapsim.sampling.rng import seed_entropy
     from mapsim.zarrstore import ZarrWriter
@@ -259,11 +260,15 @@ def generate_to_zarr(model: "MapModel", n_samples: int, height: int, width: int,
     for k0, k1 in sample_groups(writer.samples_done, K - writer.samples_done, G):
         start = writer.rows_done if k0 == writer.samples_done else 0
         top = boundary.top_rows(k1 - k0, L, W, N, entropy, first_sample=k0)
+        top_off = None
         if start:
             top = next_top(top, writer.read_grids(k0, k1, max(0, start - L), start), N)
+            if has_positions(model):  # the rows above with their atoms' positions (position head)
+                empty = np.full((k1 - k0, L, W + 2 * L, 2), np.nan, np.float32)
+                top_off = next_top_offsets(empty, np.asarray(writer.root["offsets"][k0:k1, max(0, start - L):start]))
         done = (lambda rows, base=(k0 // G) * H: progress(base + rows)) if progress is not None else None
         for r0, g, lp, off in generate_blocks(model, k1 - k0, H, W, seed=entropy, beta=beta, sampler=sampler,
                                               progress=done, threads=threads, first_sample=k0, start_row=start,
-                                              top=top):
+                                              top=top, top_offsets=top_off):
             writer.write(k0, r0, g, lp, off)
     return writer.finish()
