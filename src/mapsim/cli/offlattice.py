@@ -40,6 +40,16 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
+def preset_rows() -> dict:
+    """``mapsim simulate --list`` rows of the off-lattice presets."""
+    from dataclasses import asdict
+
+    from mapsim.montecarlo.offlattice import OFFLATTICE_DESCRIPTIONS, OFFLATTICE_PRESETS
+
+    return {name: {"description": d, "params": asdict(OFFLATTICE_PRESETS[name])}
+            for name, d in OFFLATTICE_DESCRIPTIONS.items()}
+
+
 def run(args: argparse.Namespace) -> int:
     """Simulate an off-lattice preset; writes a dataset with offsets and/or extxyz files."""
     from mapsim.montecarlo.offlattice import offlattice_params, simulate_offlattice, to_dataset

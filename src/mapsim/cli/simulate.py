@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list:
         rows = {name: {"description": d, "params": PRESETS[name].to_dict()} for name, d in PRESET_DESCRIPTIONS.items()}
+        rows.update(_offlattice.preset_rows())
         emit(rows, args.json, text=None if args.json else "\n".join(f"{n}: {r['description']}" for n, r in rows.items()))
         return 0
     from mapsim.montecarlo.offlattice import OFFLATTICE_PRESETS
