@@ -31,7 +31,7 @@ PACKAGE = "mapsim"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "fileio", "argtypes"),  # one-line user errors; atomic writes; argparse value types
-    ("zarrstore",),  # the zarr dataset store (written block by block, read lazily)
+    ("zarrstore", "cluster"),  # the zarr dataset store; Dask clients
     # The .npz dataset format, and data.py's train/validation split, symmetries and
     # crops: both NumPy-only and used by everything above.
     ("lattice", "data"),

@@ -25,7 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-probs", choices=("none", "rows", "pixels"), default=None,
                    help="log-probabilities to store: every pixel's (default for .npz), per-row sums (default "
                         "for .zarr; enough for mapsim convergence) or none")
-    p.add_argument("--threads", type=int, default=None, help="sampler threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="sampler threads per process or Dask task (default: all cores); the same seed, settings "
+                        "and threads give the same bytes")
+    p.add_argument("--group-samples", type=int, default=None, metavar="N",
+                   help="samples drawn together (default: about 2^23 pixels per block of 256 rows); smaller groups "
+                        "spread over more Dask workers; recorded in the metadata, part of what fixes the bytes")
+    p.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="run the sample groups on this Dask scheduler (tcp://host:8786); same bytes as one process")
     p.add_argument("--boundary", default="outside",
                    help="rows above the sample: outside (default), noise:DENSITY, or grid:FILE[:INDEX] (tiled along the width)")
     p.add_argument("--beta", type=float, default=1.0, help="inverse temperature of the softmax (default 1)")
@@ -52,8 +59,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise MapsimError(f"--seed must be a non-negative integer, found {args.seed}")
     beta = check_beta(args.beta)
-    if args.threads is not None and args.threads <= 0:
-        raise MapsimError(f"--threads must be a positive integer, found {args.threads}")
+    for name in ("threads", "group_samples"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise MapsimError(f"--{name.replace('_', '-')} must be a positive integer, found {value}")
     zarr_out = Path(args.out).suffix == ".zarr"
     out = Path(args.out) if zarr_out else check_output_path(args.out)
     if zarr_out and out.exists() and not out.is_dir():
@@ -62,26 +71,40 @@ def cmd_generate(args: argparse.Namespace) -> int:
     boundary = parse_boundary(args.boundary)
     model = load_model(args.model)
     if zarr_out:
-        from mapsim.sampling.generate import generate_to_zarr, samples_per_group
+        from mapsim.sampling.generate import check_group, generate_to_zarr
 
-        groups = -(-args.samples // samples_per_group(args.width))
+        groups = -(-args.samples // check_group(args.group_samples, args.width))
         with progress(total=args.height * groups, desc="rows") as bar:
             def advance(rows_done: int) -> None:
                 bar.update(rows_done - bar.n)
 
             generate_to_zarr(model, args.samples, args.height, args.width, out, seed=args.seed, beta=beta,
                              boundary=boundary, sampler=args.sampler, progress=advance, boundary_spec=args.boundary,
-                             threads=args.threads, log_probs=mode, extra_metadata={"model_path": str(args.model)})
+                             threads=args.threads, log_probs=mode, extra_metadata={"model_path": str(args.model)},
+                             group=args.group_samples, dask=args.dask)
         emit({"out": str(out), "n_samples": args.samples, "height": args.height, "width": args.width,
               "kind": model.kind, "context_range": model.context_range, "beta": beta, "boundary": args.boundary,
               "sampler": args.sampler, "log_probs": mode}, args.json)
         return 0
-    with progress(total=args.height, desc="rows") as bar:
-        def advance(rows_done: int) -> None:
-            bar.update(rows_done - bar.n)
+    if args.dask is not None:
+        from mapsim.sampling.dask_generate import generate_dask
 
-        ds = generate(model, args.samples, args.height, args.width, seed=args.seed, beta=beta, boundary=boundary,
-                      sampler=args.sampler, progress=advance, boundary_spec=args.boundary, threads=args.threads)
+        with progress(total=args.samples, desc="samples") as bar:
+            ds = generate_dask(args.dask, model, args.samples, args.height, args.width, seed=args.seed, beta=beta,
+                               boundary=boundary, sampler=args.sampler, threads=args.threads,
+                               group=args.group_samples, boundary_spec=args.boundary,
+                               progress=lambda n: bar.update(n - bar.n))
+    else:
+        from mapsim.sampling.generate import check_group
+
+        groups = -(-args.samples // check_group(args.group_samples, args.width))
+        with progress(total=args.height * groups, desc="rows") as bar:
+            def advance(rows_done: int) -> None:
+                bar.update(rows_done - bar.n)
+
+            ds = generate(model, args.samples, args.height, args.width, seed=args.seed, beta=beta,
+                          boundary=boundary, sampler=args.sampler, progress=advance, boundary_spec=args.boundary,
+                          threads=args.threads, group=args.group_samples)
     ds.metadata["model_path"] = str(args.model)
     lp = ds.extras["log_probs"]
     summary = {"out": str(out), "n_samples": ds.n_samples, "height": args.height, "width": args.width,

@@ -75,6 +75,25 @@ def save_model(path: str | Path, model: MapModel, **extra: Any) -> Path:
     return p
 
 
+def model_to_bytes(model: MapModel) -> bytes:
+    """The bytes of ``model``'s model file (to send it to other processes)."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(model_payload(model), buf)
+    return buf.getvalue()
+
+
+def model_from_bytes(data: bytes, device: str | torch.device = "cpu") -> MapModel:
+    """Rebuild a model from the bytes of a model file (no pickles are executed)."""
+    import io
+
+    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    model = build_model(payload["kind"], payload["config"])
+    model.load_state_dict(payload["state_dict"])
+    return model.eval().to(device)
+
+
 def resolve_model_path(path: str | Path) -> Path:
     """A model file, or a run directory meaning its ``best.pt``."""
     p = Path(path)

@@ -58,7 +58,8 @@ def _positive(name: str, value: Any) -> int:
 
 
 def generation_metadata(model: "MapModel", n_samples: int, height: int, width: int, *, seed, beta: float,
-                        boundary: Boundary, sampler: str, boundary_spec: str | None = None) -> dict:
+                        boundary: Boundary, sampler: str, boundary_spec: str | None = None,
+                        group: int | None = None) -> dict:
     """The metadata of a generated dataset (every output format records the same)."""
     return {
         "generator": "mapsim generate",
@@ -70,7 +71,7 @@ def generation_metadata(model: "MapModel", n_samples: int, height: int, width: i
         "sampler": sampler,
         "uniforms": UNIFORMS_VERSION,
         "block_rows": blocks.BLOCK_ROWS,
-        "samples_per_group": samples_per_group(width),
+        "samples_per_group": group or samples_per_group(width),
         "n_samples": n_samples,
         "height": height,
         "width": width,
@@ -113,7 +114,8 @@ def generate_blocks(model: "MapModel", n_samples: int, height: int, width: int, 
 
 def generate(model: "MapModel", n_samples: int, height: int, width: int, *, seed: int = 0, beta: float = 1.0,
              boundary: Boundary | None = None, sampler: str = DEFAULT_SAMPLER, progress: Callable | None = None,
-             boundary_spec: str | None = None, threads: int | None = None, first_sample: int = 0) -> Dataset:
+             boundary_spec: str | None = None, threads: int | None = None, first_sample: int = 0,
+             group: int | None = None) -> Dataset:
     """Sample ``n_samples`` grids of ``height`` x ``width`` from ``model`` as a dataset.
 
     Parameters
@@ -139,6 +141,10 @@ def generate(model: "MapModel", n_samples: int, height: int, width: int, *, seed
     first_sample : int
         Index of the first sample in a larger run (a worker's share): samples
         ``first_sample ..`` of the run with this seed.
+    group : int, optional
+        Samples drawn together (default :func:`samples_per_group`); the same
+        seed, group and thread count give the same bytes however the samples
+        are split among calls or workers.
 
     Returns
     -------
@@ -156,7 +162,7 @@ def generate(model: "MapModel", n_samples: int, height: int, width: int, *, seed
     grids = np.empty((K, H, W), dtype=np.uint8)
     log_probs = np.empty((K, H, W), dtype=np.float32)
     offsets = None
-    G = samples_per_group(W)
+    G = check_group(group, W)
     for a, b in sample_groups(first_sample, K, G):
         done = (lambda rows, base=((a - first_sample) // G) * H: progress(base + rows)) if progress else None
         for r0, g, lp, off in generate_blocks(model, b - a, H, W, seed=seed, beta=beta, boundary=boundary,
@@ -169,7 +175,7 @@ def generate(model: "MapModel", n_samples: int, height: int, width: int, *, seed
                     offsets = np.full((K, H, W, off.shape[-1]), np.nan, dtype=np.float32)
                 offsets[ks, rs] = off
     metadata = generation_metadata(model, K, H, W, seed=seed, beta=beta, boundary=boundary, sampler=sampler,
-                                   boundary_spec=boundary_spec)
+                                   boundary_spec=boundary_spec, group=G)
     if first_sample:
         metadata["first_sample"] = int(first_sample)
     extras = {"log_probs": log_probs}
@@ -201,6 +207,13 @@ def samples_per_group(width: int) -> int:
     return max(1, (1 << 23) // (blocks.BLOCK_ROWS * int(width)))
 
 
+def check_group(group: int | None, width: int) -> int:
+    """The group size to use: ``group`` if given (a positive integer), else :func:`samples_per_group`."""
+    if group is None:
+        return samples_per_group(width)
+    return _positive("group (samples drawn together)", group)
+
+
 def sample_groups(first_sample: int, n_samples: int, group: int) -> list[tuple[int, int]]:
     """Groups [a, b) of absolute sample indices covering first_sample .. first_sample + n_samples - 1,
     cut at multiples of ``group``."""
@@ -215,7 +228,8 @@ def sample_groups(first_sample: int, n_samples: int, group: int) -> list[tuple[i
 def generate_to_zarr(model: "MapModel", n_samples: int, height: int, width: int, path, *, seed: int = 0,
                      beta: float = 1.0, boundary: Boundary | None = None, sampler: str = DEFAULT_SAMPLER,
                      progress: Callable | None = None, boundary_spec: str | None = None,
-                     threads: int | None = None, log_probs: str = "rows", extra_metadata: dict | None = None):
+                     threads: int | None = None, log_probs: str = "rows", extra_metadata: dict | None = None,
+                     group: int | None = None, dask=None):
     """Generate straight into a zarr store, block by block, resuming an interrupted run.
 
     Memory is bounded by one block of rows of one group of samples
@@ -248,15 +262,25 @@ def generate_to_zarr(model: "MapModel", n_samples: int, height: int, width: int,
     boundary = boundary or Boundary()
     get_sampler(sampler)
     entropy = seed_entropy(seed)
+    G = check_group(group, W)
     metadata = generation_metadata(model, K, H, W, seed=seed, beta=beta, boundary=boundary, sampler=sampler,
-                                   boundary_spec=boundary_spec)
+                                   boundary_spec=boundary_spec, group=G)
     metadata["log_probs"] = log_probs
     request = {"metadata": dict(metadata), "model_sha256": model_fingerprint(model), "entropy": entropy}
     metadata.update(extra_metadata or {})  # e.g. the model's path: not a setting of the bytes
     writer = ZarrWriter(path, (K, H, W), model_classes(model), metadata, request, log_probs=log_probs,
                         block_rows=blocks.BLOCK_ROWS, offsets=has_positions(model))
     L, N = model.context_range, model.n_classes
-    G = samples_per_group(W)
+    if dask is not None:  # whole groups on the cluster, written in order as they arrive
+        from mapsim.sampling.dask_generate import run_groups
+
+        todo = sample_groups(writer.samples_done, K - writer.samples_done, G)
+        for a, ds in run_groups(dask, model, todo, H, W, seed=entropy, beta=beta, boundary=boundary,
+                                sampler=sampler, threads=threads, group=G):
+            writer.write(a, 0, ds.grids, ds.extras["log_probs"], ds.extras.get("offsets"))
+            if progress is not None:
+                progress(-(-(a + ds.n_samples) // G) * H)
+        return writer.finish()
     for k0, k1 in sample_groups(writer.samples_done, K - writer.samples_done, G):
         start = writer.rows_done if k0 == writer.samples_done else 0
         top = boundary.top_rows(k1 - k0, L, W, N, entropy, first_sample=k0)
