@@ -409,3 +409,17 @@ def test_lattice_compare_refuses_different_length_units(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "b.npz" in err[0] and "length unit 'nm'" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_pixel_centres_version_of_data_with_positions_is_rejected(lj_sets):
+    from mapsim.analysis.atoms import AtomStatistics, atom_verdict, pooled_values, samples_from_dataset
+
+    a, b = (to_dataset(r) for r in lj_sets)
+    st = AtomStatistics().fit(samples_from_dataset(a))
+    ra = st.compute(samples_from_dataset(a))
+    rc = st.compute(samples_from_dataset(b, centres=True))
+    # every particle kept (collision-free pixel, 0.74 sigma) but moved to its pixel centre: neighbours one pixel
+    # apart come far closer than the liquid ever does
+    assert pooled_values(rc)["close_pairs"] > 10 * pooled_values(ra)["close_pairs"] > 0.0
+    v = atom_verdict(ra, rc, n_perm=199, seed=1)
+    assert "g_r" in v.rejected and "close_pairs" in v.rejected

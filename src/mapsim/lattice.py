@@ -415,8 +415,17 @@ def sample_geometry(dataset: Dataset, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(origin, float), np.asarray(pixel, float)
 
 
-def atom_positions(dataset: Dataset, k: int) -> tuple[np.ndarray, np.ndarray]:
+def atom_positions(dataset: Dataset, k: int, centres: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The atoms of sample ``k``: positions and class ids, raster order.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    k : int
+        Sample index.
+    centres : bool
+        Put every atom at its pixel centre even when the dataset has offsets (what a class-only
+        model would give).
 
     Returns
     -------
@@ -428,7 +437,7 @@ def atom_positions(dataset: Dataset, k: int) -> tuple[np.ndarray, np.ndarray]:
     grid = dataset.grids[k]
     rows, cols = np.nonzero(grid)
     origin, pixel = sample_geometry(dataset, k)
-    off = dataset.offsets
+    off = None if centres else dataset.offsets
     if off is None:
         oy = ox = np.full(rows.size, 0.5)
     else:
