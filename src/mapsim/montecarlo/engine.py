@@ -165,54 +165,75 @@ class LatticeState:
         Returns
         -------
         (accepted_flips, accepted_hops)
+            Accepted particle moves count local hops and non-local jumps.
+        """
+        flips, hops, _ = self.run_traced(T, mu, np.array([0, len(T)]), mobility)
+        return flips, hops
+
+    def run_traced(self, T: np.ndarray, mu: np.ndarray | None, at: np.ndarray,
+                   mobility: int | None = None) -> tuple[int, int, np.ndarray]:
+        """Run ``len(T)`` sweeps, recording the energy terms after sweeps ``at``.
+
+        Parameters
+        ----------
+        T, mu : float64 arrays (sweeps,)
+            Temperature and solvent mu of each sweep (``mu`` None: the parameters' value).
+        at : int array (n_points,)
+            Increasing sweep counts from 0 to ``len(T)``; the terms are recorded after that many sweeps.
+        mobility : int, optional
+            Overrides the parameters' mobility.
+
+        Returns
+        -------
+        accepted_flips, accepted_hops : int
+        terms : int64 array (n_points, 5)
+            Counts of :data:`mapsim.montecarlo.hamiltonian.TERMS` at each point
+            (``Hamiltonian.energy_of_terms`` turns them into energies).
         """
         p = self.params
         T = np.ascontiguousarray(T, np.float64)
+        mu = np.full(T.size, p.mu) if mu is None else np.ascontiguousarray(mu, np.float64)
+        at = np.ascontiguousarray(at, np.int64)
+        if at.size == 0 or at[0] != 0 or at[-1] != T.size or np.any(np.diff(at) < 0):
+            raise ValueError(f"run_traced: at must rise from 0 to {T.size}, found {at.tolist()}")
         mob = p.mobility if mobility is None else int(mobility)
         tol = TOL_REL * p.energy_scale
+        terms = np.zeros((at.size, 5), np.int64)
         if self.general:
-            return self._run_general(T, mu, mob, tol)
-        if p.solvent:
-            mu = np.full(T.size, p.mu) if mu is None else np.ascontiguousarray(mu, np.float64)
-            flips, hops = K.sv_run_sweeps(self.state, self.nbr, self.pos, p.e_nn, p.e_ll, p.e_nl,
-                                          T, mu, mob, tol, self.rng)
-            return int(flips), int(hops)
-        return 0, int(K.lg_run_sweeps(self.state, self.width, p.periodic, self.pos, p.e_nn, T, mob, tol, self.rng))
+            flips, hops = self._run_general(T, mu, at, mob, tol, terms)
+        elif p.solvent:
+            flips, hops = K.sv_run_traced(self.state, self.nbr, self.pos, p.e_nn, p.e_ll, p.e_nl, T, mu, at, mob,
+                                          tol, self.rng, terms)
+        else:
+            flips, hops = 0, K.lg_run_traced(self.state, self.width, p.periodic, self.pos, p.e_nn, T, at, mob, tol,
+                                             self.rng, terms)
+        return int(flips), int(hops), terms
 
-
-    def _run_general(self, T: np.ndarray, mu: np.ndarray | None, mobility: int, tol: float) -> tuple[int, int]:
+    def _run_general(self, T: np.ndarray, mu: np.ndarray, at: np.ndarray, mobility: int, tol: float,
+                     terms: np.ndarray) -> tuple[int, int]:
         p = self.params
-        n = self.height * self.width
         if self.order is None:
-            self.order, self.slot = K.site_order(self.pos, n)
-        mu = np.full(T.size, p.mu) if mu is None else np.ascontiguousarray(mu, np.float64)
+            self.order, self.slot = K.site_order(self.pos, self.height * self.width)
         ham = Hamiltonian.from_mapping(p)
         nl_cut = {"local": 0, "nonlocal": _ALL_NONLOCAL,
                   "mixed": min(int(round(p.nonlocal_frac * _ALL_NONLOCAL)), _ALL_NONLOCAL)}[p.moves]
         before = self.counts.copy()
-        n_part = K.general_run_sweeps(
+        n_part = K.general_run_traced(
             self.state, self.width, self.nbr, p.periodic, p.solvent, self.order, self.slot, self.pos.size,
-            ham.move_deltas(K._Z), ham.insertion_deltas(K._Z), T, mu, p.e_ll, p.e_nl, mobility, nl_cut,
-            p.ensemble == "grand", tol, self.rng, self.counts)
+            ham.move_deltas(K._Z), ham.insertion_deltas(K._Z), T, mu, at, p.e_ll, p.e_nl, mobility, nl_cut,
+            p.ensemble == "grand", tol, self.rng, self.counts, terms)
         self.pos = self.order[:n_part].copy()
         d = self.counts - before
         return int(d[7]), int(d[1] + d[3])
 
     def energy(self, mu: float | None = None) -> float:
-        """Energy of the current configuration (with ``mu`` in place of the parameters' value if given).
-
-        Without solvent it is read from the kernels' neighbour counts (O(n_particles));
-        with solvent it is :meth:`Hamiltonian.energy` of the grid.
-        """
-        p = self.params
-        ham = Hamiltonian.from_mapping(p)
-        if mu is not None:
-            ham = Hamiltonian(ham.e_nn, ham.e_ll, ham.e_nl, float(mu), ham.mu_n)
-        if p.solvent:
-            return float(ham.energy(self.grid(keep_solvent=True), p.periodic))
-        # each particle's code counts its occupied neighbours, so every bond is seen twice
-        bonds = int(((self.state[self.pos] >> 1) & 7).sum()) // 2
-        return ham.e_nn * bonds + ham.mu_n * self.pos.size
+        """Energy of the current configuration (with ``mu`` in place of the parameters' value if given)."""
+        terms = np.zeros(5, np.int64)
+        if self.params.solvent:
+            K.sv_terms(self.state, self.nbr, terms)
+        else:
+            K.lg_terms(self.state, self.pos, terms)
+        return float(Hamiltonian.from_mapping(self.params).energy_of_terms(terms, mu))
 
 
 def run_sample(params: SimParams, height: int, width: int, seed: int,
@@ -230,24 +251,17 @@ def run_sample(params: SimParams, height: int, width: int, seed: int,
     trace : float64 array (n_points,)
         Energy per site after each sweep of :func:`trace_sweeps` ``(sweeps, trace_points)``,
         with the mu of the sweep just run (of sweep 0 for the starting configuration).
-        Recording splits the run into pieces but draws the same random numbers, so the
+        Recording reads the lattice between sweeps and draws no random numbers, so the
         configuration does not depend on ``trace_points``.
     """
     st = LatticeState.initial(params, height, width, sample_seed_sequence(seed, k))
     T_all, mu_all = temperature_schedule(params), mu_schedule(params)
     at = trace_sweeps(params.sweeps, params.trace_points)
-    trace = np.empty(at.size)
-    flips = hops = 0
     n_sites = height * width
-    mu_now = mu_all[0] if params.sweeps else params.mu
-    trace[0] = st.energy(mu_now) / n_sites
-    n_hop_attempts = 0
-    for i in range(1, at.size):
-        a, b = int(at[i - 1]), int(at[i])
-        n_hop_attempts += (b - a) * params.mobility * st.pos.size  # hops keep the number (local canonical)
-        f, h = st.run(T_all[a:b], mu_all[a:b])
-        flips, hops = flips + f, hops + h
-        trace[i] = st.energy(mu_all[b - 1]) / n_sites
+    n_start = st.pos.size
+    flips, hops, terms = st.run_traced(T_all, mu_all, at)
+    mu_at = mu_all[np.maximum(at - 1, 0)] if params.sweeps else params.mu
+    trace = Hamiltonian.from_mapping(params).energy_of_terms(terms, mu_at) / n_sites
     if st.general:
         c = st.counts
         stats = {}
@@ -258,6 +272,7 @@ def run_sample(params: SimParams, height: int, width: int, seed: int,
         if params.ensemble == "grand":
             stats["exchange_acceptance"] = c[5] / c[4] if c[4] else 0.0
     else:
+        n_hop_attempts = params.sweeps * params.mobility * n_start  # local canonical hops keep the number
         stats = {"hop_acceptance": hops / n_hop_attempts if n_hop_attempts else 0.0}
     if params.solvent:
         n_flip = params.sweeps * n_sites

@@ -28,10 +28,12 @@ import numpy as np
 
 from mapsim.errors import MapsimError
 
-__all__ = ["Hamiltonian", "bond_sum", "energy_terms", "total_energy", "COUPLINGS", "neighbour_count"]
+__all__ = ["Hamiltonian", "bond_sum", "energy_terms", "total_energy", "COUPLINGS", "TERMS", "neighbour_count"]
 
 #: Names of the Hamiltonian's parameters (couplings and chemical potentials).
 COUPLINGS = ("e_nn", "e_ll", "e_nl", "mu", "mu_n")
+#: The counts the energy is linear in, in the order of COUPLINGS (see :func:`energy_terms`).
+TERMS = ("nn", "ll", "nl", "l", "n")
 
 
 def neighbour_count(ndim: int) -> int:
@@ -164,9 +166,20 @@ class Hamiltonian:
         -------
         ndarray of float64, shape (...)
         """
-        t = energy_terms(grid, periodic, ndim, particle, solvent)
-        return np.asarray(self.e_nn * t["nn"] + self.e_ll * t["ll"] + self.e_nl * t["nl"]
-                          + self.mu * t["l"] + self.mu_n * t["n"], np.float64)
+        return self.energy_of_terms(energy_terms(grid, periodic, ndim, particle, solvent))
+
+    def energy_of_terms(self, terms: Mapping[str, np.ndarray] | np.ndarray,
+                        mu: np.ndarray | float | None = None) -> np.ndarray:
+        """Energy from the counts of :func:`energy_terms` (a dict, or an array (..., 5) in :data:`TERMS` order).
+
+        ``mu`` replaces the liquid-site term's coefficient (e.g. one value per point of a schedule).
+        """
+        if not isinstance(terms, Mapping):
+            t = np.asarray(terms)
+            terms = {name: t[..., i] for i, name in enumerate(TERMS)}
+        mu = self.mu if mu is None else np.asarray(mu, np.float64)
+        return np.asarray(self.e_nn * terms["nn"] + self.e_ll * terms["ll"] + self.e_nl * terms["nl"]
+                          + mu * terms["l"] + self.mu_n * terms["n"], np.float64)
 
     def formula(self, with_mu_n: bool | None = None) -> str:
         """The Hamiltonian as text (metadata); the ``mu_n`` term only if ``with_mu_n`` (default: mu_n != 0)."""

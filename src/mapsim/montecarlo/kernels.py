@@ -491,6 +491,79 @@ def sv_run_sweeps(state, nbr, pos, e_nn, e_ll, e_nl, T_schedule, mu_schedule, mo
 
 
 # ---------------------------------------------------------------------------
+# energy terms and traced runs
+#
+# The energy trace of a run is recorded inside numba: the counts (nn, ll, nl, l, n) of
+# ``hamiltonian.TERMS`` after each requested sweep, so that short runs (the paper's
+# fluids) do not pay a Python round trip per trace point.
+
+
+@njit(cache=True)
+def lg_terms(state, pos, out):
+    """Energy terms of a particle-only lattice into ``out`` (int64 (5,)): bonds from the codes' counts."""
+    m = 0
+    for p in range(pos.shape[0]):
+        m += (np.int64(state[pos[p]]) >> 1) & 7
+    out[0] = m // 2  # every bond is counted from both its particles
+    out[1] = 0
+    out[2] = 0
+    out[3] = 0
+    out[4] = pos.shape[0]
+
+
+@njit(cache=True)
+def sv_terms(state, nbr, out):
+    """Energy terms of a lattice with solvent into ``out`` (int64 (5,)); each bond counted from its lower site."""
+    nn = ll = nl = n_l = n_n = 0
+    for s in range(nbr.shape[0]):
+        a = np.int64(state[s])
+        n_n += a & 1
+        n_l += (a >> 1) & 1
+        for d in range(4):
+            t = np.int64(nbr[s, d])
+            if t <= s or t == nbr.shape[0]:  # the other end counts it; the wall is nobody
+                continue
+            b = np.int64(state[t])
+            nn += (a & b) & 1
+            ll += ((a & b) >> 1) & 1
+            nl += ((a & 1) & (b >> 1)) | ((a >> 1) & (b & 1))
+    out[0] = nn
+    out[1] = ll
+    out[2] = nl
+    out[3] = n_l
+    out[4] = n_n
+
+
+@njit(cache=True)
+def lg_run_traced(state, width, periodic, pos, e_nn, T_schedule, at, mobility, tol, rng, terms):
+    """:func:`lg_run_sweeps` in pieces, with the energy terms after sweep ``at[i]`` in ``terms[i]``.
+
+    ``at`` (int64 (n_points,)) starts at 0 and ends at ``len(T_schedule)``; returns accepted hops.
+    """
+    accepted = 0
+    lg_terms(state, pos, terms[0])
+    for i in range(1, at.shape[0]):
+        accepted += lg_run_sweeps(state, width, periodic, pos, e_nn, T_schedule[at[i - 1]:at[i]], mobility, tol, rng)
+        lg_terms(state, pos, terms[i])
+    return accepted
+
+
+@njit(cache=True)
+def sv_run_traced(state, nbr, pos, e_nn, e_ll, e_nl, T_schedule, mu_schedule, at, mobility, tol, rng, terms):
+    """:func:`sv_run_sweeps` in pieces, recording as :func:`lg_run_traced`; returns (flips, hops)."""
+    flips = 0
+    hops = 0
+    sv_terms(state, nbr, terms[0])
+    for i in range(1, at.shape[0]):
+        a, b = at[i - 1], at[i]
+        f, h = sv_run_sweeps(state, nbr, pos, e_nn, e_ll, e_nl, T_schedule[a:b], mu_schedule[a:b], mobility, tol, rng)
+        flips += f
+        hops += h
+        sv_terms(state, nbr, terms[i])
+    return flips, hops
+
+
+# ---------------------------------------------------------------------------
 # non-local and grand-canonical particle moves
 #
 # These kernels keep every site in ``order`` (int32, N), particles first: ``order[:n]`` are
@@ -888,4 +961,21 @@ def general_run_sweeps(state, width, nbr, periodic, solvent, order, slot, n_part
                 n_part = lg_exchanges(state, width, periodic, order, slot, n_part, in_hi, in_lo, n_sites, rng, counts)
             lg_particle_moves(state, width, periodic, order, slot, n_part, mv_hi, mv_lo, nl_cut,
                               mobility * n_part, rng, counts)
+    return n_part
+
+
+@njit(cache=True)
+def general_run_traced(state, width, nbr, periodic, solvent, order, slot, n_part, dE_move, dE_ins, T_schedule,
+                       mu_schedule, at, e_ll, e_nl, mobility, nl_cut, grand, tol, rng, counts, terms):
+    """:func:`general_run_sweeps` in pieces, recording as :func:`lg_run_traced`; returns the particle number."""
+    for i in range(at.shape[0]):
+        if i > 0:
+            a, b = at[i - 1], at[i]
+            n_part = general_run_sweeps(state, width, nbr, periodic, solvent, order, slot, n_part, dE_move, dE_ins,
+                                        T_schedule[a:b], mu_schedule[a:b], e_ll, e_nl, mobility, nl_cut, grand, tol,
+                                        rng, counts)
+        if solvent:
+            sv_terms(state, nbr, terms[i])
+        else:
+            lg_terms(state, order[:n_part], terms[i])
     return n_part
