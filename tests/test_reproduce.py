@@ -76,7 +76,7 @@ def test_tiny_pipeline_runs_resumes_and_reports(tmp_path, monkeypatch):
     assert not any(line.startswith("[skip]") for line in logs)
     for name in ("report.md", "report.json", "config.toml", "state.json", "figures/examples.png",
                  "figures/g_r_fluid-cold-repulsive.png", "figures/neighbours_drying.png",
-                 "figures/convergence_drying.png"):
+                 "figures/convergence_drying.png", "figures/drift_drying.png"):
         assert (out / name).exists(), name
     rep = json.loads((out / "report.json").read_text())
     models = {(r["system"], r["model"]) for r in rep["table"]}

@@ -253,7 +253,8 @@ class Run:
         for ref_name in ("heldout_gen", "heldout_train"):
             ref = load_dataset(d / f"{ref_name}.npz")
             c = compare_datasets(ref, gen, "particle", seed=seed)  # the family verdict at alpha = 0.05
-            result[ref_name] = c.summary
+            # the drift profile (bands from the top boundary) when generated samples are taller than this reference
+            result[ref_name] = {**c.summary, "drift": c.drift or None}
             curves[ref_name] = {"r": c.r, "reference": c.reference, "generated": c.generated}
         with atomic_path(out.with_suffix(".npz")) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **_flatten_curves(curves))

@@ -192,6 +192,13 @@ def write_report(out: str | Path, results: dict[str, Any], *, seed: int, quick: 
         fc = _fig_convergence(out, name)
         if fc is not None:
             save_figure_atomic(fc, figs / f"convergence_{name}.png")
+        drift = (res["models"].get("pixelcnn") or {}).get("compare", {}).get("heldout_train", {}).get("drift")
+        if drift:
+            from mapsim.analysis.drift import plot_drift
+
+            save_figure_atomic(plot_drift(drift, f"{name}: PixelCNN samples from their top boundary, against "
+                                                 "held-out Monte Carlo of the training size"),
+                               figs / f"drift_{name}.png")
         fluid = name in TABLE1
         for label in labels:
             summ = verdicts[label]
@@ -342,6 +349,11 @@ def _markdown(out: Path, quick: bool, seed: int, stage_seconds: dict[str, float]
         L += [f"![g(r) {name}](figures/g_r_{name}.png)", "", f"![neighbours {name}](figures/neighbours_{name}.png)", ""]
         if (out / "figures" / f"convergence_{name}.png").exists():
             L += [f"![convergence {name}](figures/convergence_{name}.png)", ""]
+        if (out / "figures" / f"drift_{name}.png").exists():
+            L += ["Drift: density, contacts and energy per site of the PixelCNN samples in bands of L_c rows from "
+                  "their top boundary, beside the training-size reference value and its 95 % band for a band mean "
+                  "(the trend tests are in the family against the training-size reference).", "",
+                  f"![drift {name}](figures/drift_{name}.png)", ""]
     L += ["## Stage times (this invocation)", ""]
     for k, v in stage_seconds.items():
         L.append(f"- {k}: {v:.1f} s")
