@@ -43,17 +43,17 @@ def _parameter_help() -> str:
         "Schedules are linear: T goes from T_start to T over the first anneal_frac of the sweeps, mu from",
         "mu_start to mu over the first mu_ramp_frac, then both stay constant.",
         "",
-        *textwrap.wrap("sweeps: " + SWEEP_DEFINITION, 100),
+        *textwrap.wrap("sweeps: " + SWEEP_DEFINITION, 100, break_on_hyphens=False),
         "",
         *textwrap.wrap(
-            f"equilibration: every sample records its energy per site after {{0, ..., sweeps}} "
-            f"(trace_points + 1 points; 'energy_trace' and 'trace_sweeps' in the file). For each run the "
+            f"equilibration: every sample records its energy per site after sweep 0 and after trace_points "
+            f"sweeps spread evenly up to the last ('energy_trace' and 'trace_sweeps' in the file). For each run the "
             f"per-sample means over the third and the last quarter of the sweeps are compared by a paired "
             f"t-test (not equilibrated at p < {ALPHA:g}), and the integrated autocorrelation time of the last "
             f"half is measured (with >= {MIN_ACF_POINTS} trace points; a last half shorter than "
             f"{MIN_TAU_MULTIPLE} of them is not called equilibrated). A one-line warning says what to change. "
             f"Runs with a schedule and the protocol presets ({', '.join(sorted(PROTOCOL_PRESETS))}) get "
-            f"traces but no verdict.", 100),
+            f"traces but no verdict.", 100, break_on_hyphens=False),
         "",
         "example: mapsim simulate lattice-gas --size 128 --set e_nn=-4 --set density=0.5 --set T=3 --set sweeps=1000 --out lg.npz",
     ]

@@ -165,9 +165,10 @@ PARAM_HELP: dict[str, str] = {
     "e_nl": "particle-liquid bond energy (solvent systems)",
     "mu": "energy per liquid site, H += mu * (liquid sites); larger mu dries the film (final value of the mu schedule)",
     "T": "temperature, k_B = 1 (final value of the annealing schedule); T=0 accepts exactly the moves with dE <= 0",
-    "density": "particle fraction of sites; round(density * H * W) particles placed uniformly at random",
-    "sweeps": "number of sweeps; a sweep = one solvent flip attempt per site (if solvent) + mobility hop attempts per particle",
-    "mobility": "particle hop attempts per particle per sweep",
+    "density": "particle fraction of sites; round(density * H * W) particles placed uniformly at random "
+               "(held fixed; with ensemble=grand only the start, set by start_density)",
+    "sweeps": "number of sweeps (what one sweep is, per move set: 'sweeps:' below)",
+    "mobility": "particle-move attempts per particle per sweep",
     "periodic": "periodic boundaries (true) or open edges (false)",
     "solvent": "simulate a solvent (liquid/vapour) on non-particle sites; starts as a fully wet film",
     "keep_solvent": "save solvent as class 2 (default: solvent sites are saved as empty)",
