@@ -180,7 +180,7 @@ def _report_verdict(eq: dict | None, result: dict) -> str | None:
     result["equilibration"] = eq
     if v.equilibrated is False:
         print(v.advice, file=sys.stderr)
-    return v.summary().split(". warning:")[0]
+    return v.summary(with_advice=False)
 
 
 def save_png(grid, classes, path: str | Path, title: str | None = None) -> None:

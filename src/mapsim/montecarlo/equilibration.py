@@ -97,8 +97,8 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def summary(self) -> str:
-        """One line for the user."""
+    def summary(self, with_advice: bool = True) -> str:
+        """One line for the user (the advice appended unless ``with_advice`` is False)."""
         if self.equilibrated is None:
             head = "equilibration: not judged"
         else:
@@ -110,7 +110,8 @@ class Verdict:
         if self.tau_sweeps is not None:
             parts.append(f"autocorrelation time {self.tau_sweeps:.3g} sweeps "
                          f"(last half {self.last_half_sweeps} sweeps)")
-        return head + (" — " + "; ".join(parts) if parts else "") + (f". {self.advice}" if self.advice else "")
+        advice = f". {self.advice}" if self.advice and with_advice else ""
+        return head + (" — " + "; ".join(parts) if parts else "") + advice
 
 
 def equilibration_verdict(trace: np.ndarray, sweeps_at: np.ndarray, *, alpha: float = ALPHA,
