@@ -18,6 +18,13 @@ random weights (speed does not depend on training).  Figures:
   64 x 64 over naive generation (one full-canvas network pass per pixel), the
   naive time extrapolated from its first rows (``naive_rows_timed``);
 * ``peak_mib``: peak resident memory of the process.
+
+With ``--positions`` (off-lattice MAP, :mod:`mapsim.models.pixelcnn`) the run adds
+``positions``: the cached sampler on ``--positions-samples`` samples of
+``--positions-size``² for a model with the position head (``--position-bins``) and for
+the class-only model of the same size with the same trunk weights (so both draw the
+same classes), best of ``--repeats``, and ``ratio_positions`` = positions / class-only
+(uniform streams included: each run makes its own).
 """
 
 from __future__ import annotations
@@ -43,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument("--positions", action="store_true",
+                        help="also time a model with the position head against the class-only model of the same size")
+    parser.add_argument("--positions-size", type=int, default=128, help="sample side of the position timing (default 128)")
+    parser.add_argument("--positions-samples", type=int, default=8, help="samples of the position timing (default 8)")
+    parser.add_argument("--position-bins", type=int, default=32, help="bins per axis of the position head (default 32)")
+    parser.add_argument("--only-positions", action="store_true", help="run only the position timing")
 
 
 def model_flops_per_pixel(layers: int, filters: int, kernel: int, out_width: int, n_classes: int) -> float:
@@ -70,6 +83,51 @@ def _gemm_gflops() -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
+def position_overhead(layers: int, filters: int, kernel: int, out_width: int, bins: int, n_samples: int, size: int,
+                      threads: int, repeats: int) -> dict:
+    """Cached-sampler seconds of a model with positions against the class-only model of the same size.
+
+    The two models share every trunk weight (the position model's first layer has two more
+    input channels, for the offsets, with random weights), so they draw similar numbers of atoms
+    and the difference is the position head: offset inputs, two S x B heads per atom, the
+    position uniforms.  Returns seconds (best of ``repeats``), their ratio and both occupied
+    fractions (the work of the head grows with the atoms).
+    """
+    from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+    from mapsim.sampling.pixelcnn_fast import sample_pixelcnn_cached
+
+    torch.manual_seed(0)
+    base = dict(n_classes=2, layers=layers, filters=filters, kernel=kernel, out_width=out_width)
+    plain = GatedPixelCNN(PixelCNNConfig(**base)).eval()
+    pos = GatedPixelCNN(PixelCNNConfig(**base, positions=True, position_bins=bins, pixel_size=[1.0, 1.0])).eval()
+    with torch.no_grad():
+        own = pos.state_dict()
+        for k, v in plain.state_dict().items():
+            if own[k].shape == v.shape:
+                own[k].copy_(v)
+            else:  # first-layer convolutions: the class channels as in the plain model
+                own[k][:, : v.shape[1]].copy_(v)
+        plain.out2.bias.copy_(torch.tensor([0.0, 0.0]))  # about half the pixels occupied (LJ liquid data: 0.44)
+        pos.out2.bias.copy_(plain.out2.bias)
+    for m in (plain, pos):
+        sample_pixelcnn_cached(m, 1, 4, 4, seed=0, threads=threads)  # compile / load the numba cache
+
+    def best(m) -> tuple[float, object]:
+        times, res = [], None
+        for _ in range(max(1, repeats)):
+            t = time.perf_counter()
+            res = sample_pixelcnn_cached(m, n_samples, size, size, seed=5, threads=threads)
+            times.append(time.perf_counter() - t)
+        return min(times), res
+
+    s_plain, r_plain = best(plain)
+    s_pos, r_pos = best(pos)
+    return {"model": f"layers={layers} kernel={kernel} filters={filters} out_width={out_width} bins={bins}",
+            "samples": f"{n_samples}x{size}^2", "seconds_class_only": s_plain, "seconds_positions": s_pos,
+            "ratio_positions": s_pos / s_plain, "occupied_fraction_class_only": float((r_plain.grids > 0).mean()),
+            "occupied_fraction_positions": float((r_pos.grids > 0).mean())}
+
+
 def run(args: argparse.Namespace) -> dict:
     from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
     from mapsim.sampling.fast import sample_front
@@ -80,6 +138,10 @@ def run(args: argparse.Namespace) -> dict:
         args.size, args.batch, args.batch_size, args.naive_rows, args.front_size = 128, 4, 64, 1, 32
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
+    if getattr(args, "only_positions", False):
+        return {"threads": threads, "positions": position_overhead(
+            args.layers, args.filters, args.kernel, 64, args.position_bins, args.positions_samples,
+            args.positions_size, threads, args.repeats)}
     torch.manual_seed(0)
     cfg = PixelCNNConfig(n_classes=2, layers=args.layers, filters=args.filters, kernel=args.kernel, out_width=64)
     model = GatedPixelCNN(cfg).eval()
@@ -137,4 +199,7 @@ def run(args: argparse.Namespace) -> dict:
         "naive_rows_timed": rows,
         "ratio_vs_naive_64": s_naive / s_fast64,
         "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        **({"positions": position_overhead(args.layers, args.filters, args.kernel, 64, args.position_bins,
+                                           args.positions_samples, args.positions_size, threads, args.repeats)}
+           if getattr(args, "positions", False) else {}),
     }
