@@ -423,3 +423,55 @@ def test_pixel_centres_version_of_data_with_positions_is_rejected(lj_sets):
     assert pooled_values(rc)["close_pairs"] > 10 * pooled_values(ra)["close_pairs"] > 0.0
     v = atom_verdict(ra, rc, n_perm=199, seed=1)
     assert "g_r" in v.rejected and "close_pairs" in v.rejected
+
+
+# ---------------------------------------------------------------------------------------------
+# lattice statistics with one periodic and one open axis (imported slabs)
+
+
+def _brute_neighbours(grid, py, px, k):
+    """Neighbour histogram by direct loops, each axis with its own rule (open: border particles skipped)."""
+    h, w = grid.shape
+    offs = [(-1, 0), (1, 0), (0, -1), (0, 1)] + ([(-1, -1), (-1, 1), (1, -1), (1, 1)] if k == 8 else [])
+    hist = np.zeros(k + 1, int)
+    for i in range(h):
+        for j in range(w):
+            if not grid[i, j] or (not py and i in (0, h - 1)) or (not px and j in (0, w - 1)):
+                continue
+            c = sum(grid[(i + dy) % h, (j + dx) % w] for dy, dx in offs)
+            hist[c] += 1
+    return hist
+
+
+@pytest.mark.parametrize("per", [(True, False), (False, True), (True, True), (False, False)])
+def test_neighbour_counts_and_clusters_follow_each_axis(per):
+    from mapsim.analysis.structure import ClusterSizes, NeighbourCounts
+
+    grid = (np.random.default_rng(5).random((7, 9)) < 0.45).astype(bool)
+    nc = NeighbourCounts(per).compute(grid[None])
+    for k, counts in ((4, nc.counts4), (8, nc.counts8)):
+        np.testing.assert_array_equal(counts[0], _brute_neighbours(grid, *per, k))
+    # a bar across the top/bottom edge and one across the left/right edge
+    g = np.zeros((6, 6), bool)
+    g[0, 2] = g[5, 2] = True  # touch across rows (axis 0)
+    g[3, 0] = g[3, 5] = True  # touch across columns (axis 1)
+    sizes = sorted(ClusterSizes(4, per).compute(g[None]).sizes.tolist())
+    expect = sorted(([2] if per[0] else [1, 1]) + ([2] if per[1] else [1, 1]))
+    assert sizes == expect
+
+
+def test_pair_correlation_with_a_mixed_boundary_is_one_for_random_occupation():
+    from mapsim.analysis.structure import PairCorrelation, max_r_allowed
+
+    occ = np.random.default_rng(2).random((300, 12, 20)) < 0.3
+    assert max_r_allowed((12, 20), (True, False)) == 6  # rows: 12 // 2; columns: 19
+    pc = PairCorrelation(5, (False, True)).compute(occ)
+    assert np.all(np.abs(pc.g - 1) < 0.03)
+
+
+def test_analyze_reads_a_mixed_boundary_from_imported_metadata():
+    from mapsim.analysis.structure import analyze
+
+    grids = (np.random.default_rng(3).random((4, 10, 12)) < 0.3).astype(np.uint8)
+    ds = Dataset(grids, ("empty", "particle"), {"periodic": [False, True]})
+    assert analyze(ds)["periodic"] == (False, True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import fft as sfft
@@ -117,15 +117,45 @@ def is_periodic(metadata: Mapping[str, Any] | None, override: bool | None = None
     return all(periodic_axes(metadata))
 
 
-def max_r_allowed(shape: tuple[int, int], periodic: bool) -> int:
-    """Largest g(r) range a sample shape supports.
+def boundary(metadata: Mapping[str, Any] | None, override: bool | None = None) -> bool | tuple[bool, bool]:
+    """The samples' boundary for the estimators here, axis by axis: ``override`` if given, else the
+    metadata (:func:`mapsim.lattice.periodic_axes`); one bool when both axes agree, else
+    ``(periodic_rows, periodic_columns)``."""
+    from mapsim.lattice import periodic_axes
 
-    Periodic: ``min(H, W) // 2`` (beyond it a displacement is no longer its own
-    minimum image).  Open: ``min(H, W) - 1`` (beyond it no pair fits in a row
-    or column).
+    per = periodic_axes(metadata, override)
+    return per[0] if per[0] == per[1] else per
+
+
+def _axes(periodic: bool | Sequence[bool]) -> tuple[bool, bool]:
+    """``periodic`` as (rows, columns): one bool for both axes, or a pair."""
+    if isinstance(periodic, (tuple, list, np.ndarray)):
+        return bool(periodic[0]), bool(periodic[1])
+    return bool(periodic), bool(periodic)
+
+
+def _norm(periodic: bool | Sequence[bool]) -> bool | tuple[bool, bool]:
+    per = _axes(periodic)
+    return per[0] if per[0] == per[1] else per
+
+
+def boundary_text(periodic: bool | Sequence[bool]) -> str:
+    """``periodic``, ``open`` or ``periodic rows, open columns`` (and the reverse)."""
+    py, px = _axes(periodic)
+    if py == px:
+        return "periodic" if py else "open"
+    return f"{'periodic' if py else 'open'} rows, {'periodic' if px else 'open'} columns"
+
+
+def max_r_allowed(shape: tuple[int, int], periodic: bool | Sequence[bool]) -> int:
+    """Largest g(r) range a sample shape supports, axis by axis.
+
+    Periodic axis: ``n // 2`` (beyond it a displacement is no longer its own
+    minimum image).  Open axis: ``n - 1`` (beyond it no pair fits in a row
+    or column).  The range is the smaller of the two axes' limits.
     """
-    h, w = shape
-    return max(min(h, w) // 2, 0) if periodic else max(min(h, w) - 1, 0)
+    limits = [n // 2 if p else n - 1 for n, p in zip(shape, _axes(periodic))]
+    return max(min(limits), 0)
 
 
 def check_r_max(r_max: int | None, shape: tuple[int, int], periodic: bool, where: str = "samples") -> int:
@@ -137,7 +167,7 @@ def check_r_max(r_max: int | None, shape: tuple[int, int], periodic: bool, where
     if r_max < 1:
         raise MapsimError(f"r_max must be at least 1, found {r_max} ({where} of shape {shape})")
     if r_max > limit:
-        kind = "periodic" if periodic else "open"
+        kind = boundary_text(periodic)
         raise MapsimError(f"r_max {r_max} too large for {kind} {where} of shape {shape}: at most {limit}")
     return r_max
 
@@ -185,10 +215,10 @@ def autocorrelation(x: np.ndarray, periodic: bool, r_max: int) -> np.ndarray:
     Parameters
     ----------
     x : ndarray of bool or float, shape (n, H, W)
-    periodic : bool
-        Circular (torus) or linear (open window) autocorrelation.  The open
-        case zero-pads to at least (H + r_max, W + r_max), so no wrapped pair
-        reaches a lag ≤ r_max.
+    periodic : bool or (bool, bool)
+        Circular (torus) or linear (open window) autocorrelation, for both axes
+        or per axis (rows, columns).  An open axis is zero-padded to at least
+        n + r_max, so no wrapped pair reaches a lag ≤ r_max.
     r_max : int
 
     Returns
@@ -197,7 +227,7 @@ def autocorrelation(x: np.ndarray, periodic: bool, r_max: int) -> np.ndarray:
         ``C[s, r_max + dy, r_max + dx]``; integer valued up to FFT rounding.
     """
     n, h, w = x.shape
-    shape = (h, w) if periodic else (sfft.next_fast_len(h + r_max, real=True), sfft.next_fast_len(w + r_max, real=True))
+    shape = tuple(m if p else sfft.next_fast_len(m + r_max, real=True) for m, p in zip((h, w), _axes(periodic)))
     lags = np.arange(-r_max, r_max + 1)
     iy = lags % shape[0]
     ix = lags % shape[1]
@@ -215,16 +245,16 @@ def available_pairs(shape: tuple[int, int], periodic: bool, r_max: int) -> np.nd
     """A[d]: number of site pairs (i, i + d) that lie inside one sample, |dy|, |dx| ≤ r_max.
 
     Periodic: H·W for every d.  Open: the autocorrelation of the all-ones
-    mask, i.e. (H - |dy|)(W - |dx|).
+    mask, i.e. (H - |dy|)(W - |dx|); a periodic axis contributes its full length.
 
     Returns
     -------
     ndarray of float64, shape (2 r_max + 1, 2 r_max + 1)
     """
     h, w = shape
-    if periodic:
+    if all(_axes(periodic)):
         return np.full((2 * r_max + 1, 2 * r_max + 1), float(h * w))
-    return np.rint(autocorrelation(np.ones((1, h, w), dtype=bool), False, r_max)[0])
+    return np.rint(autocorrelation(np.ones((1, h, w), dtype=bool), periodic, r_max)[0])
 
 
 # --------------------------------------------------------------------------------------
@@ -267,9 +297,9 @@ class PairCorrelation(_Analysis):
         Boundary of the samples (see module docstring).
     """
 
-    def __init__(self, r_max: int = DEFAULT_R_MAX, periodic: bool = False) -> None:
+    def __init__(self, r_max: int = DEFAULT_R_MAX, periodic: bool | tuple[bool, bool] = False) -> None:
         self.r_max = int(r_max)
-        self.periodic = bool(periodic)
+        self.periodic = _norm(periodic)
 
     def compute(self, occupied: np.ndarray) -> "PairCorrelation":
         """Compute from ``occupied`` of shape (n, H, W) (bool); returns self."""
@@ -363,35 +393,39 @@ class NeighbourCounts(_Analysis):
     samples count only particles whose whole 3×3 neighbourhood lies inside
     the sample (rows and columns 1 .. H-2, 1 .. W-2): a pixel outside the
     window is unknown, not empty, so border particles would otherwise be
-    biased towards fewer neighbours.
+    biased towards fewer neighbours.  With one periodic and one open axis,
+    each axis follows its own rule.
 
     Parameters
     ----------
-    periodic : bool
+    periodic : bool or (bool, bool)
+        Both axes, or (rows, columns).
     """
 
-    def __init__(self, periodic: bool = False) -> None:
-        self.periodic = bool(periodic)
+    def __init__(self, periodic: bool | tuple[bool, bool] = False) -> None:
+        self.periodic = _norm(periodic)
 
     def compute(self, occupied: np.ndarray) -> "NeighbourCounts":
         """Compute from ``occupied`` of shape (n, H, W) (bool); returns self."""
         occ = np.asarray(occupied, dtype=bool)
         n, h, w = occ.shape
+        py, px = _axes(self.periodic)
         self._counts = {}
+        # a periodic axis is padded with the wrapped rows/columns, an open one with zeros (and its border
+        # particles are not counted)
+        pad = np.pad(occ, ((0, 0), (1, 1), (0, 0)), mode="wrap" if py else "constant")
+        pad = np.pad(pad, ((0, 0), (0, 0), (1, 1)), mode="wrap" if px else "constant")
+        centre = occ.copy()
+        if not py:
+            centre[:, [0, -1], :] = False
+        if not px:
+            centre[:, :, [0, -1]] = False
+        s, _, _ = np.nonzero(centre)
         for k in (4, 8):
-            if self.periodic:
-                nb = sum(np.roll(occ, (-dy, -dx), axis=(1, 2)).astype(np.int8) for dy, dx in _FULL[k])
-                centre = occ
-            else:
-                pad = np.pad(occ, ((0, 0), (1, 1), (1, 1)))
-                nb = sum(pad[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].astype(np.int8) for dy, dx in _FULL[k])
-                centre = occ.copy()
-                centre[:, [0, -1], :] = False
-                centre[:, :, [0, -1]] = False
-            s, _, _ = np.nonzero(centre)
+            nb = sum(pad[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].astype(np.int8) for dy, dx in _FULL[k])
             vals = nb[centre].astype(np.int64)
             self._counts[k] = np.bincount(s * (k + 1) + vals, minlength=n * (k + 1)).reshape(n, k + 1)
-        h_in, w_in = (h, w) if self.periodic else (max(h - 2, 0), max(w - 2, 0))
+        h_in, w_in = (h if py else max(h - 2, 0)), (w if px else max(w - 2, 0))
         self._sites = h_in * w_in
         self._computed = True
         return self
@@ -441,19 +475,21 @@ class ClusterSizes(_Analysis):
     8-connected); with ``periodic=True`` labels that touch across an edge
     (including diagonally across a corner for 8-connectivity) are merged by a
     union over the wrap (connected components of the label graph), so a
-    cluster crossing an edge, or winding round the torus, counts once.
+    cluster crossing an edge, or winding round the torus, counts once.  With
+    ``(True, False)`` or ``(False, True)`` only the periodic axis wraps.
 
     Parameters
     ----------
     connectivity : {4, 8}
-    periodic : bool
+    periodic : bool or (bool, bool)
+        Both axes, or (rows, columns).
     """
 
-    def __init__(self, connectivity: int = 4, periodic: bool = False) -> None:
+    def __init__(self, connectivity: int = 4, periodic: bool | tuple[bool, bool] = False) -> None:
         if connectivity not in (4, 8):
             raise MapsimError(f"cluster connectivity must be 4 or 8, found {connectivity}")
         self.connectivity = int(connectivity)
-        self.periodic = bool(periodic)
+        self.periodic = _norm(periodic)
 
     def compute(self, occupied: np.ndarray) -> "ClusterSizes":
         """Compute from ``occupied`` of shape (n, H, W) (bool); returns self."""
@@ -467,11 +503,19 @@ class ClusterSizes(_Analysis):
             self._sample = np.zeros(0, dtype=np.int64)
         else:
             comp = np.arange(n_labels + 1)
-            if self.periodic:
+            py, px = _axes(self.periodic)
+            if py or px:
+                h, w = occ.shape[1], occ.shape[2]
+                rows, cols = np.arange(h)[:, None], np.arange(w)[None, :]
                 src, dst = [], []
                 for dy, dx in _FORWARD[self.connectivity]:
                     other = np.roll(labels, (-dy, -dx), axis=(1, 2))
                     touch = (labels > 0) & (other > 0) & (labels != other)  # only across the wrap
+                    # no wrap across an open axis
+                    if not py and dy:
+                        touch &= ((rows + dy >= 0) & (rows + dy < h))[None]
+                    if not px and dx:
+                        touch &= ((cols + dx >= 0) & (cols + dx < w))[None]
                     src.append(labels[touch])
                     dst.append(other[touch])
                 src, dst = np.concatenate(src), np.concatenate(dst)
@@ -648,7 +692,8 @@ def analyze(dataset: Dataset, class_name: str | int | None = None, *, periodic: 
     class_name : str or int, optional
         Class to analyse (default :func:`default_class`).
     periodic : bool, optional
-        Override of :func:`is_periodic` on the metadata.
+        Override of the metadata's boundary (:func:`boundary`: axis by axis, so a sample periodic
+        along one axis only is analysed with each axis's own rule).
     r_max : int, optional
         Range of g(r) (default ``min(10, allowed)``).
     hamiltonian : Hamiltonian, optional
@@ -667,7 +712,7 @@ def analyze(dataset: Dataset, class_name: str | int | None = None, *, periodic: 
         ``k`` and ``S_k``.
     """
     cid = resolve_class(dataset, class_name)
-    per = is_periodic(dataset.metadata, periodic)
+    per = boundary(dataset.metadata, periodic)
     r_max = check_r_max(r_max, dataset.shape, per, "samples")
     occ = occupancy(dataset.grids, cid)
     rho = densities(occ)
@@ -688,7 +733,8 @@ def analyze(dataset: Dataset, class_name: str | int | None = None, *, periodic: 
     if hamiltonian is not None:
         pid = dataset.classes.index("particle") if "particle" in dataset.classes else 1
         sid = dataset.classes.index("solvent") if "solvent" in dataset.classes else None
-        energy = float(energy_per_site(dataset.grids, hamiltonian, per, pid, sid).mean())
+        # the Hamiltonian's bonds wrap both axes or none; a mixed boundary counts the open bonds only
+        energy = float(energy_per_site(dataset.grids, hamiltonian, all(_axes(per)), pid, sid).mean())
     return {
         "class": dataset.classes[cid],
         "class_id": cid,
@@ -708,7 +754,7 @@ def analyze(dataset: Dataset, class_name: str | int | None = None, *, periodic: 
         "cluster_sizes8": cl8.size_counts,
         "cluster_mean4": float(cl4.sizes.mean()) if cl4.sizes.size else None,
         "cluster_mean8": float(cl8.sizes.mean()) if cl8.sizes.size else None,
-        "nn_pairs_per_site": float(nn_pair_density(occ, per).mean()),
+        "nn_pairs_per_site": float(nn_pair_density(occ, all(_axes(per))).mean()),
         "energy_per_site": energy,
         "energy_note": energy_note,
         "hamiltonian": None if hamiltonian is None else asdict(hamiltonian),

@@ -106,7 +106,7 @@ def _save(fig, path: Path) -> None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from mapsim.analysis import plots
-    from mapsim.analysis.structure import ClusterSizes, Hamiltonian, analyze, is_periodic, occupancy, resolve_class
+    from mapsim.analysis.structure import ClusterSizes, Hamiltonian, analyze, occupancy, resolve_class
     from mapsim.lattice import load_dataset
     from mapsim.montecarlo.hamiltonian import COUPLINGS
 
@@ -123,7 +123,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     stats = analyze(ds, args.class_name, periodic=periodic, r_max=args.r_max, hamiltonian=ham)  # validates
 
     cid = resolve_class(ds, args.class_name)
-    per = is_periodic(ds.metadata, periodic)
+    per = stats["periodic"]  # axis by axis (a pair when only one axis is periodic)
     occ = occupancy(ds.grids, cid)
     cl4, cl8 = ClusterSizes(4, per).compute(occ), ClusterSizes(8, per).compute(occ)
     name = stats["class"]
