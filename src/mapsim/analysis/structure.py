@@ -106,9 +106,9 @@ def is_periodic(metadata: Mapping[str, Any] | None, override: bool | None = None
 
     Reads the metadata through :func:`mapsim.lattice.periodic_axes` (``params.periodic`` as the
     Monte Carlo writer records it, or a top-level ``periodic``: one bool, or one per axis as import
-    records it). The lattice estimators here take one boundary for both axes, so a sample periodic
-    along one axis only is treated as open (open estimators stay correct for periodic data, the
-    converse is not true).
+    records it). A sample periodic along one axis only counts as open here (open estimators stay
+    correct for periodic data, the converse is not true); the estimators themselves also take the
+    boundary axis by axis (:func:`boundary`), as :func:`analyze` does.
     """
     from mapsim.lattice import periodic_axes
 
