@@ -475,3 +475,27 @@ def test_analyze_reads_a_mixed_boundary_from_imported_metadata():
     grids = (np.random.default_rng(3).random((4, 10, 12)) < 0.3).astype(np.uint8)
     ds = Dataset(grids, ("empty", "particle"), {"periodic": [False, True]})
     assert analyze(ds)["periodic"] == (False, True)
+
+
+def test_open_structure_round_trips_through_extxyz_with_its_origin(tmp_path):
+    pytest.importorskip("ase")
+    import ase.io
+    from ase import Atoms
+
+    from mapsim.exchange import export_dataset, import_files
+
+    rng = np.random.default_rng(11)
+    site = np.stack(np.meshgrid(np.arange(8), np.arange(6)), -1).reshape(-1, 2) * 1.7
+    pos = np.c_[site + rng.uniform(-0.3, 0.3, site.shape) + (-4.2, 13.0), rng.normal(0, 1, len(site))]
+    ase.io.write(tmp_path / "open.xyz", Atoms(["Ni"] * len(pos), positions=pos), format="extxyz")  # no cell
+    ds, report = import_files([tmp_path / "open.xyz"], length_unit="nm")
+    assert ds.metadata["periodic"] == [False, False] and report["atoms_lost"] == 0
+    export_dataset(ds, tmp_path / "x", "extxyz")
+    again, _ = import_files([tmp_path / "x" / "sample_00000.extxyz"])
+    assert again.metadata["pixel_size_rule"] == "file" and again.metadata["length_unit"] == "nm"
+    np.testing.assert_array_equal(again.grids, ds.grids)
+    np.testing.assert_allclose(again.offsets, ds.offsets, atol=2e-6, equal_nan=True)
+    out = ase.io.read(tmp_path / "x" / "sample_00000.extxyz")
+    xy = out.positions[:, :2]
+    d = np.sqrt(((pos[:, None, :2] - xy[None]) ** 2).sum(-1)).min(1)
+    assert d.max() < 1e-4 and np.all(out.positions[:, 2] == 0)  # z projected out
