@@ -37,7 +37,7 @@ def help_text() -> str:
         lines.append(f"    {name:<9} {text} [{vals}]")
     lines.append("  example: mapsim simulate lj-liquid --atoms 256 --samples 16 --set density=0.75 --set T=1.0 "
                  "--out lj.npz --structures lj_xyz/")
-    return "\n".join(lines)
+    return "\n" + "\n".join(lines)
 
 
 def preset_rows() -> dict:
