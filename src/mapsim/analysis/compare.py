@@ -49,9 +49,12 @@ known exactly and a permutation would test the generated spread instead (a
 MAP is not canonical; its fluctuations are expected).  Such a statistic is
 tested one-sample: the pooled generated value against the reference value,
 with a null from random sign flips of each generated sample's deviation, i.e.
-judged by the generated samples' own standard error; the density then
-compares the generated mean density with the reference value.  Nothing is
-ever divided by a zero spread.
+judged by the generated samples' own standard error.  The density is
+tested this way whenever every reference *sample* holds the same number of
+particles, even when its windows are crops (a crop of a fixed-N sample has a
+spread far below a grand-canonical window's): the generated windows' mean
+density against the reference windows' mean.  Nothing is ever divided by a
+zero spread.
 
 *Drift.*  When generated samples are taller than the reference, each
 intensive statistic (density, contacts per site, energy per site) is followed
@@ -502,6 +505,8 @@ def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = 
     sites = win[0] * win[1]
     per_window, units = _statistics(F, k, sites)
     n_rw = n_ref * k
+    counts = (ref.grids == cid).reshape(n_ref, -1).sum(axis=1)
+    fixed_count = bool(np.ptp(counts) == 0)  # canonical Monte Carlo, NVT MD: every sample holds N particles
 
     labels = relabellings(n_ref, n_gen, n_perm, rng)
     signs = sign_flips(n_gen, n_perm, rng)
@@ -519,17 +524,20 @@ def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = 
         st = units[s]
         ref_est[s], gen_est[s] = st.pooled(ref_idx), st.pooled(gen_idx)
         value = _no_spread(per_window[s], n_rw)
+        if s == "density" and (value is not None or fixed_count):
+            # fixed particle number: compare the generated windows' mean density with the reference value.
+            # Also when the reference windows are crops of fixed-N samples: a crop keeps a spread far
+            # below a grand-canonical window's, and a MAP is not canonical (its fluctuations are expected)
+            st = Statistic(s, "abs", F.count[:, None].astype(float), np.full((F.n_windows, 1), float(sites)))
+            st = Statistic(s, "abs", st.num.reshape(-1, k, 1).sum(axis=1), st.den.reshape(-1, k, 1).sum(axis=1))
+            value = st.pooled(np.arange(n_ref))
         if value is not None:
             fixed.append(s)
-            if s == "density":
-                # fixed particle number: compare the generated mean density with the reference value
-                st = Statistic(s, "abs", F.count[:, None].astype(float), np.full((F.n_windows, 1), float(sites)))
-                st = Statistic(s, "abs", st.num.reshape(-1, k, 1).sum(axis=1), st.den.reshape(-1, k, 1).sum(axis=1))
-                value = st.pooled(np.arange(n_ref))
             gst = Statistic(s, st.kind, st.num[gen_idx], st.den[gen_idx], st.support)
             null = gst.one_sample(value, signs)
             obs = float(gst.one_sample(value, np.ones((1, n_gen)))[0])
-            test_kind[s] = "one-sample sign flip (no spread in the reference)"
+            test_kind[s] = ("one-sample sign flip (fixed particle number in the reference)" if s == "density"
+                            else "one-sample sign flip (no spread in the reference)")
         else:
             null = st.two_sample(labels)
             obs = float(st.distance(ref_est[s], gen_est[s]))
@@ -578,7 +586,7 @@ def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = 
         "permutations": n_perm,
         "reference_density": float(F.count[:n_rw].sum() / (n_rw * sites)),
         "generated_density": float(F.count[n_rw:].sum() / (n_gen * k * sites)),
-        "reference_fixed_count": "density" in fixed,
+        "reference_fixed_count": fixed_count,
         "fixed_in_reference": fixed,
         "hamiltonian": ham,
         "energy_note": None if ham is not None else energy_note,

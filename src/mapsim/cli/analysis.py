@@ -211,9 +211,9 @@ def summary_markdown(summary: dict[str, Any], ref_path: str, gen_path: str) -> s
     ]
     if s.get("reference_fixed_count"):
         lines += [
-            "Every reference window holds the same number of particles (a fixed-N simulation), so the density is "
-            "tested one-sample: the generated mean density against the reference value, with the generated "
-            "samples' own spread as the null (a MAP is not canonical; its fluctuations are expected).",
+            "Every reference sample holds the same number of particles (a fixed-N simulation), so the density is "
+            "tested one-sample: the generated windows' mean density against the reference windows' mean, with the "
+            "generated samples' own spread as the null (a MAP is not canonical; its fluctuations are expected).",
             "",
         ]
     others = [x for x in s.get("fixed_in_reference", []) if x != "density"]

@@ -245,11 +245,14 @@ def _miss_reason(out: Path, name: str, label: str, res: dict[str, Any], summ: di
     c = _curves(out / "systems" / name, label)
     ref4 = c.get("heldout_gen/reference/neighbours4")
     gen4 = c.get("heldout_gen/generated/neighbours4")
+    if "density" in summ["rejected"]:
+        listed += (f"; mean density generated {_fmt(summ.get('generated_density'), 4)} against "
+                   f"{_fmt(summ.get('reference_density'), 4)} in the reference windows")
     if not row["training_size_family_reject"]:
-        return (f"rejected: {listed}; the samples are not rejected against held-out Monte Carlo data of the "
-                "training size but are against the generated size: the Monte Carlo statistics themselves change "
-                "with the sample size (finite-size or non-equilibrium effects of the simulation), which a model "
-                "trained on training-size samples cannot learn")
+        return (f"rejected: {listed}; not rejected against held-out Monte Carlo samples of the training size, "
+                "whose smaller windows resolve less: either the difference is below what training-size windows "
+                "show, or the Monte Carlo statistics themselves change with the sample size (finite-size or "
+                "non-equilibrium effects), which a model trained on training-size samples cannot learn")
     if "neighbours4" in summ["rejected"] and ref4 is not None and ref4[0] == 1.0 and gen4 is not None:
         return (f"rejected: {listed}; the Monte Carlo samples have no particle contacts at all, while "
                 f"{1 - gen4[0]:.2%} of the generated particles touch another; the model learned a soft exclusion "
