@@ -82,7 +82,7 @@ def test_every_move_delta_e_matches_brute_force(system):
     flat = grid.ravel()
     checked = 0
     if not p.solvent:
-        table = K.lg_delta_table(p.e_nn)
+        table = K.lg_delta_table(Hamiltonian.from_mapping(p).move_deltas(4))
         off, wrap = K.lg_steps(grid.shape[1], n)
         for s in np.flatnonzero(flat == K.PARTICLE):
             for d in range(4):
@@ -98,13 +98,13 @@ def test_every_move_delta_e_matches_brute_force(system):
                 assert dE == pytest.approx(total_energy(_moved(grid, s, t, False), p) - e0, abs=tol)
                 checked += 1
     else:
-        hop = K.sv_hop_delta_table(p.e_nn, p.e_ll, p.e_nl)
+        hop = Hamiltonian.from_mapping(p).move_deltas(4)
         for s in np.flatnonzero(flat == K.PARTICLE):
             for d in range(4):
                 t = s_.nbr[s, d]
                 if t == n or flat[t] != K.SOLVENT:  # the kernel rejects these before the table
                     continue
-                dE = hop[K.sv_hop_index(s_.state, s_.nbr, s, t)]
+                dE = hop[K.sv_move_index(s_.state, s_.nbr, s, t, 1)]
                 assert dE == pytest.approx(total_energy(_moved(grid, s, t, True), p) - e0, abs=tol)
                 checked += 1
         flip = K.sv_flip_delta_table(p.e_ll, p.e_nl, p.mu)

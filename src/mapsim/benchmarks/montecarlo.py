@@ -168,7 +168,8 @@ def run(args: argparse.Namespace) -> dict:
         raise MapsimError(f"--size {size}: expected a multiple of 4 (the NumPy reference uses 4x2 bond sublattices)")
     p = SimParams(e_nn=args.e_nn, T=args.T, density=args.density, sweeps=0)
     st = LatticeState.initial(p, size, size, np.random.SeedSequence(12345))
-    hi, lo = K.acceptance_tables(K.lg_delta_table(p.e_nn), p.T, 1e-9 * p.energy_scale)
+    hi, lo = K.acceptance_tables(K.lg_delta_table(Hamiltonian(e_nn=p.e_nn).move_deltas(4)), p.T,
+                                 1e-9 * p.energy_scale)
     n_part = st.pos.size
     K.lg_hop_attempts(st.state, size, True, st.pos, hi, lo, 20 * n_part, st.rng)  # equilibrate a little
     acc = [0]

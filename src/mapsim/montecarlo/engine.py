@@ -199,13 +199,14 @@ class LatticeState:
         mob = p.mobility if mobility is None else int(mobility)
         tol = TOL_REL * p.energy_scale
         terms = np.zeros((at.size, 5), np.int64)
+        dE_move = Hamiltonian.from_mapping(p).move_deltas(K._Z)
         if self.general:
             flips, hops = self._run_general(T, mu, at, mob, tol, terms)
         elif p.solvent:
-            flips, hops = K.sv_run_traced(self.state, self.nbr, self.pos, p.e_nn, p.e_ll, p.e_nl, T, mu, at, mob,
+            flips, hops = K.sv_run_traced(self.state, self.nbr, self.pos, dE_move, p.e_ll, p.e_nl, T, mu, at, mob,
                                           tol, self.rng, terms)
         else:
-            flips, hops = 0, K.lg_run_traced(self.state, self.width, p.periodic, self.pos, p.e_nn, T, at, mob, tol,
+            flips, hops = 0, K.lg_run_traced(self.state, self.width, p.periodic, self.pos, dE_move, T, at, mob, tol,
                                              self.rng, terms)
         return int(flips), int(hops), terms
 

@@ -15,7 +15,11 @@ engine simulates today, 6 on a simple cubic one. The energy and the ΔE tables o
 the moves take that neighbour count from ``ndim`` / ``z``.
 
 This module is the reference the numba kernels are tested against, the source of
-the new kernels' ΔE tables, and the energy used by :mod:`mapsim.analysis.structure`.
+every kernel's particle-move and insertion ΔE table (:meth:`Hamiltonian.move_deltas`,
+:meth:`Hamiltonian.insertion_deltas`; only the solvent flip's table, which follows the mu
+schedule inside numba, is built there: ``kernels.sv_flip_delta_table``), the energy of the
+runs' traces (:meth:`Hamiltonian.energy_of_terms`) and the energy used by
+:mod:`mapsim.analysis.structure`.
 """
 
 from __future__ import annotations

@@ -56,6 +56,13 @@ _MAX_LO = 18446744073709549568.0  # largest double below 2**64
 _U32 = np.uint64(32)
 _U30 = np.uint64(30)
 _U3 = np.uint64(3)
+_U32MASK = np.uint64(0xFFFFFFFF)
+
+# Neighbours per site, and the sides of the ΔE tables of :class:`.hamiltonian.Hamiltonian`
+# (``move_deltas(4)``: x and y over -z..z; ``insertion_deltas(4)``: counts 0..z).
+_Z = 4
+_MOVE_SIDE = 2 * _Z + 1
+_INS_SIDE = _Z + 1
 
 # ---------------------------------------------------------------------------
 # geometry
@@ -142,19 +149,20 @@ _FLAG_SHIFT = 4  # bits 4..7 of a lattice-gas code: site is on the edge crossed 
 
 
 @njit(cache=True)
-def lg_delta_table(e_nn):
+def lg_delta_table(dE_move):
     """ΔE of a hop for each table index of :func:`lg_index`. Shape (128,).
 
-    Index ``(code_t & 15) * 8 + m_s``; for an empty target ``code_t & 15 = 2 m_t`` and
-    ΔE = ``e_nn * (m_t - 1 - m_s)`` (the target's count includes the mover).
-    Odd ``code_t`` (target occupied) gives +inf: never accepted. Putting the
-    target's occupancy into the table index removes the unpredictable
-    occupied/empty branch from the hot loop.
+    ``dE_move`` is ``Hamiltonian.move_deltas(4)`` (the one source of ΔE). Index
+    ``(code_t & 15) * 8 + m_s``; for an empty target ``code_t & 15 = 2 m_t`` and ΔE is
+    the move's with x = m_t - 1 - m_s (the target's count includes the mover), i.e.
+    ``e_nn * (m_t - 1 - m_s)``. Odd ``code_t`` (target occupied) gives +inf: never
+    accepted. Putting the target's occupancy into the table index removes the
+    unpredictable occupied/empty branch from the hot loop.
     """
     out = np.full(LG_TABLE_SIZE, np.inf)
     for m_t in range(1, 5):
         for m_s in range(4):
-            out[(2 * m_t) * 8 + m_s] = e_nn * (m_t - 1 - m_s)
+            out[(2 * m_t) * 8 + m_s] = dE_move[(m_t - 1 - m_s + _Z) * _MOVE_SIDE + _Z]
     return out
 
 
@@ -222,7 +230,7 @@ def lg_hop_attempts(state, width, periodic, pos, thr_hi, thr_lo, n_attempts, rng
     pos : int32 array (n_particles,), updated
         Site of each particle.
     thr_hi, thr_lo : uint64 arrays (128,)
-        Acceptance tables for :func:`lg_delta_table`.
+        Acceptance tables of :func:`lg_delta_table`.
     n_attempts : int
     rng : uint64 array (4,), updated
         xoshiro256** state.
@@ -290,7 +298,7 @@ def lg_steps(width, n_sites):
 
 
 @njit(cache=True)
-def lg_run_sweeps(state, width, periodic, pos, e_nn, T_schedule, mobility, tol, rng):
+def lg_run_sweeps(state, width, periodic, pos, dE_move, T_schedule, mobility, tol, rng):
     """Sweeps of a particle-only system; sweep ``i`` runs at ``T_schedule[i]``.
 
     A sweep is ``mobility * n_particles`` hop attempts.
@@ -300,7 +308,7 @@ def lg_run_sweeps(state, width, periodic, pos, e_nn, T_schedule, mobility, tol, 
     int
         Accepted hops.
     """
-    dE = lg_delta_table(e_nn)
+    dE = lg_delta_table(dE_move)
     hi = np.empty(LG_TABLE_SIZE, np.uint64)
     lo = np.empty(LG_TABLE_SIZE, np.uint64)
     n_per_sweep = mobility * pos.shape[0]
@@ -318,7 +326,6 @@ def lg_run_sweeps(state, width, periodic, pos, e_nn, T_schedule, mobility, tol, 
 # ---------------------------------------------------------------------------
 # systems with solvent
 
-SV_HOP_TABLE_SIZE = 49
 SV_FLIP_TABLE_SIZE = 50
 
 
@@ -332,32 +339,6 @@ def sv_counts(state, nbr, s):
         n += v & 1
         l += (v >> 1) & 1
     return n, l
-
-
-@njit(inline="always", cache=True)
-def sv_hop_index(state, nbr, s, t):
-    """Table index of the exchange of a particle at ``s`` with liquid at ``t``.
-
-    With full neighbour counts (n, l): ``x = n_t - 1 - n_s``, ``y = l_t - l_s + 1``,
-    both in -3..3; index ``(x + 3) * 7 + (y + 3)``.
-    """
-    ns, ls = sv_counts(state, nbr, s)
-    nt, lt = sv_counts(state, nbr, t)
-    return (nt - ns + 2) * 7 + (lt - ls + 4)
-
-
-@njit(cache=True)
-def sv_hop_delta_table(e_nn, e_ll, e_nl):
-    """ΔE of a particle-liquid exchange per :func:`sv_hop_index`. Shape (49,).
-
-    ΔE = (e_nn - e_nl) x + (e_nl - e_ll) y: the s-t bond (particle-liquid before
-    and after) and the number of liquid sites are unchanged.
-    """
-    out = np.empty(SV_HOP_TABLE_SIZE, np.float64)
-    for i in range(7):
-        for j in range(7):
-            out[i * 7 + j] = (e_nn - e_nl) * (i - 3) + (e_nl - e_ll) * (j - 3)
-    return out
 
 
 @njit(inline="always", cache=True)
@@ -435,7 +416,7 @@ def sv_hop_attempts(state, nbr, pos, thr_hi, thr_lo, n_attempts, rng):
         tgt = nbr[site, d]
         if state[tgt] != SOLVENT:
             continue
-        k = sv_hop_index(state, nbr, site, tgt)
+        k = sv_move_index(state, nbr, site, tgt, 1)
         a = r & _MASK30
         h = thr_hi[k]
         if a >= h:
@@ -453,7 +434,7 @@ def sv_hop_attempts(state, nbr, pos, thr_hi, thr_lo, n_attempts, rng):
 
 
 @njit(cache=True)
-def sv_run_sweeps(state, nbr, pos, e_nn, e_ll, e_nl, T_schedule, mu_schedule, mobility, tol, rng):
+def sv_run_sweeps(state, nbr, pos, dE_move, e_ll, e_nl, T_schedule, mu_schedule, mobility, tol, rng):
     """Sweeps of a system with solvent; sweep ``i`` runs at ``T_schedule[i]``, ``mu_schedule[i]``.
 
     A sweep is ``N`` flip attempts at random sites, then ``mobility * n_particles``
@@ -466,9 +447,9 @@ def sv_run_sweeps(state, nbr, pos, e_nn, e_ll, e_nl, T_schedule, mu_schedule, mo
         Accepted flips and accepted hops.
     """
     n_sites = nbr.shape[0]
-    dE_hop = sv_hop_delta_table(e_nn, e_ll, e_nl)
-    hop_hi = np.empty(SV_HOP_TABLE_SIZE, np.uint64)
-    hop_lo = np.empty(SV_HOP_TABLE_SIZE, np.uint64)
+    dE_hop = dE_move  # Hamiltonian.move_deltas(4), indexed by sv_move_index
+    hop_hi = np.empty(dE_hop.shape[0], np.uint64)
+    hop_lo = np.empty(dE_hop.shape[0], np.uint64)
     flip_hi = np.empty(SV_FLIP_TABLE_SIZE, np.uint64)
     flip_lo = np.empty(SV_FLIP_TABLE_SIZE, np.uint64)
     n_hops = mobility * pos.shape[0]
@@ -535,7 +516,7 @@ def sv_terms(state, nbr, out):
 
 
 @njit(cache=True)
-def lg_run_traced(state, width, periodic, pos, e_nn, T_schedule, at, mobility, tol, rng, terms):
+def lg_run_traced(state, width, periodic, pos, dE_move, T_schedule, at, mobility, tol, rng, terms):
     """:func:`lg_run_sweeps` in pieces, with the energy terms after sweep ``at[i]`` in ``terms[i]``.
 
     ``at`` (int64 (n_points,)) starts at 0 and ends at ``len(T_schedule)``; returns accepted hops.
@@ -543,20 +524,22 @@ def lg_run_traced(state, width, periodic, pos, e_nn, T_schedule, at, mobility, t
     accepted = 0
     lg_terms(state, pos, terms[0])
     for i in range(1, at.shape[0]):
-        accepted += lg_run_sweeps(state, width, periodic, pos, e_nn, T_schedule[at[i - 1]:at[i]], mobility, tol, rng)
+        accepted += lg_run_sweeps(state, width, periodic, pos, dE_move, T_schedule[at[i - 1]:at[i]], mobility, tol,
+                                  rng)
         lg_terms(state, pos, terms[i])
     return accepted
 
 
 @njit(cache=True)
-def sv_run_traced(state, nbr, pos, e_nn, e_ll, e_nl, T_schedule, mu_schedule, at, mobility, tol, rng, terms):
+def sv_run_traced(state, nbr, pos, dE_move, e_ll, e_nl, T_schedule, mu_schedule, at, mobility, tol, rng, terms):
     """:func:`sv_run_sweeps` in pieces, recording as :func:`lg_run_traced`; returns (flips, hops)."""
     flips = 0
     hops = 0
     sv_terms(state, nbr, terms[0])
     for i in range(1, at.shape[0]):
         a, b = at[i - 1], at[i]
-        f, h = sv_run_sweeps(state, nbr, pos, e_nn, e_ll, e_nl, T_schedule[a:b], mu_schedule[a:b], mobility, tol, rng)
+        f, h = sv_run_sweeps(state, nbr, pos, dE_move, e_ll, e_nl, T_schedule[a:b], mu_schedule[a:b], mobility, tol,
+                             rng)
         flips += f
         hops += h
         sv_terms(state, nbr, terms[i])
@@ -573,10 +556,6 @@ def sv_run_traced(state, nbr, pos, e_nn, e_ll, e_nl, T_schedule, mu_schedule, at
 # ΔE tables come from :class:`mapsim.montecarlo.hamiltonian.Hamiltonian` (``move_deltas(4)``
 # and ``insertion_deltas(4)``), indexed as documented there with z = 4 neighbours.
 
-_Z = 4
-_MOVE_SIDE = 2 * _Z + 1  # x and y of Hamiltonian.move_deltas run over -z..z
-_INS_SIDE = _Z + 1
-_U32MASK = np.uint64(0xFFFFFFFF)
 
 
 def site_order(pos: np.ndarray, n_sites: int) -> tuple[np.ndarray, np.ndarray]:
