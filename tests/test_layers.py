@@ -11,7 +11,8 @@ and every reference to another mapsim module becomes an edge:
 - any other string literal that is exactly a mapsim module name or a
   ``"module:function"`` reference (the registries ``SAMPLERS`` of
   ``sampling/generate.py`` and ``KIND_MODULES`` of ``models/io.py``); docstrings
-  are skipped.
+  are skipped, and so are the values of ``"generator"`` keys in dict literals
+  (the provenance label a dataset's metadata carries, e.g. ``"mapsim.montecarlo"``).
 
 Layers, bottom to top (one group per top-level package or module of ``mapsim``).
 A module may import its own group and any group of a lower layer; groups on the
@@ -103,12 +104,23 @@ def _is_import_call(node: ast.Call) -> bool:
     return name in ("import_module", "__import__")
 
 
+def _provenance_labels(tree: ast.AST) -> set[int]:
+    """ids of the string values of ``"generator"`` keys in dict literals (labels, not imports)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for k, v in zip(node.keys, node.values):
+                if isinstance(k, ast.Constant) and k.value == "generator" and isinstance(v, ast.Constant):
+                    out.add(id(v))
+    return out
+
+
 def imports_of(module: str) -> dict[str, int]:
     """mapsim modules referenced by ``module`` -> line of the first reference."""
     path = modules()[module]
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = module if _is_package(module) else module.rpartition(".")[0]
-    skip = _docstrings(tree)
+    skip = _docstrings(tree) | _provenance_labels(tree)
     found: dict[str, int] = {}
 
     def add(targets: list[str], line: int) -> None:

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import mapsim.sampling.draw as draw_module
+from draw_checks import replace_rule
 from mapsim.cli import main
 from mapsim.errors import MapsimError
 from mapsim.lattice import Dataset, load_dataset, save_dataset
@@ -260,7 +261,7 @@ def test_every_sampler_draws_positions_through_the_one_position_rule(monkeypatch
     run = {"reference": lambda: sample_reference(model, 2, 3, 4, seed=1),
            "front": lambda: sample_front(model, 2, 3, 4, seed=1),
            "cached": lambda: sample_pixelcnn_cached(model, 2, 3, 4, seed=1, threads=1)}
-    monkeypatch.setattr(draw_module, "draw_position", _quarter)
+    replace_rule(monkeypatch, "draw_position", _quarter)
     for name, f in run.items():
         res = f()
         occ = res.grids > 0

@@ -12,7 +12,9 @@ from mapsim.errors import MapsimError
 from mapsim.sampling import draw as draw_module
 from mapsim.sampling.core import front_schedule, raster_schedule, run
 from mapsim.sampling.draw import draw, draw_pixel
-from mapsim.sampling.rng import CLASS, POSITION, line_uniforms, seed_entropy, uniforms
+from mapsim.sampling.rng import POSITION, line_uniforms, seed_entropy, uniforms
+
+from draw_checks import replace_rule
 
 
 # ---------------------------------------------------------------------------
@@ -211,9 +213,9 @@ def test_every_sampler_draws_through_the_one_draw_function(monkeypatch):
     normal = {name: np.asarray(f()) for name, f in samplers.items()}
     for name, g in normal.items():
         assert (g != 2).any(), name  # the real rule draws other classes too
-    monkeypatch.setattr(draw_module, "draw_pixel", _always_last)
+    replace_rule(monkeypatch, "draw_pixel", _always_last)
     for name, f in samplers.items():
         out = np.asarray(f())
         assert (out == 2).all(), f"{name} does not draw through mapsim.sampling.draw.draw_pixel"
     monkeypatch.undo()
-    assert draw_module.current_draw() is draw_pixel
+    assert draw_module.draw_pixel is draw_pixel

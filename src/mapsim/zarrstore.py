@@ -33,7 +33,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from mapsim.errors import MapsimError
-from mapsim.fileio import write_text_atomic
+from mapsim.fileio import publish_dir, write_text_atomic
 
 LOG_PROBS_MODES = ("none", "rows", "pixels")
 
@@ -152,9 +152,7 @@ class ZarrWriter:
         """Rename the complete store to its final name (replacing an older one)."""
         (self.path / "progress.json").unlink()
         (self.path / "request.json").unlink()
-        if self.final.exists():
-            shutil.rmtree(self.final)
-        os.replace(self.path, self.final)
+        publish_dir(self.path, self.final, replace=True)
         return self.final
 
 

@@ -71,8 +71,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     boundary = parse_boundary(args.boundary)
     model = load_model(args.model)
     if zarr_out:
+        from functools import partial
+
+        from mapsim.sampling.dask_generate import run_groups
         from mapsim.sampling.generate import check_group, generate_to_zarr
 
+        runner = partial(run_groups, args.dask) if args.dask is not None else None
         groups = -(-args.samples // check_group(args.group_samples, args.width))
         with progress(total=args.height * groups, desc="rows") as bar:
             def advance(rows_done: int) -> None:
@@ -81,7 +85,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             generate_to_zarr(model, args.samples, args.height, args.width, out, seed=args.seed, beta=beta,
                              boundary=boundary, sampler=args.sampler, progress=advance, boundary_spec=args.boundary,
                              threads=args.threads, log_probs=mode, extra_metadata={"model_path": str(args.model)},
-                             group=args.group_samples, dask=args.dask)
+                             group=args.group_samples, run_groups=runner)
         emit({"out": str(out), "n_samples": args.samples, "height": args.height, "width": args.width,
               "kind": model.kind, "context_range": model.context_range, "beta": beta, "boundary": args.boundary,
               "sampler": args.sampler, "log_probs": mode}, args.json)

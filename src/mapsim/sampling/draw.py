@@ -8,14 +8,16 @@ class of non-zero probability is taken.  The log-probability of the drawn
 class is returned with it, in float64.
 
 :func:`draw_pixel` is compiled (numba) so that compiled backends call this
-very function; they receive it as an argument, looked up in this module when
-the sampler is called (see :func:`current_draw`), and every Python sampler
-goes through :func:`draw`, which does the same.  Replacing ``draw_pixel``
-here therefore changes every sampler's output, which the tests check.
+very function (they import it by name and numba compiles it into them), and
+every Python sampler goes through :func:`draw`, which calls it too.  The
+tests replace ``draw_pixel`` where each backend looks it up, recompile the
+backend and see its output change.  (Passing the rule as a first-class
+function argument would say the same at run time, but numba cannot cache a
+kernel with a function-typed argument across processes: every run would
+recompile for half a minute.)
 
 Positions inside a pixel (models with a position head) have their own rule,
-:func:`draw_position`, passed to compiled backends the same way
-(:func:`current_draw_position`): one coordinate from B bin logits and one
+:func:`draw_position`, used by compiled backends the same way: one coordinate from B bin logits and one
 uniform v of the ``POSITION`` stream by the inverse CDF of the piecewise
 uniform density (bin b chosen like a class, then the position inside it from
 the same v), so a coordinate costs one uniform and its density is exact.
@@ -24,7 +26,6 @@ the same v), so a coordinate costs one uniform and its density is exact.
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 from numba import njit
@@ -137,22 +138,18 @@ def draw_position(logits, v):
 
 
 @njit(cache=True)
-def _draw_position_rows(logits, v, draw_fn):
+def _draw_position_rows(logits, v):
     n = logits.shape[0]
     bins = np.empty(n, np.int64)
     t = np.empty(n, np.float64)
     logd = np.empty(n, np.float64)
     for i in range(n):
-        b, x, ld = draw_fn(logits[i], v[i])
+        b, x, ld = draw_position(logits[i], v[i])
         bins[i] = b
         t[i] = x
         logd[i] = ld
     return bins, t, logd
 
-
-def current_draw_position():
-    """The position draw compiled backends must call (this module's ``draw_position`` now)."""
-    return sys.modules[__name__].draw_position
 
 
 def draw_positions(logits: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -176,24 +173,20 @@ def draw_positions(logits: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.nd
         logits = logits.astype(np.float64)
     flat = np.ascontiguousarray(logits.reshape(-1, logits.shape[-1]))
     vv = np.ascontiguousarray(np.asarray(v, dtype=np.float64).reshape(-1))
-    return _draw_position_rows(flat, vv, current_draw_position())
+    return _draw_position_rows(flat, vv)
 
 
 @njit(cache=True)
-def _draw_rows(logits, beta, u, draw_fn):
+def _draw_rows(logits, beta, u):
     n = logits.shape[0]
     cls = np.empty(n, np.int64)
     logp = np.empty(n, np.float64)
     for i in range(n):
-        c, lp = draw_fn(logits[i], beta, u[i])
+        c, lp = draw_pixel(logits[i], beta, u[i])
         cls[i] = c
         logp[i] = lp
     return cls, logp
 
-
-def current_draw():
-    """The draw function compiled backends must call (this module's ``draw_pixel`` now)."""
-    return sys.modules[__name__].draw_pixel
 
 
 def draw(logits: np.ndarray, beta: float, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -216,5 +209,5 @@ def draw(logits: np.ndarray, beta: float, u: np.ndarray) -> tuple[np.ndarray, np
     shape = logits.shape[:-1]
     flat = np.ascontiguousarray(logits.reshape(-1, logits.shape[-1]))
     uu = np.ascontiguousarray(np.broadcast_to(np.asarray(u, dtype=np.float64), shape).reshape(-1))
-    cls, logp = _draw_rows(flat, float(beta), uu, current_draw())
+    cls, logp = _draw_rows(flat, float(beta), uu)
     return cls.reshape(shape), logp.reshape(shape)

@@ -229,7 +229,7 @@ def generate_to_zarr(model: "MapModel", n_samples: int, height: int, width: int,
                      beta: float = 1.0, boundary: Boundary | None = None, sampler: str = DEFAULT_SAMPLER,
                      progress: Callable | None = None, boundary_spec: str | None = None,
                      threads: int | None = None, log_probs: str = "rows", extra_metadata: dict | None = None,
-                     group: int | None = None, dask=None):
+                     group: int | None = None, run_groups: Callable | None = None):
     """Generate straight into a zarr store, block by block, resuming an interrupted run.
 
     Memory is bounded by one block of rows of one group of samples
@@ -246,6 +246,11 @@ def generate_to_zarr(model: "MapModel", n_samples: int, height: int, width: int,
     progress : callable, optional
         Called with the number of rows finished, counted over all sample groups
         (total ``height * ceil(n_samples / samples_per_group(width))``).
+    group : int, optional
+        Samples drawn together (see :func:`generate`).
+    run_groups : callable, optional
+        Runs whole sample groups elsewhere and yields ``(first sample, Dataset)``
+        in group order, e.g. ``functools.partial(mapsim.sampling.dask_generate.run_groups, address)``.
     Other parameters as :func:`generate`.
 
     Returns
@@ -271,11 +276,9 @@ def generate_to_zarr(model: "MapModel", n_samples: int, height: int, width: int,
     writer = ZarrWriter(path, (K, H, W), model_classes(model), metadata, request, log_probs=log_probs,
                         block_rows=blocks.BLOCK_ROWS, offsets=has_positions(model))
     L, N = model.context_range, model.n_classes
-    if dask is not None:  # whole groups on the cluster, written in order as they arrive
-        from mapsim.sampling.dask_generate import run_groups
-
+    if run_groups is not None:  # whole groups elsewhere (a Dask cluster), written in order as they arrive
         todo = sample_groups(writer.samples_done, K - writer.samples_done, G)
-        for a, ds in run_groups(dask, model, todo, H, W, seed=entropy, beta=beta, boundary=boundary,
+        for a, ds in run_groups(model, todo, H, W, seed=entropy, beta=beta, boundary=boundary,
                                 sampler=sampler, threads=threads, group=G):
             writer.write(a, 0, ds.grids, ds.extras["log_probs"], ds.extras.get("offsets"))
             if progress is not None:

@@ -41,7 +41,7 @@ from threadpoolctl import threadpool_limits
 
 from mapsim.models.pixelcnn import GatedPixelCNN, gate
 from mapsim.sampling.common import Boundary, check_beta
-from mapsim.sampling.draw import current_draw, current_draw_position
+from mapsim.sampling.draw import draw_pixel, draw_position
 from mapsim.sampling.front import n_steps, rows_done
 from mapsim.sampling.providers import top_offset_channels
 from mapsim.sampling.reference import SampleResult, offsets_of, prepare
@@ -241,7 +241,7 @@ def _scratch(maxl, n, p, k, F, S, nc, nb, dt):
 
 
 @njit(cache=True)
-def _position_head(o_t, c, v, Wy, by, E, Wx, bx, ly, lx, xh, draw_pos_fn):
+def _position_head(o_t, c, v, Wy, by, E, Wx, bx, ly, lx, xh):
     """Draw the position of one atom of class c >= 1 from its features ``o_t`` (S,): y, then x given y.
 
     The head of :mod:`mapsim.models.pixelcnn` with float64 sums; returns (y, x, log-density per
@@ -254,7 +254,7 @@ def _position_head(o_t, c, v, Wy, by, E, Wx, bx, ly, lx, xh, draw_pos_fn):
         for s in range(S):
             acc += np.float64(o_t[s]) * np.float64(Wy[c - 1, b, s])
         ly[b] = acc
-    yb, y, ldy = draw_pos_fn(ly, v[0])
+    yb, y, ldy = draw_position(ly, v[0])
     for s in range(S):
         xh[s] = max(np.float64(o_t[s]) + np.float64(E[yb, s]), 0.0)
     for b in range(nb):
@@ -262,20 +262,20 @@ def _position_head(o_t, c, v, Wy, by, E, Wx, bx, ly, lx, xh, draw_pos_fn):
         for s in range(S):
             acc += xh[s] * np.float64(Wx[c - 1, b, s])
         lx[b] = acc
-    xb, x, ldx = draw_pos_fn(lx, v[1])
+    xb, x, ldx = draw_position(lx, v[1])
     return y, x, ldy + ldx
 
 
 @njit(cache=True)
-def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta, approx, scratch, draw_fn,
-                pos_state, draw_pos_fn):
+def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta, approx, scratch,
+                pos_state):
     """Advance the given lanes by one step (see the module docstring).
 
     ``caches`` = (V, VH, HS, Vb), ``weights`` as :data:`WEIGHT_NAMES`, ``geometry`` =
-    (n, p, L, W, RB, RV, CW); ``draw_fn`` is the draw rule of :mod:`mapsim.sampling.draw`.
+    (n, p, L, W, RB, RV, CW).  Classes are drawn by :func:`mapsim.sampling.draw.draw_pixel`.
     ``pos_state`` = (positions flag, offset canvas OC (K, H + L, W + 2L, 2) holding offset - 0.5
     of drawn atoms and 0 elsewhere, position uniforms (K, H, W, 2), positions out (K, H, W, 2));
-    ``draw_pos_fn`` is :func:`mapsim.sampling.draw.draw_position`.
+    positions by :func:`mapsim.sampling.draw.draw_position`.
     """
     V, VH, HS, Vb = caches
     (T1v, b1v, T1h, Wv, bv, Wh, Wvh, bvh, Wres, bres, Wskip, bskip, W1, b1, W2, b2,
@@ -430,10 +430,10 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
         kk, R, C = lk[i], lR[i], lC[i]
         for c in range(nc):
             lgd[c] = np.float64(lg[t, c]) + np.float64(b2[c])
-        chosen, lp = draw_fn(lgd, beta, U[kk, R - L, C - L])
+        chosen, lp = draw_pixel(lgd, beta, U[kk, R - L, C - L])
         canvas[kk, R, C] = chosen
         if with_pos and chosen > 0:
-            y, x, ld = _position_head(o[t], chosen, VP[kk, R - L, C - L], Wy, by, E, Wx, bx, ly, lx, xh, draw_pos_fn)
+            y, x, ld = _position_head(o[t], chosen, VP[kk, R - L, C - L], Wy, by, E, Wx, bx, ly, lx, xh)
             pos_out[kk, R - L, C - L, 0] = y
             pos_out[kk, R - L, C - L, 1] = x
             OC[kk, R, C, 0] = y - 0.5
@@ -443,8 +443,8 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
 
 
 @njit(cache=True, parallel=True)
-def _run_steps(t0, t1, K, H, canvas, U, logp_out, caches, weights, geometry, beta, nchunks, approx, draw_fn,
-               pos_state, draw_pos_fn):
+def _run_steps(t0, t1, K, H, canvas, U, logp_out, caches, weights, geometry, beta, nchunks, approx,
+               pos_state):
     n, p, L, W, RB, RV, CW = geometry
     Wres, W1, W2 = weights[8], weights[12], weights[14]
     V = caches[0]
@@ -480,7 +480,7 @@ def _run_steps(t0, t1, K, H, canvas, U, logp_out, caches, weights, geometry, bet
             lo = ch * nl // nch
             hi = (ch + 1) * nl // nch
             _lanes_step(lk[lo:hi], lR[lo:hi], lC[lo:hi], canvas, U, logp_out, caches, weights, geometry, beta,
-                        approx, scratches[ch], draw_fn, pos_state, draw_pos_fn)
+                        approx, scratches[ch], pos_state)
 
 
 WEIGHT_NAMES = ("T1v", "b1v", "T1h", "Wv", "bv", "Wh", "Wvh", "bvh", "Wres", "bres", "Wskip", "bskip",
@@ -558,13 +558,11 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
     else:  # stand-ins of the same types: class-only models never make the position stream
         OC, VP, pos = np.zeros((1, 1, 1, 2), dt), np.zeros((1, 1, 1, 2)), np.zeros((1, 1, 1, 2))
     pos_state = (bool(model.positions), OC, VP, pos)
-    draw_pos_fn = current_draw_position()
     T = total_steps(H, W, L, p)
     nthreads = threads or numba.get_num_threads()
     chunk = max(1, min(T, STEPS_PER_CALL))
     weights = tuple(w[name] for name in WEIGHT_NAMES)
     geometry = (n, p, L, W, RB, RV, CW)
-    draw_fn = current_draw()
     old = numba.get_num_threads()
     numba.set_num_threads(max(1, min(nthreads, numba.config.NUMBA_NUM_THREADS)))
     # the lanes are already split across threads: threaded BLAS inside them oversubscribes the cores
@@ -573,7 +571,7 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
         for t0 in range(0, T, chunk):
             t1 = min(T, t0 + chunk)
             _run_steps(t0, t1, K, H, canvas, u, logp, (V, VH, HS, Vb), weights, geometry, float(beta), nthreads,
-                       dt == np.float32, draw_fn, pos_state, draw_pos_fn)
+                       dt == np.float32, pos_state)
             if progress is not None:
                 # lanes start 2L - 2p steps before the front of the other samplers
                 progress(rows_done(t1 - 1 - (2 * L - 2 * p), H, W, L))

@@ -19,7 +19,7 @@ from numba import njit
 
 from mapsim.errors import MapsimError
 from mapsim.models.analytic import BINARY_CLASSES, HardCore, HardCoreConfig, hard_core_offsets
-from mapsim.sampling.draw import current_draw
+from mapsim.sampling.draw import draw_pixel
 from mapsim.sampling.rng import uniforms
 
 
@@ -46,7 +46,7 @@ class RhoEffSolution:
 
 
 @njit(cache=True)
-def _hard_core_lattices(u, rho_eff, di, dj, margin, draw_fn):  # pragma: no cover - compiled
+def _hard_core_lattices(u, rho_eff, di, dj, margin):  # pragma: no cover - compiled
     R, H, W = u.shape
     dens = np.zeros(R)
     occ = np.zeros((R, H, W), dtype=np.uint8)
@@ -66,7 +66,7 @@ def _hard_core_lattices(u, rho_eff, di, dj, margin, draw_fn):  # pragma: no cove
                         free = False
                         break
                 logits[1] = free_logit if free else -np.inf
-                c, _ = draw_fn(logits, 1.0, u[r, i, j])
+                c, _ = draw_pixel(logits, 1.0, u[r, i, j])
                 occ[r, i, j] = c
                 if i >= margin and j >= margin and j < W - margin:
                     acc += rho_eff if free else 0.0  # Rao-Blackwellised: E[x_ij | context] instead of x_ij
@@ -97,7 +97,7 @@ def hard_core_lattices(rho_eff: float, range_: float, u: np.ndarray, margin: int
     L = math.ceil(range_)
     margin = 4 * L + 4 if margin is None else margin
     return _hard_core_lattices(np.ascontiguousarray(u, dtype=np.float64), float(rho_eff), offs[:, 0].copy(),
-                               offs[:, 1].copy(), margin, current_draw())
+                               offs[:, 1].copy(), margin)
 
 
 def bulk_density(rho_eff: float, range_: float, u: np.ndarray, margin: int | None = None) -> np.ndarray:
