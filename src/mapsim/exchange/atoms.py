@@ -13,21 +13,31 @@ runs along y and column ``j`` along x; pixel ``(i, j)`` covers
 * **Open axis**: the grid spans the atoms' range, with the first pixel centred on the lowest
   coordinate and pixels of exactly ``pixel_size``.
 
+Positions
+---------
+Every kept atom's position inside its pixel is stored as ``offsets`` (pixel units in [0, 1),
+component 0 along y; :mod:`mapsim.lattice`), so the grid loses nothing unless two atoms share
+a pixel: then the highest class id is kept and the others are *lost* (counted, never reported
+as placed).
+
 Pixel size
 ----------
-Given (``pixel_size``), read back from a mapsim extxyz file, or else the **median nearest-
-neighbour distance** in the xy projection among the atoms that map to a non-empty class, pooled
-over all frames (minimum image across periodic axes; atoms at the same xy position excluded). In
-a dense structure that is the contact (bond) distance, so touching atoms land on neighbouring
-pixels, which is what the lattice model means by neighbours; the median is not pulled down by a
-few close pairs (thermal noise, atoms stacked in z). Atoms closer than a pixel diagonal can still
-share a pixel; such *collisions* are counted, and refinement shrinks the pixel by 10 % per step
-until none remain or a floor is reached (below ``d_min / sqrt(2)`` none can remain).
+Given (``pixel_size``), read back from a mapsim extxyz file, else (positions kept) the
+**largest collision-free pixel** (:func:`mapsim.lattice.largest_collision_free_pixel`: at most
+one atom per pixel in every frame), else (``offsets=False``, the grid alone) the **median
+nearest-neighbour distance** in the xy projection among the atoms that map to a non-empty class,
+pooled over all frames (minimum image across periodic axes; atoms at the same xy position
+excluded): in a dense structure the contact distance, so touching atoms land on neighbouring
+pixels; atoms closer than a pixel diagonal can then share a pixel and are lost. Refinement
+shrinks the pixel by 10 % per step until none is lost or a floor is reached (below
+``d_min / sqrt(2)`` none can be).
 
-Export writes each non-empty pixel as one atom at the pixel centre, ``x = (j + 0.5) a``,
-``y = (i + 0.5) a``, ``z = 0``, in a periodic cell ``W a x H a`` (z non-periodic). Extended xyz
-files carry ``mapsim_*`` keys (pixel size, H, W, classes, class <-> species) that import reads
-back, so grid -> extxyz -> grid is exact.
+Export writes each non-empty pixel as one atom at its stored position, else at the pixel
+centre, ``x = x0 + (j + offset_x) a_x``, ``y = y0 + (i + offset_y) a_y``, ``z = 0``, in a
+``W a_x x H a_y`` cell, periodic (``pbc``) along the dataset's periodic axes (z non-periodic).
+Extended xyz files carry ``mapsim_*`` keys (pixel size, origin, H, W, classes, class <->
+species, length unit) that import reads back, so dataset -> extxyz -> dataset is exact for the
+grid and the positions (to float32).
 """
 
 from __future__ import annotations
