@@ -40,7 +40,6 @@ neighbour wraps, and only atoms at least ``r_max`` from every open edge are *que
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -70,6 +69,8 @@ class AtomSample:
         Periodicity along (x, y). A periodic axis wraps at its window.
     where : str
         Name for messages (file and frame, or dataset and sample).
+    length_unit : str or None
+        The unit recorded with the positions (None: unrecorded).
     """
 
     xy: np.ndarray
@@ -78,6 +79,7 @@ class AtomSample:
     hi: np.ndarray
     periodic: tuple[bool, bool]
     where: str = "sample"
+    length_unit: str | None = None
 
     @property
     def area(self) -> float:
@@ -137,7 +139,8 @@ def samples_from_dataset(dataset, name: str = "dataset", interior_only: bool | N
     -------
     list of AtomSample
     """
-    from mapsim.lattice import atom_positions, context_range_of, interior, periodic_axes, sample_geometry
+    from mapsim.lattice import (atom_positions, context_range_of, interior, length_unit_of, periodic_axes,
+                                sample_geometry)
 
     if interior_only is None:
         interior_only = context_range_of(dataset.metadata, name) is not None or skip_rows is not None \
@@ -158,7 +161,7 @@ def samples_from_dataset(dataset, name: str = "dataset", interior_only: bool | N
         keep = (rows >= inner.rows.start) & (rows < inner.rows.stop) & (cols >= inner.cols.start) & \
             (cols < inner.cols.stop)
         out.append(AtomSample(xy[keep], cls[keep], lo, hi, (inner.periodic[1], inner.periodic[0]),
-                              f"{name} sample {k}"))
+                              f"{name} sample {k}", length_unit_of(dataset.metadata)))
     return out
 
 
@@ -218,7 +221,8 @@ def samples_from_structures(paths: Sequence[str | Path], fmt: str | None = None,
                 if xy.shape[0] == 0:
                     raise MapsimError(f"{where}: no atoms and no periodic cell; the window is undefined")
                 lo[col], hi[col] = xy[:, col].min(), np.nextafter(xy[:, col].max(), np.inf)
-        out.append(AtomSample(xy, ids[keep], lo, hi, (per_x, per_y), where))
+        unit = atoms.info.get("mapsim_length_unit")
+        out.append(AtomSample(xy, ids[keep], lo, hi, (per_x, per_y), where, None if unit is None else str(unit)))
     return out, tuple(classes)
 
 
@@ -259,7 +263,8 @@ def split_windows(samples: Sequence[AtomSample], size: Sequence[float]) -> list[
                 lo = s.lo + np.array([a, b]) * step
                 hi = lo + step
                 m = np.all((s.xy >= lo) & (s.xy < hi), axis=1)
-                out.append(AtomSample(s.xy[m], s.species[m], lo, hi, per, f"{s.where} window ({a}, {b})"))
+                out.append(AtomSample(s.xy[m], s.species[m], lo, hi, per, f"{s.where} window ({a}, {b})",
+                                      s.length_unit))
     return out
 
 

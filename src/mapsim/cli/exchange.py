@@ -212,7 +212,7 @@ def wants_atoms(args: argparse.Namespace) -> bool:
     import numpy as np
 
     inputs = [*args.reference, args.generated]
-    files = [str(p) for p in inputs if not str(p).endswith(".npz")]
+    files = [str(p) for p in inputs if not _is_dataset(p)]
     if args.statistics == "lattice":
         if files:
             raise MapsimError(f"{files[0]}: --statistics lattice needs dataset files (.npz); structure files are "
@@ -222,6 +222,10 @@ def wants_atoms(args: argparse.Namespace) -> bool:
         return True
     if len(args.reference) != 1:
         raise MapsimError(f"give one reference dataset, found {len(args.reference)}: {list(args.reference)}")
+    if str(args.reference[0]).endswith(".zarr"):
+        from mapsim.lattice import load_dataset
+
+        return load_dataset(args.reference[0]).offsets is not None
     try:
         with np.load(args.reference[0], allow_pickle=False) as z:
             return "offsets" in z.files
@@ -269,14 +273,14 @@ def _atom_side(paths: list[str], args: argparse.Namespace, name: str, classes=No
     from mapsim.analysis.atoms import samples_from_dataset, samples_from_structures
     from mapsim.lattice import length_unit_of, load_dataset
 
-    if all(str(p).endswith(".npz") for p in paths):
+    if all(_is_dataset(p) for p in paths):
         if len(paths) != 1:
-            raise MapsimError(f"{name}: give one dataset .npz per side, found {len(paths)}")
+            raise MapsimError(f"{name}: give one dataset (.npz or .zarr) per side, found {len(paths)}")
         ds = load_dataset(paths[0])
         skip = (args.skip_rows, args.skip_cols) if name == "generated" else (None, None)
         return (samples_from_dataset(ds, paths[0], skip_rows=skip[0], skip_cols=skip[1]), ds.classes,
                 length_unit_of(ds.metadata), ds.metadata.get("species_map"))
-    if any(str(p).endswith(".npz") for p in paths):
+    if any(_is_dataset(p) for p in paths):
         raise MapsimError(f"{name}: cannot mix datasets and structure files ({list(paths)})")
     from mapsim.exchange import parse_pairs
     from mapsim.exchange.common import require
@@ -284,15 +288,7 @@ def _atom_side(paths: list[str], args: argparse.Namespace, name: str, classes=No
     require("ase", "io", "reading structure files")
     smap = parse_pairs(args.species_map, "--species-map") or species_map
     samples, cls = samples_from_structures(paths, args.fmt, args.frames, smap, classes)
-    import ase.io  # noqa: F401  (read_frames imported it)
-
-    units = set()
-    from mapsim.exchange.atoms import read_frames
-
-    for path in paths:
-        for atoms in read_frames(path, args.fmt, args.frames)[:1]:
-            if atoms.info.get("mapsim_length_unit") is not None:
-                units.add(str(atoms.info["mapsim_length_unit"]))
+    units = {s.length_unit for s in samples if s.length_unit is not None}
     if len(units) > 1:
         raise MapsimError(f"{name}: files in different length units {sorted(units)}")
     unit = units.pop() if units else args.length_unit
@@ -320,7 +316,7 @@ def cmd_compare_atoms(args: argparse.Namespace) -> int:
         raise MapsimError(f"--out {out}: exists and is not a directory")
     ref_paths, gen_paths = args.inputs[:-1], args.inputs[-1:]
     # the generated side first when it is a dataset: its classes and species map name the reference's atoms
-    gen_first = str(gen_paths[0]).endswith(".npz")
+    gen_first = _is_dataset(gen_paths[0])
     if gen_first:
         gen, gcls, gunit, gmap = _atom_side(gen_paths, args, "generated")
         ref, rcls, runit, _ = _atom_side(ref_paths, args, "reference", gcls, gmap)
@@ -404,3 +400,8 @@ def _files_text(paths) -> str:
     """File list for a summary line: up to three names, then a count."""
     paths = [str(p) for p in paths]
     return ", ".join(paths) if len(paths) <= 3 else f"{', '.join(paths[:2])}, ... ({len(paths)} files)"
+
+
+def _is_dataset(path) -> bool:
+    """A mapsim dataset (``.npz`` file or ``.zarr`` store), as opposed to a structure file."""
+    return str(path).rstrip("/").endswith((".npz", ".zarr"))

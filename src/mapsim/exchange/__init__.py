@@ -32,7 +32,7 @@ from mapsim.exchange.common import (
     stack_samples,
 )
 from mapsim.exchange.images import IMAGE_SUFFIXES
-from mapsim.lattice import OFFSETS_KEY, Dataset, interior, length_unit_of, periodic_axes, pixel_size_of, sample_geometry
+from mapsim.lattice import OFFSETS_KEY, Dataset, interior, length_unit_of, periodic_axes, sample_geometry
 
 __all__ = ["import_files", "export_dataset", "write_structures", "EXPORT_FORMATS", "IMAGE_SUFFIXES", "is_image", "parse_pairs",
            "parse_shape", "check_output_dir"]

@@ -43,7 +43,6 @@ grid and the positions (to float32).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
