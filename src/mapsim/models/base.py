@@ -56,6 +56,8 @@ class MapModel(nn.Module):
 
     kind: ClassVar[str] = "abstract"
     config_class: ClassVar[type] = object
+    ndim: ClassVar[int] = 2
+    """Spatial dimensions of the samples (2: (H, W); 3: (D, H, W))."""
 
     def __init__(self, n_classes: int, context_range: int) -> None:
         super().__init__()

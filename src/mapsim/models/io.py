@@ -31,6 +31,7 @@ KIND_MODULES = {
     "hard-core": "mapsim.models.analytic",
     "expansion": "mapsim.models.expansion",
     "pixelcnn": "mapsim.models.pixelcnn",
+    "pixelcnn3d": "mapsim.models.pixelcnn3d",
 }
 
 

@@ -56,8 +56,8 @@ class CropProvider:
         N_c (the outside class is N_c).
     context_range : int
         L.
-    top : ndarray of int, shape (K, L, W + 2L)
-        Rows above the sample.
+    top : ndarray of int, shape (K, L, W + 2L) (3D: (K, L, H + 2L, W + 2L))
+        Rows (planes) before the sample.
     left : ndarray of int, shape (K, H, L), optional
         Columns left of the sample (default outside): a 1D chain's initial context.
     mode : {"pixel", "full", "batch"}
@@ -77,43 +77,51 @@ class CropProvider:
         self.canvas: np.ndarray | None = None
 
     def start(self, n_samples: int, shape: tuple[int, ...]) -> None:
-        H, W = shape
         L = self.L
-        c = np.full((n_samples, H + L, W + 2 * L), self.n_classes, dtype=np.int64)
+        # axis 0 (rows in 2D, planes in 3D): L before the sample; every later axis: L on both sides
+        c = np.full((n_samples, shape[0] + L) + tuple(n + 2 * L for n in shape[1:]), self.n_classes, dtype=np.int64)
         if L:
             c[:, :L] = self.top
         if self.left is not None and L:
             c[:, L:, :L] = self.left
-        c[:, L:, L : L + W] = 0  # undrawn pixels: never in a drawn pixel's causal context
+        c[(slice(None), slice(L, None)) + tuple(slice(L, L + n) for n in shape[1:])] = 0  # undrawn: never read
         self.canvas = c
 
+    def _crop(self, point: tuple[int, ...]) -> tuple[slice, ...]:
+        """Canvas slices of the smallest crop holding ``point``'s causal neighbourhood."""
+        L = self.L
+        return (slice(None), slice(point[0], point[0] + L + 1)) + tuple(slice(i, i + 2 * L + 1) for i in point[1:])
+
     def logits(self, index: tuple[np.ndarray, ...]) -> np.ndarray:
-        rows, cols = index
         L, c = self.L, self.canvas
-        K, n = c.shape[0], rows.size
+        K, n, d = c.shape[0], index[0].size, len(index)
+        tail = (0,) * d
         if self.mode == "batch":
-            rr = rows.reshape(n, 1, 1) + np.arange(L + 1).reshape(1, L + 1, 1)
-            cc = cols.reshape(n, 1, 1) + np.arange(2 * L + 1).reshape(1, 1, 2 * L + 1)
-            crops = c[:, rr, cc].reshape(K * n, L + 1, 2 * L + 1)
-            return self.evaluate(crops)[:, :, 0, 0].reshape(K, n, -1)
+            # index arrays of shape (n, L+1, 2L+1, ..., 2L+1): every crop of the step, gathered at once
+            widths = [L + 1] + [2 * L + 1] * (d - 1)
+            grid = []
+            for a, ix in enumerate(index):
+                shape = [1] * (d + 1)
+                shape[a + 1] = widths[a]
+                grid.append(ix.reshape((n,) + (1,) * d) + np.arange(widths[a]).reshape(shape))
+            crops = c[(slice(None),) + tuple(grid)].reshape((K * n,) + tuple(widths))
+            return self.evaluate(crops)[(slice(None), slice(None)) + tail].reshape(K, n, -1)
         out = np.empty((K, n, self.n_classes))
         for q in range(n):
-            i, j = int(rows[q]), int(cols[q])
+            point = tuple(int(ix[q]) for ix in index)
             if self.mode == "pixel":
-                out[:, q] = self.evaluate(c[:, i : i + L + 1, j : j + 2 * L + 1])[:, :, 0, 0]
+                out[:, q] = self.evaluate(c[self._crop(point)])[(slice(None), slice(None)) + tail]
             else:
-                out[:, q] = self.evaluate(c)[:, :, i, j]
+                out[:, q] = self.evaluate(c)[(slice(None), slice(None)) + point]
         return out
 
     def commit(self, index: tuple[np.ndarray, ...], classes: np.ndarray) -> None:
-        rows, cols = index
-        self.canvas[:, rows + self.L, cols + self.L] = classes
+        self.canvas[(slice(None),) + tuple(ix + self.L for ix in index)] = classes
 
     def grids(self) -> np.ndarray:
-        """The sample part of the canvas, (K, H, W) int64."""
+        """The sample part of the canvas, (K, *shape) int64."""
         L = self.L
-        W = self.canvas.shape[2] - 2 * L
-        return self.canvas[:, L:, L : L + W]
+        return self.canvas[(slice(None), slice(L, None)) + tuple(slice(L, n - L) for n in self.canvas.shape[2:])]
 
 
 class PositionCropProvider(CropProvider):
