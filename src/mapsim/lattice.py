@@ -2,7 +2,10 @@
 
 File format
 -----------
-``grids``     uint8 array ``(n_samples, H, W)``; each value is a class id.
+``grids``     uint8 array ``(n_samples, H, W)`` (2-D samples) or ``(n_samples, D, H, W)`` (3-D
+              voxel samples: D planes along z, each H rows along y by W columns along x);
+              each value is a class id. The rank of ``grids`` is the one record of the
+              samples' dimension (:attr:`Dataset.ndim`), so one file cannot mix 2-D and 3-D.
 ``classes``   1-D string array; index = class id (Monte Carlo data: ``empty`` = 0,
               ``particle`` = 1, ``solvent`` = 2 when solvent is kept).
 ``metadata``  0-d string array holding a JSON object (generator, parameters, seed,
@@ -14,7 +17,8 @@ File format
 Any other key is an *extra* array (e.g. ``log_probs`` from a sampler) and is kept.
 
 Geometry metadata (all optional except as stated; per-axis lists are in the order rows (y),
-columns (x), like ``offsets``):
+columns (x), like ``offsets``; for 3-D samples (z, y, x) with three entries, and ``offsets`` has
+three components (z, y, x)):
 
 ``pixel_size``   pixel side per axis ``[a_y, a_x]`` in ``length_unit`` (one number = both
                  axes, as older files store it). Required when ``offsets`` is present.
@@ -59,12 +63,12 @@ _BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 
 @dataclass
 class Dataset:
-    """A set of equally sized 2-D samples on a square lattice.
+    """A set of equally sized 2-D samples on a square lattice, or 3-D samples on a cubic one.
 
     Parameters
     ----------
-    grids : ndarray of uint8, shape (n_samples, H, W)
-        Class id of every grid point.
+    grids : ndarray of uint8, shape (n_samples, H, W) or (n_samples, D, H, W)
+        Class id of every grid point (voxel in 3-D; axes z, y, x).
     classes : sequence of str
         Class names; ``classes[k]`` is the name of class id ``k``.
     metadata : dict
@@ -94,9 +98,29 @@ class Dataset:
         return int(self.grids.shape[0])
 
     @property
+    def ndim(self) -> int:
+        """Dimension of the samples: 2 (grids (n, H, W)) or 3 (grids (n, D, H, W))."""
+        return int(self.grids.ndim - 1)
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """(H, W) or (D, H, W) of every sample."""
+        return tuple(int(v) for v in self.grids.shape[1:])
+
+    @property
     def shape(self) -> tuple[int, int]:
-        """(H, W) of every sample."""
+        """(H, W) of every 2-D sample; 3-D datasets raise (use :attr:`spatial_shape`).
+
+        Code written for 2-D samples unpacks ``h, w = dataset.shape``; refusing here turns a
+        3-D dataset reaching such code into a one-line error instead of a wrong result.
+        """
+        require_2d(self, self.source)
         return int(self.grids.shape[1]), int(self.grids.shape[2])
+
+    @property
+    def source(self) -> str:
+        """The file this dataset was loaded from (for messages), else ``"dataset"``."""
+        return getattr(self, "_source", None) or "dataset"
 
     @property
     def n_classes(self) -> int:
@@ -119,16 +143,55 @@ class Dataset:
         return Dataset(self.grids[index], self.classes, dict(self.metadata), extras)
 
 
+def require_2d(data: "Dataset | np.ndarray", where: str, what: str = "this step") -> None:
+    """Raise a one-line MapsimError unless ``data`` (a Dataset or grids (n, ...)) holds 2-D samples.
+
+    Parameters
+    ----------
+    data : Dataset or ndarray
+        A dataset, or its grids of shape (n, H, W) / (n, D, H, W).
+    where : str
+        The input's name (file) for the message.
+    what : str
+        The operation that handles 2-D samples only.
+    """
+    grids = data.grids if isinstance(data, Dataset) else np.asarray(data)
+    if grids.ndim == 4:
+        raise MapsimError(f"{where}: holds 3-D samples (n, D, H, W) = {tuple(grids.shape)}; {what} handles "
+                          "2-D samples (n, H, W) only")
+
+
+def check_same_dimension(datasets: Sequence["Dataset"], names: Sequence[str]) -> int:
+    """The common sample dimension (2 or 3) of several inputs; one line naming the first odd file.
+
+    Raises
+    ------
+    MapsimError
+        ``"{file}: holds 3-D samples ... but {first file} holds 2-D samples ..."`` when ranks differ.
+    """
+    if not datasets:
+        raise MapsimError("no datasets given")
+    first = datasets[0].ndim
+    for ds, name in zip(datasets, names):
+        if ds.ndim != first:
+            raise MapsimError(f"{name}: holds {ds.ndim}-D samples {ds.spatial_shape} but {names[0]} holds "
+                              f"{first}-D samples {datasets[0].spatial_shape}; 2-D and 3-D data cannot be mixed")
+    return first
+
+
 def _validate_arrays(grids: Any, classes: Sequence[str], where: str) -> None:
     if not isinstance(grids, np.ndarray):
         raise MapsimError(f"{where}: 'grids' must be a NumPy array, found {type(grids).__name__}")
     if grids.dtype != np.uint8:
         raise MapsimError(f"{where}: 'grids' must have dtype uint8, found {grids.dtype}")
-    if grids.ndim != 3:
-        raise MapsimError(f"{where}: 'grids' must have shape (n_samples, H, W), found rank {grids.ndim} shape {grids.shape}")
+    if grids.ndim not in (3, 4):
+        raise MapsimError(f"{where}: 'grids' must have shape (n_samples, H, W) or (n_samples, D, H, W), found rank "
+                          f"{grids.ndim} shape {grids.shape}")
     if grids.shape[0] == 0:
         raise MapsimError(f"{where}: 'grids' holds no samples (shape {grids.shape})")
-    if grids.shape[1] == 0 or grids.shape[2] == 0:
+    if grids.ndim == 4 and grids.shape[1] == 0:
+        raise MapsimError(f"{where}: 'grids' has depth 0 (shape {grids.shape}); 3-D samples need D >= 1 planes")
+    if any(v == 0 for v in grids.shape[1:]):
         raise MapsimError(f"{where}: 'grids' samples are empty (shape {grids.shape})")
     if len(classes) == 0:
         raise MapsimError(f"{where}: 'classes' is empty; expected one name per class id")
@@ -183,7 +246,9 @@ def load_dataset(path: str | Path) -> Dataset:
 
         grids, classes, metadata, extras = load_zarr_arrays(p)
         _validate_arrays(grids, classes, where)
-        return Dataset(grids, tuple(classes), metadata, extras)
+        ds = Dataset(grids, tuple(classes), metadata, extras)
+        ds._source = where
+        return ds
     if not p.exists():
         raise MapsimError(f"{where}: file not found")
     if p.is_dir():
@@ -221,7 +286,9 @@ def load_dataset(path: str | Path) -> Dataset:
             continue  # NaN marks empty pixels; validate_geometry checked it
         if v.dtype.kind == "f" and not np.all(np.isfinite(v) | np.isneginf(v)):
             raise MapsimError(f"{where}: array {k!r} contains NaN or +inf")
-    return Dataset(grids, classes, metadata, arrays)
+    ds = Dataset(grids, classes, metadata, arrays)
+    ds._source = where
+    return ds
 
 
 def save_dataset(path: str | Path, dataset: Dataset) -> Path:
@@ -277,14 +344,15 @@ def grids_from_any(grids: np.ndarray, n_classes: int, where: str = "grids") -> n
 # Geometry: periodicity, pixel size, offsets, positions, the interior of generated samples
 # ---------------------------------------------------------------------------------------------
 
-def _axis_pair(value: Any, what: str, where: str, kind: type) -> tuple[Any, Any]:
-    """One value for both axes, or a list of two (rows, columns)."""
+def _axis_pair(value: Any, what: str, where: str, kind: type, ndim: int = 2) -> tuple[Any, ...]:
+    """One value for every axis, or a list of ``ndim`` ([rows, columns]; 3-D: [z, rows, columns])."""
     if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise MapsimError(f"{where}: metadata {what}: expected one value or [rows, columns], found {list(value)}")
+        if len(value) != ndim:
+            axes = "[rows, columns]" if ndim == 2 else "[z, rows, columns]"
+            raise MapsimError(f"{where}: metadata {what}: expected one value or {axes}, found {list(value)}")
         vals = tuple(value)
     else:
-        vals = (value, value)
+        vals = (value,) * ndim
     for v in vals:
         if kind is bool:
             if not isinstance(v, (bool, np.bool_)):
@@ -295,7 +363,7 @@ def _axis_pair(value: Any, what: str, where: str, kind: type) -> tuple[Any, Any]
 
 
 def periodic_axes(metadata: Mapping[str, Any] | None, override: bool | Sequence[bool] | None = None,
-                  where: str = "dataset") -> tuple[bool, bool]:
+                  where: str = "dataset", ndim: int = 2) -> tuple[bool, ...]:
     """Periodicity of the samples per axis ``(rows/y, columns/x)``; the one reader of ``periodic``.
 
     Parameters
@@ -306,30 +374,33 @@ def periodic_axes(metadata: Mapping[str, Any] | None, override: bool | Sequence[
         ``[per_y, per_x]``).
     override : bool or (bool, bool), optional
         Returned (as a pair) when given.
+    ndim : int
+        Sample dimension: 2 gives (rows, columns), 3 gives (z, rows, columns).
 
     Returns
     -------
-    (bool, bool)
-        Absent any record both axes are open: open estimators stay correct for periodic
+    tuple of ``ndim`` bool
+        Absent any record every axis is open: open estimators stay correct for periodic
         data, the converse is not true.
     """
     if override is not None:
-        return tuple(bool(v) for v in _axis_pair(override, "periodic", where, bool))  # type: ignore[return-value]
+        return tuple(bool(v) for v in _axis_pair(override, "periodic", where, bool, ndim))
     if not metadata:
-        return (False, False)
+        return (False,) * ndim
     params = metadata.get("params")
     if isinstance(params, Mapping) and "periodic" in params:
-        return tuple(bool(v) for v in _axis_pair(params["periodic"], "params.periodic", where, bool))  # type: ignore
+        return tuple(bool(v) for v in _axis_pair(params["periodic"], "params.periodic", where, bool, ndim))
     if "periodic" in metadata and metadata["periodic"] is not None:
-        return tuple(bool(v) for v in _axis_pair(metadata["periodic"], "periodic", where, bool))  # type: ignore
-    return (False, False)
+        return tuple(bool(v) for v in _axis_pair(metadata["periodic"], "periodic", where, bool, ndim))
+    return (False,) * ndim
 
 
-def pixel_size_of(metadata: Mapping[str, Any] | None, where: str = "dataset") -> tuple[float, float] | None:
-    """Pixel side per axis ``(a_y, a_x)`` in the dataset's ``length_unit``, or None when not recorded."""
+def pixel_size_of(metadata: Mapping[str, Any] | None, where: str = "dataset",
+                  ndim: int = 2) -> tuple[float, ...] | None:
+    """Pixel side per axis ``(a_y, a_x)`` (3-D: ``(a_z, a_y, a_x)``) in ``length_unit``, or None when not recorded."""
     if not metadata or metadata.get("pixel_size") is None:
         return None
-    return tuple(float(v) for v in _axis_pair(metadata["pixel_size"], "pixel_size", where, float))  # type: ignore
+    return tuple(float(v) for v in _axis_pair(metadata["pixel_size"], "pixel_size", where, float, ndim))
 
 
 def length_unit_of(metadata: Mapping[str, Any] | None) -> str | None:
@@ -348,38 +419,42 @@ def validate_offsets(offsets: Any, grids: np.ndarray, where: str = "dataset") ->
     """
     if not isinstance(offsets, np.ndarray):
         raise MapsimError(f"{where}: 'offsets' must be a NumPy array, found {type(offsets).__name__}")
-    want = tuple(grids.shape) + (2,)
+    want = tuple(grids.shape) + (grids.ndim - 1,)
     if offsets.shape != want:
         raise MapsimError(f"{where}: 'offsets' must have shape grids.shape + (2,) = {want}, found {offsets.shape}")
     if offsets.dtype != np.float32:
         raise MapsimError(f"{where}: 'offsets' must have dtype float32, found {offsets.dtype}")
     occupied = grids != 0
     nan = np.isnan(offsets)
+
+    def at(index: np.ndarray) -> str:
+        names = ("row", "column") if grids.ndim == 3 else ("plane", "row", "column")
+        return ", ".join([f"sample {index[0]}"] + [f"{n} {v}" for n, v in zip(names, index[1:-1])])
+
     bad = occupied[..., None] & nan
     if bad.any():
-        k, i, j, _ = np.argwhere(bad)[0]
-        raise MapsimError(f"{where}: 'offsets' is NaN on occupied pixel (sample {k}, row {i}, column {j}); "
+        raise MapsimError(f"{where}: 'offsets' is NaN on occupied pixel ({at(np.argwhere(bad)[0])}); "
                           "every atom needs a position")
     bad = ~occupied[..., None] & ~nan
     if bad.any():
-        k, i, j, _ = np.argwhere(bad)[0]
-        raise MapsimError(f"{where}: 'offsets' holds a number on empty pixel (sample {k}, row {i}, column {j}); "
+        raise MapsimError(f"{where}: 'offsets' holds a number on empty pixel ({at(np.argwhere(bad)[0])}); "
                           "expected NaN where the class is 0")
     with np.errstate(invalid="ignore"):
         out = occupied[..., None] & ~((offsets >= 0.0) & (offsets < 1.0))
     if out.any():
-        k, i, j, c = np.argwhere(out)[0]
-        raise MapsimError(f"{where}: 'offsets' outside [0, 1): {float(offsets[k, i, j, c])!r} at sample {k}, "
-                          f"row {i}, column {j}, component {c} (pixel units relative to the pixel corner)")
+        idx = np.argwhere(out)[0]
+        raise MapsimError(f"{where}: 'offsets' outside [0, 1): {float(offsets[tuple(idx)])!r} at {at(idx)}, "
+                          f"component {idx[-1]} (pixel units relative to the pixel corner)")
 
 
 def validate_geometry(grids: np.ndarray, classes: Sequence[str], metadata: Mapping[str, Any],
                       extras: Mapping[str, np.ndarray], where: str = "dataset") -> None:
     """Check the geometry metadata and ``offsets`` (see the module docstring)."""
-    px = pixel_size_of(metadata, where)
-    periodic_axes(metadata, where=where)
+    ndim = grids.ndim - 1
+    px = pixel_size_of(metadata, where, ndim)
+    periodic_axes(metadata, where=where, ndim=ndim)
     if metadata.get("cell") is not None:
-        _axis_pair(metadata["cell"], "cell", where, float)
+        _axis_pair(metadata["cell"], "cell", where, float, ndim)
     unit = metadata.get("length_unit")
     if unit is not None and (not isinstance(unit, str) or not unit.strip()):
         raise MapsimError(f"{where}: metadata length_unit: expected a non-empty string, found {unit!r}")
@@ -398,7 +473,7 @@ def validate_geometry(grids: np.ndarray, classes: Sequence[str], metadata: Mappi
 
 
 def sample_geometry(dataset: Dataset, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Origin and pixel size of sample ``k``, each float64 ``(2,)`` in the order (y, x), in length units.
+    """Origin and pixel size of sample ``k``, each float64 ``(ndim,)`` in the order (y, x) (3-D: (z, y, x)).
 
     ``metadata["sources"][k]`` (import from cells that differ per frame) wins over the dataset's
     ``pixel_size``; the origin defaults to 0. Without any pixel size the pixel is 1 (pixel units).
@@ -407,10 +482,11 @@ def sample_geometry(dataset: Dataset, k: int) -> tuple[np.ndarray, np.ndarray]:
     sources = dataset.metadata.get("sources")
     if isinstance(sources, list) and len(sources) == dataset.n_samples and isinstance(sources[k], Mapping):
         src = sources[k]
-    pixel = pixel_size_of(dataset.metadata) or (1.0, 1.0)
-    origin = (0.0, 0.0)
+    nd = dataset.ndim
+    pixel = pixel_size_of(dataset.metadata, ndim=nd) or (1.0,) * nd
+    origin = (0.0,) * nd
     if src is not None and src.get("pixel_size") is not None and src.get("origin") is not None:
-        pixel = _axis_pair(src["pixel_size"], f"sources[{k}].pixel_size", "dataset", float)
+        pixel = _axis_pair(src["pixel_size"], f"sources[{k}].pixel_size", "dataset", float, nd)
         origin = tuple(float(v) for v in src["origin"])
     return np.asarray(origin, float), np.asarray(pixel, float)
 
@@ -429,11 +505,22 @@ def atom_positions(dataset: Dataset, k: int, centres: bool = False) -> tuple[np.
 
     Returns
     -------
-    xy : ndarray of float64, shape (n_atoms, 2)
-        Columns (x, y) in the dataset's length unit: ``origin + (index + offset) * pixel``;
-        pixel centres (offset 0.5) when the dataset has no offsets.
+    xy : ndarray of float64, shape (n_atoms, 2), or (n_atoms, 3) for 3-D samples
+        Columns (x, y) (3-D: (x, y, z)) in the dataset's length unit:
+        ``origin + (index + offset) * pixel``; pixel centres (offset 0.5) when the dataset has
+        no offsets.
     class_ids : ndarray of int64, shape (n_atoms,)
     """
+    if dataset.ndim == 3:
+        grid = dataset.grids[k]
+        idx = np.nonzero(grid)  # (z, y, x) voxel indices
+        origin, pixel = sample_geometry(dataset, k)
+        off = None if centres else dataset.offsets
+        xyz = np.empty((idx[0].size, 3))
+        for axis in range(3):  # axis 0 = z -> column 2, axis 2 = x -> column 0
+            o = 0.5 if off is None else off[(k,) + idx + (axis,)].astype(np.float64)
+            xyz[:, 2 - axis] = origin[axis] + (idx[axis] + o) * pixel[axis]
+        return xyz, grid[idx].astype(np.int64)
     grid = dataset.grids[k]
     rows, cols = np.nonzero(grid)
     origin, pixel = sample_geometry(dataset, k)

@@ -85,6 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=positive_int, default=64, help="lattice side length (default 64)")
     p.add_argument("--height", type=positive_int, help="lattice height (default --size)")
     p.add_argument("--width", type=positive_int, help="lattice width (default --size)")
+    p.add_argument("--depth", type=int, metavar="D",
+                   help="simulate on a D x H x W simple cubic lattice (6 neighbours; lattice-gas and the fluid "
+                        "presets, particles only); grids (n, D, H, W)")
     p.add_argument("--samples", type=positive_int, default=100, help="number of independent samples (default 100)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed; sample k depends only on (seed, k) (default 0)")
     p.add_argument("--out", help="output dataset file (.npz)")
@@ -129,22 +132,34 @@ def run(args: argparse.Namespace) -> int:
     params = preset_params(args.preset, overrides)
     height = args.height or args.size
     width = args.width or args.size
+    depth = args.depth
 
     from mapsim.lattice import save_dataset
     from mapsim.montecarlo.engine import check_size, simulate
     from mapsim.montecarlo.partial import PartialRun, run_key
 
-    check_size(height, width, params.periodic)
+    if depth is not None:
+        from mapsim.montecarlo.cubic import check_params_3d, check_size_3d
+
+        if depth < 1:
+            raise MapsimError(f"--depth: expected a positive number of planes, found {depth}")
+        check_params_3d(params)
+        check_size_3d(depth, height, width, params.periodic)
+        if png is not None:
+            raise MapsimError("--png draws a 2-D sample; for --depth runs use mapsim analyze (slices)")
+    else:
+        check_size(height, width, params.periodic)
     if args.dask is not None and not args.dask.strip():
         raise MapsimError("--dask: expected a scheduler address such as tcp://host:8786, found ''")
-    partial = PartialRun(out.with_name(out.name + ".partial"), run_key(params.to_dict(), args.seed, height, width))
+    partial = PartialRun(out.with_name(out.name + ".partial"), run_key(params.to_dict(), args.seed, height, width, depth))
     resumed = len(partial.load(args.samples))
     if resumed:
         print(f"resuming: {resumed} of {args.samples} samples already in {partial.path}", file=sys.stderr)
     try:
         with progress(total=args.samples, desc=f"simulate {args.preset}", unit="sample") as bar:
             dataset = simulate(params, args.samples, height, width, seed=args.seed, workers=args.workers,
-                               progress=bar.update, preset=args.preset, dask=args.dask, checkpoint=partial)
+                               progress=bar.update, preset=args.preset, dask=args.dask, checkpoint=partial,
+                               depth=depth)
     except (KeyboardInterrupt, MapsimError) as exc:
         kept = len(partial.load(args.samples))
         if kept:
@@ -158,13 +173,13 @@ def run(args: argparse.Namespace) -> int:
     if png is not None:
         save_png(dataset.grids[0], dataset.classes, png, title=f"{args.preset} seed {args.seed} sample 0")
     result = {"out": str(out), "preset": args.preset, "samples": args.samples, "height": height, "width": width,
-              "seed": args.seed, "classes": list(dataset.classes), "resumed": resumed,
+              **({} if depth is None else {"depth": depth}), "seed": args.seed, "classes": list(dataset.classes), "resumed": resumed,
               **dataset.metadata["acceptance"]}
     verdict_line = _report_verdict(dataset.metadata.get("equilibration"), result)
     if png is not None:
         result["png"] = str(png)
     emit(result, args.json, text=None if args.json else
-         f"wrote {out} ({args.samples} samples {height}x{width}, classes {list(dataset.classes)})"
+         f"wrote {out} ({args.samples} samples {'' if depth is None else f'{depth}x'}{height}x{width}, classes {list(dataset.classes)})"
          + (f" and {png}" if png is not None else "") + (f"\n{verdict_line}" if verdict_line else ""))
     return 0
 

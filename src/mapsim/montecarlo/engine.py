@@ -264,14 +264,7 @@ def run_sample(params: SimParams, height: int, width: int, seed: int,
     mu_at = mu_all[np.maximum(at - 1, 0)] if params.sweeps else params.mu
     trace = Hamiltonian.from_mapping(params).energy_of_terms(terms, mu_at) / n_sites
     if st.general:
-        c = st.counts
-        stats = {}
-        if params.moves != "nonlocal":
-            stats["hop_acceptance"] = c[1] / c[0] if c[0] else 0.0
-        if params.moves != "local":
-            stats["nonlocal_acceptance"] = c[3] / c[2] if c[2] else 0.0
-        if params.ensemble == "grand":
-            stats["exchange_acceptance"] = c[5] / c[4] if c[4] else 0.0
+        stats = general_acceptance(params, st.counts)
     else:
         n_hop_attempts = params.sweeps * params.mobility * n_start  # local canonical hops keep the number
         stats = {"hop_acceptance": hops / n_hop_attempts if n_hop_attempts else 0.0}
@@ -281,7 +274,24 @@ def run_sample(params: SimParams, height: int, width: int, seed: int,
     return st.grid(), {key: float(v) for key, v in stats.items()}, trace
 
 
-def _task(params_dict: dict, height: int, width: int, seed: int, k: int):
+def general_acceptance(params: SimParams, counts: np.ndarray) -> dict[str, float]:
+    """Acceptance ratios from the general kernels' ``counts`` (int64 (8,), :class:`LatticeState`)."""
+    c = counts
+    stats = {}
+    if params.moves != "nonlocal":
+        stats["hop_acceptance"] = c[1] / c[0] if c[0] else 0.0
+    if params.moves != "local":
+        stats["nonlocal_acceptance"] = c[3] / c[2] if c[2] else 0.0
+    if params.ensemble == "grand":
+        stats["exchange_acceptance"] = c[5] / c[4] if c[4] else 0.0
+    return stats
+
+
+def _task(params_dict: dict, height: int, width: int, seed: int, k: int, depth: int | None = None):
+    if depth is not None:
+        from mapsim.montecarlo.cubic import run_sample_3d
+
+        return k, *run_sample_3d(SimParams.from_dict(params_dict), (depth, height, width), seed, k)
     return k, *run_sample(SimParams.from_dict(params_dict), height, width, seed, k)
 
 
@@ -308,6 +318,7 @@ def simulate(
     preset: str | None = None,
     dask: Any = None,
     checkpoint: str | Path | PartialRun | None = None,
+    depth: int | None = None,
 ) -> Dataset:
     """Independent Monte Carlo samples, in parallel processes or on a Dask cluster.
 
@@ -339,11 +350,14 @@ def simulate(
         there from an interrupted run with the same parameters, seed and size are
         reused instead of run again (other settings: MapsimError). The caller
         removes it (``PartialRun.remove``) once the dataset is saved.
+    depth : int, optional
+        Simulate on a ``depth x height x width`` simple cubic lattice (6 neighbours;
+        :mod:`mapsim.montecarlo.cubic`; particle-only systems); None: the square lattice.
 
     Returns
     -------
     Dataset
-        ``grids`` uint8 (n_samples, H, W); classes ``("empty", "particle")``, or
+        ``grids`` uint8 (n_samples, H, W) (with ``depth``: (n_samples, D, H, W)); classes ``("empty", "particle")``, or
         ``("empty", "particle", "solvent")`` with ``keep_solvent``; metadata with the
         generator, every parameter, seed, size, package version, ``trace_sweeps`` (list of
         n_points sweep numbers) and ``equilibration`` (:func:`run_verdict` as a dict, or None);
@@ -360,7 +374,14 @@ def simulate(
     else:
         raise MapsimError(f"simulate: expected SimParams or a preset name, found {type(params_or_preset).__name__}")
     width = height if width is None else width
-    check_size(height, width, params.periodic)
+    if depth is not None:
+        from mapsim.montecarlo.cubic import check_params_3d, check_size_3d
+
+        check_params_3d(params)
+        check_size_3d(depth, height, width, params.periodic)
+        depth = int(depth)
+    else:
+        check_size(height, width, params.periodic)
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise MapsimError(f"number of samples: expected a positive integer, found {n_samples!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
@@ -370,7 +391,8 @@ def simulate(
         raise MapsimError(f"workers: expected a positive integer, found {workers!r}")
     workers = int(workers)
 
-    grids = np.empty((n_samples, height, width), np.uint8)
+    shape = (height, width) if depth is None else (depth, height, width)
+    grids = np.empty((n_samples, *shape), np.uint8)
     at = trace_sweeps(params.sweeps, params.trace_points)
     traces = np.empty((n_samples, at.size))
     stats: list[dict[str, float]] = [{}] * n_samples
@@ -378,7 +400,7 @@ def simulate(
     if checkpoint is not None:
         from mapsim.montecarlo.partial import PartialRun, run_key
 
-        key = run_key(params.to_dict(), int(seed), int(height), int(width))
+        key = run_key(params.to_dict(), int(seed), int(height), int(width), depth)
         store = checkpoint if isinstance(checkpoint, PartialRun) else PartialRun(checkpoint, key)
         if not store.matches(key):
             raise MapsimError(f"{store.path}: partial run opened for other settings than this simulation")
@@ -399,17 +421,22 @@ def simulate(
             progress(1)
 
     if todo and dask is not None:
-        _run_dask(dask, params, height, width, int(seed), todo, finish)
+        _run_dask(dask, params, height, width, int(seed), todo, finish, depth)
     elif todo:
-        warm_up()  # compile once here so worker processes load the kernels from numba's cache
+        if depth is None:
+            warm_up()  # compile once here so worker processes load the kernels from numba's cache
+        else:
+            from mapsim.montecarlo.cubic import warm_up_3d
+
+            warm_up_3d()
         workers = min(workers, len(todo))
         if workers == 1:
             for k in todo:
-                finish(k, *run_sample(params, height, width, int(seed), k))
+                finish(*_task(params.to_dict(), height, width, int(seed), k, depth))
         else:
             ctx = multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = [pool.submit(_task, params.to_dict(), height, width, int(seed), k) for k in todo]
+                futures = [pool.submit(_task, params.to_dict(), height, width, int(seed), k, depth) for k in todo]
                 try:
                     for fut in cf.as_completed(futures):
                         finish(*fut.result())
@@ -425,6 +452,7 @@ def simulate(
         "seed": int(seed),
         "height": int(height),
         "width": int(width),
+        **({} if depth is None else {"depth": depth, "lattice": "simple cubic, 6 neighbours"}),
         "n_samples": int(n_samples),
         "mapsim_version": __version__,
         "hamiltonian": HAMILTONIAN if params.ensemble == "canonical" else Hamiltonian().formula(with_mu_n=True),
@@ -459,7 +487,7 @@ def run_verdict(params: SimParams, preset: str | None, trace: np.ndarray, sweeps
 
 
 def _run_dask(dask: Any, params: SimParams, height: int, width: int, seed: int, todo: list[int],
-              finish: Callable[[int, np.ndarray, dict, np.ndarray], None]) -> None:
+              finish: Callable[[int, np.ndarray, dict, np.ndarray], None], depth: int | None = None) -> None:
     """Run samples ``todo`` on a Dask cluster, handing each result to ``finish`` as it arrives."""
     try:
         import distributed
@@ -480,7 +508,7 @@ def _run_dask(dask: Any, params: SimParams, height: int, width: int, seed: int, 
     futures = []
     try:
         p = params.to_dict()
-        futures = [client.submit(_task, p, height, width, seed, k, pure=False) for k in todo]
+        futures = [client.submit(_task, p, height, width, seed, k, depth, pure=False) for k in todo]
         for fut in distributed.as_completed(futures, loop=client.loop):
             try:
                 k, g, s, t = fut.result()

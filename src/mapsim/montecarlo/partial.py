@@ -26,12 +26,16 @@ __all__ = ["PartialRun", "run_key"]
 _FORMAT = "mapsim-simulate-partial-1"
 
 
-def run_key(params_dict: dict[str, Any], seed: int, height: int, width: int) -> dict[str, Any]:
-    """What must match for a partial directory to be resumed."""
+def run_key(params_dict: dict[str, Any], seed: int, height: int, width: int,
+            depth: int | None = None) -> dict[str, Any]:
+    """What must match for a partial directory to be resumed (``depth``: a 3-D run)."""
     from mapsim import __version__
 
-    return {"format": _FORMAT, "params": params_dict, "seed": int(seed), "height": int(height),
-            "width": int(width), "mapsim_version": __version__}
+    key = {"format": _FORMAT, "params": params_dict, "seed": int(seed), "height": int(height),
+           "width": int(width), "mapsim_version": __version__}
+    if depth is not None:
+        key["depth"] = int(depth)
+    return key
 
 
 def _differences(a: Any, b: Any, path: str = "") -> list[str]:
@@ -95,7 +99,9 @@ class PartialRun:
 
         A file that cannot be read (damaged outside mapsim) is skipped, so its sample runs again.
         """
-        h, w = self.key["height"], self.key["width"]
+        shape = (self.key["height"], self.key["width"])
+        if self.key.get("depth") is not None:
+            shape = (self.key["depth"],) + shape
         out = {}
         for f in sorted(self.path.glob("sample_*.npz")):
             try:
@@ -111,7 +117,7 @@ class PartialRun:
                     trace = np.asarray(z["trace"], np.float64)
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 continue
-            if grid.shape != (h, w) or grid.dtype != np.uint8 or not isinstance(stats, dict):
+            if grid.shape != shape or grid.dtype != np.uint8 or not isinstance(stats, dict):
                 continue
             out[k] = (grid, {str(a): float(b) for a, b in stats.items()}, trace)
         return out
