@@ -154,13 +154,14 @@ class PositionCropProvider(CropProvider):
     def _evaluate(self, canvas: np.ndarray) -> np.ndarray:
         import torch
 
-        # the crop's offsets: the canvas crop was cut from self.canvas at the position _crop_at recorded
+        # the offset channels of the same crop were cut by logits() into _crop_offsets
         m = self.model
         with torch.no_grad():
             hidden = m.features(torch.as_tensor(canvas, dtype=torch.long, device=m.device),
                                 torch.as_tensor(self._crop_offsets, device=m.device))
             logits = m.out2(hidden)
-        self._hidden.append(hidden[:, :, 0, 0].double().cpu().numpy() if self.mode != "full" else None)
+        # features of the crop's one pixel, for positions(); float64 holds float32 features exactly
+        self._hidden.append(hidden[:, :, 0, 0].double().cpu().numpy())
         return logits.double().cpu().numpy()
 
     def start(self, n_samples: int, shape: tuple[int, ...]) -> None:
