@@ -156,7 +156,16 @@ def tile_windows(grids: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def check_compatible(ref: Dataset, gen: Dataset, ref_name: str = "reference", gen_name: str = "generated") -> None:
-    """Both datasets must name the same classes in the same order."""
+    """Both datasets must name the same classes in the same order and hold 2-D samples.
+
+    The verdict cuts 2-D windows (rows, columns) from every sample; 3-D datasets are refused
+    with a one-line error (their statistics: :mod:`mapsim.analysis.structure3d`).
+    """
+    from mapsim.lattice import check_same_dimension, require_2d
+
+    check_same_dimension([ref, gen], [ref_name, gen_name])
+    require_2d(ref, ref_name, "mapsim compare (the permutation verdict cuts 2-D windows; 3-D verdicts are "
+               "not implemented yet: use mapsim analyze for 3-D statistics)")
     if ref.classes != gen.classes:
         raise MapsimError(
             f"{gen_name}: classes {list(gen.classes)} do not match {ref_name}'s classes {list(ref.classes)}"

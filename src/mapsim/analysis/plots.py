@@ -52,16 +52,17 @@ def plot_g_r(r: np.ndarray, curves: Mapping[str, np.ndarray], title: str = "pair
     return fig
 
 
-def plot_neighbours(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "particle neighbours") -> Figure:
+def plot_neighbours(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "particle neighbours",
+                    sizes: tuple[int, int] = (4, 8)) -> Figure:
     """Histograms of particle neighbours among 4 and among 8, grouped bars per dataset.
 
-    ``curves[label] = (hist4 (5,), hist8 (9,))``.
+    ``curves[label] = (hist4 (5,), hist8 (9,))``; 3-D data: ``sizes=(6, 26)`` and (hist6 (7,), hist26 (27,)).
     """
     fig = Figure(figsize=(9, 3.6), dpi=110, layout="constrained")
     axes = fig.subplots(1, 2)
     k = len(curves)
     width = 0.8 / max(k, 1)
-    for ax, which, n in ((axes[0], 0, 4), (axes[1], 1, 8)):
+    for ax, which, n in ((axes[0], 0, sizes[0]), (axes[1], 1, sizes[1])):
         x = np.arange(n + 1)
         for i, (label, hists) in enumerate(curves.items()):
             ax.bar(x - 0.4 + width * (i + 0.5), hists[which], width=width, color=_LINE_COLOURS[i % 4], label=label)

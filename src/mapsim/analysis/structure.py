@@ -307,19 +307,27 @@ class PairCorrelation(_Analysis):
         n, h, w = occ.shape
         r_max = check_r_max(self.r_max, (h, w), self.periodic)
         dy, dx, bins = _displacements(r_max)
-        n_bins = lattice_r2(r_max).size
         ac = np.rint(autocorrelation(occ, self.periodic, r_max))[:, r_max + dy, r_max + dx]  # (n, n_disp)
         avail = available_pairs((h, w), self.periodic, r_max)[r_max + dy, r_max + dx]  # (n_disp,)
-        m = h * w
+        self._store(occ, ac, avail, bins, lattice_r2(r_max))
+        return self
+
+    def _store(self, occ: np.ndarray, ac: np.ndarray, avail: np.ndarray, bins: np.ndarray, r2: np.ndarray) -> None:
+        """Per-sample pair counts and ideal-gas expectations per bin from the counts per displacement.
+
+        ``occ`` (n, *lattice), ``ac`` (n, n_disp) pair counts, ``avail`` (n_disp,) site pairs,
+        ``bins`` (n_disp,) bin of each displacement, ``r2`` (n_bins,) the bins' squared distances.
+        """
+        n = occ.shape[0]
+        m = int(np.prod(occ.shape[1:]))
         counts = occ.reshape(n, -1).sum(axis=1).astype(np.float64)
         pair_prob = counts * (counts - 1) / (m * (m - 1)) if m > 1 else np.zeros(n)
-        self._pairs = np.zeros((n, n_bins))
+        self._pairs = np.zeros((n, r2.size))
         np.add.at(self._pairs.T, bins, ac.T)
-        self._avail = np.bincount(bins, weights=avail, minlength=n_bins)  # (n_bins,)
+        self._avail = np.bincount(bins, weights=avail, minlength=r2.size)  # (n_bins,)
         self._expected = pair_prob[:, None] * self._avail[None, :]
-        self._r2 = lattice_r2(r_max)
+        self._r2 = r2
         self._computed = True
-        return self
 
     @property
     def r2(self) -> np.ndarray:
@@ -494,28 +502,33 @@ class ClusterSizes(_Analysis):
     def compute(self, occupied: np.ndarray) -> "ClusterSizes":
         """Compute from ``occupied`` of shape (n, H, W) (bool); returns self."""
         occ = np.asarray(occupied, dtype=bool)
-        n = occ.shape[0]
         structure = np.zeros((3, 3, 3), dtype=bool)  # no connection along the sample axis
         structure[1] = ndimage.generate_binary_structure(2, 1 if self.connectivity == 4 else 2)
-        labels, n_labels = ndimage.label(occ, structure=structure)  # (n, H, W); 0 = background
+        self._store(occ, structure, _FORWARD[self.connectivity], _axes(self.periodic))
+        return self
+
+    def _store(self, occ: np.ndarray, structure: np.ndarray, forward: Sequence[tuple[int, ...]],
+               periodic: Sequence[bool]) -> None:
+        """Label ``occ`` (n, *lattice) with ``structure`` (no links along the sample axis), merge labels
+        that touch across the periodic axes (``forward``: half of the neighbour offsets), keep the sizes."""
+        n = occ.shape[0]
+        labels, n_labels = ndimage.label(occ, structure=structure)  # (n, *lattice); 0 = background
         if n_labels == 0:
             self._sizes = np.zeros(0, dtype=np.int64)
             self._sample = np.zeros(0, dtype=np.int64)
         else:
             comp = np.arange(n_labels + 1)
-            py, px = _axes(self.periodic)
-            if py or px:
-                h, w = occ.shape[1], occ.shape[2]
-                rows, cols = np.arange(h)[:, None], np.arange(w)[None, :]
+            if any(periodic):
+                shape = occ.shape[1:]
+                index = np.indices(shape)
+                axes = tuple(range(1, occ.ndim))
                 src, dst = [], []
-                for dy, dx in _FORWARD[self.connectivity]:
-                    other = np.roll(labels, (-dy, -dx), axis=(1, 2))
+                for off in forward:
+                    other = np.roll(labels, tuple(-o for o in off), axis=axes)
                     touch = (labels > 0) & (other > 0) & (labels != other)  # only across the wrap
-                    # no wrap across an open axis
-                    if not py and dy:
-                        touch &= ((rows + dy >= 0) & (rows + dy < h))[None]
-                    if not px and dx:
-                        touch &= ((cols + dx >= 0) & (cols + dx < w))[None]
+                    for a, (o, p) in enumerate(zip(off, periodic)):
+                        if o and not p:  # no wrap across an open axis
+                            touch &= ((index[a] + o >= 0) & (index[a] + o < shape[a]))[None]
                     src.append(labels[touch])
                     dst.append(other[touch])
                 src, dst = np.concatenate(src), np.concatenate(dst)
@@ -535,7 +548,6 @@ class ClusterSizes(_Analysis):
             self._sizes, self._sample = self._sizes[order], self._sample[order]
         self._n = n
         self._computed = True
-        return self
 
     @property
     def sizes(self) -> np.ndarray:
@@ -583,12 +595,18 @@ class StructureFactor(_Analysis):
             x -= x.mean(axis=(1, 2), keepdims=True)
             f = sfft.fft2(x)
             power += (f.real**2 + f.imag**2).sum(axis=0)
-        total = occ.sum()
-        ky = 2 * np.pi * np.fft.fftfreq(h)
-        kx = 2 * np.pi * np.fft.fftfreq(w)
-        kk = np.hypot(ky[:, None], kx[None, :])
-        dk = 2 * np.pi / min(h, w)
-        edges = np.arange(0.5 * dk, np.pi * math.sqrt(2) + dk, dk)
+        self._store(power, occ.sum())
+        return self
+
+    def _store(self, power: np.ndarray, total: int) -> None:
+        """Shell averages of ``power`` (the summed |ρ(k)|² over the lattice's FFT grid) per ``total`` particles.
+
+        Shells of width 2π / (smallest side) from |k| = 0.5 Δk up to π √ndim.
+        """
+        ks = np.meshgrid(*(2 * np.pi * np.fft.fftfreq(m) for m in power.shape), indexing="ij")
+        kk = np.hypot(ks[0], ks[1]) if power.ndim == 2 else np.sqrt(sum(k**2 for k in ks))
+        dk = 2 * np.pi / min(power.shape)
+        edges = np.arange(0.5 * dk, np.pi * math.sqrt(power.ndim) + dk, dk)
         idx = np.digitize(kk.ravel(), edges) - 1
         ok = (idx >= 0) & (idx < edges.size - 1)
         nb = edges.size - 1
@@ -599,7 +617,6 @@ class StructureFactor(_Analysis):
         self._k = k_sum[keep] / cnt[keep]
         self._s = s_sum[keep] / cnt[keep] / total if total > 0 else np.full(int(keep.sum()), np.nan)
         self._computed = True
-        return self
 
     @property
     def k(self) -> np.ndarray:

@@ -120,6 +120,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             raise MapsimError(f"--energy: unknown parameter(s) {sorted(unknown)}; expected {', '.join(COUPLINGS)}")
         ham = Hamiltonian.from_mapping(params)
     periodic = _PERIODIC_CHOICES[args.periodic]
+    if ds.ndim == 3:
+        return _analyze_3d(args, ds, out, periodic, ham)
     stats = analyze(ds, args.class_name, periodic=periodic, r_max=args.r_max, hamiltonian=ham)  # validates
 
     cid = resolve_class(ds, args.class_name)
@@ -158,6 +160,49 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         "density_mean": stats["density_mean"], "density_std": stats["density_std"],
         "g_r_at_1": float(stats["g_r"][0]), "cluster_mean4": stats["cluster_mean4"],
         "nn_pairs_per_site": stats["nn_pairs_per_site"], "energy_per_site": stats["energy_per_site"],
+        **({"energy_note": stats["energy_note"]} if stats["energy_note"] else {}),
+        "files": [str(v) for v in files.values()],
+    }
+    emit(summary, args.json)
+    return 0
+
+
+def _analyze_3d(args: argparse.Namespace, ds, out: Path, periodic: bool | None, ham) -> int:
+    """``mapsim analyze`` of 3-D samples: statistics.json, g(r), neighbours (6, 26), clusters, S(k), slices."""
+    from mapsim.analysis import plots
+    from mapsim.analysis.structure3d import ClusterSizes3D, analyze3d, occupancy3d
+
+    stats = analyze3d(ds, args.class_name, periodic=periodic, r_max=args.r_max, hamiltonian=ham)  # validates
+    per = tuple(stats["periodic"]) if isinstance(stats["periodic"], list) else stats["periodic"]
+    occ = occupancy3d(ds.grids, stats["class_id"])
+    cl6, cl26 = ClusterSizes3D(6, per).compute(occ), ClusterSizes3D(26, per).compute(occ)
+    name, label = stats["class"], Path(args.data).name
+    files = {k: out / f for k, f in (("statistics", "statistics.json"), ("g_r", "g_r.png"),
+                                     ("neighbours", "neighbours.png"), ("distributions", "distributions.png"),
+                                     ("structure_factor", "structure_factor.png"), ("slices", "slices.png"))}
+    if "energy_trace" in ds.extras and "trace_sweeps" in ds.metadata:
+        files["energy_trace"] = out / "energy_trace.png"
+    _write_json(files["statistics"], {"data": str(args.data), **stats, "files": {k: str(v) for k, v in files.items()}})
+    _save(plots.plot_g_r(stats["r"], {label: stats["g_r"]}, f"pair correlation of {name} (cubic lattice)"),
+          files["g_r"])
+    _save(plots.plot_neighbours({label: (stats["neighbours6"], stats["neighbours26"])}, f"{name} neighbours",
+                                sizes=(6, 26)), files["neighbours"])
+    _save(plots.plot_distributions({6: {label: cl6.sizes}, 26: {label: cl26.sizes}}, {label: stats["densities"]}),
+          files["distributions"])
+    _save(plots.plot_structure_factor(stats["k"], stats["S_k"]), files["structure_factor"])
+    depth = ds.spatial_shape[0]
+    planes = sorted({0, depth // 2, depth - 1})
+    _save(plots.plot_examples([(f"{label} #0, plane z={z}", ds.grids[0, z]) for z in planes], ds.classes),
+          files["slices"])
+    if "energy_trace" in files:
+        _save(plots.plot_energy_traces(ds.metadata["trace_sweeps"], ds.extras["energy_trace"],
+                                       f"energy traces of {label}"), files["energy_trace"])
+    summary = {
+        "data": str(args.data), "out": str(out), "class": name, "ndim": 3, "periodic": stats["periodic"],
+        "n_samples": stats["n_samples"], "shape": stats["shape"], "density_mean": stats["density_mean"],
+        "density_std": stats["density_std"], "g_r_at_1": float(stats["g_r"][0]),
+        "cluster_mean6": stats["cluster_mean6"], "nn_pairs_per_site": stats["nn_pairs_per_site"],
+        "energy_per_site": stats["energy_per_site"],
         **({"energy_note": stats["energy_note"]} if stats["energy_note"] else {}),
         "files": [str(v) for v in files.values()],
     }

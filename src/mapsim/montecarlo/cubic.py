@@ -16,7 +16,7 @@ import numpy as np
 from mapsim.errors import MapsimError
 from mapsim.montecarlo import kernels_nd as KN
 from mapsim.montecarlo.hamiltonian import Hamiltonian, neighbour_count
-from mapsim.montecarlo.kernels import PARTICLE, site_order
+from mapsim.montecarlo.kernels import PARTICLE, acceptance_ratios, site_order
 from mapsim.montecarlo.params import SimParams, temperature_schedule
 from mapsim.montecarlo.rng import sample_seed_sequence, xoshiro_state
 
@@ -150,14 +150,13 @@ class CubicState:
 def run_sample_3d(params: SimParams, shape: tuple[int, int, int], seed: int,
                   k: int) -> tuple[np.ndarray, dict[str, float], np.ndarray]:
     """Simulate sample ``k`` of a 3-D run with ``seed`` (returns as :func:`engine.run_sample`, grid (D, H, W))."""
-    from mapsim.montecarlo.engine import general_acceptance
     from mapsim.montecarlo.equilibration import trace_sweeps
 
     st = CubicState.initial(params, shape, sample_seed_sequence(seed, k))
     at = trace_sweeps(params.sweeps, params.trace_points)
     terms = st.run_traced(temperature_schedule(params), at)
     trace = Hamiltonian.from_mapping(params).energy_of_terms(terms) / float(np.prod(shape))
-    stats = general_acceptance(params, st.counts)
+    stats = acceptance_ratios(params, st.counts)
     return st.grid(), {key: float(v) for key, v in stats.items()}, trace
 
 

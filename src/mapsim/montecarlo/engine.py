@@ -264,7 +264,7 @@ def run_sample(params: SimParams, height: int, width: int, seed: int,
     mu_at = mu_all[np.maximum(at - 1, 0)] if params.sweeps else params.mu
     trace = Hamiltonian.from_mapping(params).energy_of_terms(terms, mu_at) / n_sites
     if st.general:
-        stats = general_acceptance(params, st.counts)
+        stats = K.acceptance_ratios(params, st.counts)
     else:
         n_hop_attempts = params.sweeps * params.mobility * n_start  # local canonical hops keep the number
         stats = {"hop_acceptance": hops / n_hop_attempts if n_hop_attempts else 0.0}
@@ -272,19 +272,6 @@ def run_sample(params: SimParams, height: int, width: int, seed: int,
         n_flip = params.sweeps * n_sites
         stats["flip_acceptance"] = flips / n_flip if n_flip else 0.0
     return st.grid(), {key: float(v) for key, v in stats.items()}, trace
-
-
-def general_acceptance(params: SimParams, counts: np.ndarray) -> dict[str, float]:
-    """Acceptance ratios from the general kernels' ``counts`` (int64 (8,), :class:`LatticeState`)."""
-    c = counts
-    stats = {}
-    if params.moves != "nonlocal":
-        stats["hop_acceptance"] = c[1] / c[0] if c[0] else 0.0
-    if params.moves != "local":
-        stats["nonlocal_acceptance"] = c[3] / c[2] if c[2] else 0.0
-    if params.ensemble == "grand":
-        stats["exchange_acceptance"] = c[5] / c[4] if c[4] else 0.0
-    return stats
 
 
 def _task(params_dict: dict, height: int, width: int, seed: int, k: int, depth: int | None = None):

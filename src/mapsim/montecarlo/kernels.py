@@ -558,6 +558,32 @@ def sv_run_traced(state, nbr, pos, dE_move, e_ll, e_nl, T_schedule, mu_schedule,
 
 
 
+def acceptance_ratios(params, counts: np.ndarray) -> dict[str, float]:
+    """Acceptance ratios of a run of the general (and the cubic) kernels from their ``counts``.
+
+    Parameters
+    ----------
+    params : SimParams
+    counts : int64 array (8,)
+        Attempts and accepted: local, non-local, insertion/removal, solvent flips.
+
+    Returns
+    -------
+    dict
+        ``hop_acceptance`` (unless moves=nonlocal), ``nonlocal_acceptance`` (unless local),
+        ``exchange_acceptance`` (ensemble grand).
+    """
+    c = counts
+    stats = {}
+    if params.moves != "nonlocal":
+        stats["hop_acceptance"] = c[1] / c[0] if c[0] else 0.0
+    if params.moves != "local":
+        stats["nonlocal_acceptance"] = c[3] / c[2] if c[2] else 0.0
+    if params.ensemble == "grand":
+        stats["exchange_acceptance"] = c[5] / c[4] if c[4] else 0.0
+    return stats
+
+
 def site_order(pos: np.ndarray, n_sites: int) -> tuple[np.ndarray, np.ndarray]:
     """``(order, slot)`` for particles at ``pos`` (int32 (n,)) among ``n_sites`` sites (see above)."""
     rest = np.ones(n_sites, bool)
