@@ -6,8 +6,12 @@ random weights (speed does not depend on training).  Figures:
 * ``seconds_1024``: one 1024 x 1024 sample with the cached sampler;
 * ``seconds_batch_256``: a batch of 64 samples of 256 x 256;
 * ``gflops``: useful floating-point work of the model per pixel times pixels, per second
-  (best of the two runs), beside ``gemm_gflops``, a 2048^3 float32 matrix multiply
-  measured in the same run;
+  (best of the two runs; ``gflops_1024`` and ``gflops_batch_256`` each), beside
+  ``gemm_gflops``, a 2048^3 float32 matrix multiply measured in the same run, and
+  ``gemm_shapes_gflops`` (``_batch_256``): BLAS on exactly the GEMM shapes of one front
+  step of the sampler, same threads (:func:`gemm_shapes_gflops`); ``gemm_fraction`` =
+  gflops_1024 / gemm_gflops and ``gemm_shapes_fraction`` = gflops_1024 / gemm_shapes_gflops
+  (and the same for the batch) say how close the sampler is to the machine's limit;
 * ``ratio_vs_front`` (the headline speed-up): the cached sampler against the
   project's own windowed front sampler (:func:`mapsim.sampling.fast.sample_front`:
   every ready pixel of a front step drawn at once from one batched model call
@@ -33,8 +37,10 @@ import argparse
 import resource
 import time
 
+import numba
 import numpy as np
 import torch
+from numba import njit, prange
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +75,53 @@ def model_flops_per_pixel(layers: int, filters: int, kernel: int, out_width: int
         macs += 2 * F * 2 * F + F * F + F * S  # v->h, residual 1x1, skip
     macs += S * S + S * n_classes
     return 2.0 * macs
+
+
+@njit(parallel=True, cache=True)
+def _shape_gemms(mats, nt, reps, nthreads):  # pragma: no cover - compiled
+    """Each thread multiplies its own (nt x k) inputs by every (k x n) matrix of ``mats``, ``reps`` times."""
+    for th in prange(nthreads):
+        for _ in range(reps):
+            for B in mats:
+                A = np.ones((nt, B.shape[0]), np.float32)
+                C = np.empty((nt, B.shape[1]), np.float32)
+                np.dot(A, B, C)
+    return 0
+
+
+def gemm_shapes_gflops(layers: int, filters: int, kernel: int, out_width: int, n_classes: int, lanes: int,
+                       threads: int, seconds: float = 1.0) -> float:
+    """GFLOP/s of BLAS on exactly the GEMMs one front step of the cached sampler makes.
+
+    Per layer: the vertical stack ((p+1) k F -> 2F), vertical-to-horizontal (2F -> 2F),
+    horizontal ((p+1) F -> 2F) and residual (F -> F) products; then skips (n F -> S) and
+    the two output layers (S -> S, S -> N_c); ``lanes`` rows split over ``threads``
+    threads, each with one BLAS thread, as the sampler runs them.
+    """
+    from threadpoolctl import threadpool_limits
+
+    p, F, S = kernel // 2, filters, out_width
+    shapes = []
+    for _ in range(1, layers):
+        shapes += [((p + 1) * kernel * F, 2 * F), (2 * F, 2 * F), ((p + 1) * F, 2 * F), (F, F)]
+    shapes += [(layers * F, S), (S, S), (S, n_classes)]
+    mats = tuple(np.ones(sh, np.float32) for sh in shapes)
+    nt = max(1, -(-lanes // threads))
+    flops_per_rep = 2.0 * nt * sum(a * b for a, b in shapes) * threads
+    old = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            _shape_gemms(mats, nt, 1, threads)
+            reps, elapsed = 1, 0.0
+            while elapsed < seconds:
+                reps *= 2
+                t = time.perf_counter()
+                _shape_gemms(mats, nt, reps, threads)
+                elapsed = time.perf_counter() - t
+    finally:
+        numba.set_num_threads(old)
+    return flops_per_rep * reps / elapsed / 1e9
 
 
 def _gemm_gflops() -> float:
@@ -179,7 +232,17 @@ def run(args: argparse.Namespace) -> dict:
     s_naive = s_naive_part * 64 / rows
     px_big = args.size**2
     px_batch = args.batch * args.batch_size**2
-    gflops = max(fpp * px_big / s_big, fpp * px_batch / s_batch) / 1e9
+    gflops_big, gflops_batch = fpp * px_big / s_big / 1e9, fpp * px_batch / s_batch / 1e9
+    gflops = max(gflops_big, gflops_batch)
+    gemm = _gemm_gflops()
+    L, p = model.context_range, model.p
+
+    def lanes(width: int, k: int) -> int:  # lanes in flight at a step of the front
+        return k * -(-(width + 2 * L - 2 * p) // (L + 1))
+
+    shape_args = (cfg.layers, cfg.filters, cfg.kernel, cfg.out_width, cfg.n_classes)
+    shapes_big = gemm_shapes_gflops(*shape_args, lanes(args.size, 1), threads)
+    shapes_batch = gemm_shapes_gflops(*shape_args, lanes(args.batch_size, args.batch), threads)
     return {
         "model": f"pixelcnn layers={cfg.layers} kernel={cfg.kernel} filters={cfg.filters} out_width={cfg.out_width} L_c={model.context_range}",
         "threads": threads,
@@ -189,7 +252,15 @@ def run(args: argparse.Namespace) -> dict:
         "seconds_batch_256": s_batch,
         "flops_per_pixel": fpp,
         "gflops": gflops,
-        "gemm_gflops": _gemm_gflops(),
+        "gflops_1024": gflops_big,
+        "gflops_batch_256": gflops_batch,
+        "gemm_gflops": gemm,
+        "gemm_shapes_gflops": shapes_big,
+        "gemm_shapes_gflops_batch_256": shapes_batch,
+        "gemm_fraction": gflops_big / gemm,
+        "gemm_shapes_fraction": gflops_big / shapes_big,
+        "gemm_fraction_batch_256": gflops_batch / gemm,
+        "gemm_shapes_fraction_batch_256": gflops_batch / shapes_batch,
         "front_size": n,
         "seconds_front": s_front,
         "seconds_cached_front_size": s_cached_front,
