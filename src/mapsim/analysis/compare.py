@@ -126,14 +126,11 @@ HAMILTONIAN_KEYS = COUPLINGS
 
 
 def model_context_range(metadata: dict[str, Any]) -> int | None:
-    """The generating model's L_c: ``metadata["context_range"]`` or ``metadata["model"]["context_range"]``."""
-    for holder in (metadata, metadata.get("model") if isinstance(metadata.get("model"), dict) else None):
-        if holder and "context_range" in holder:
-            try:
-                return int(holder["context_range"])
-            except (TypeError, ValueError):
-                raise MapsimError(f"metadata context_range: expected an integer, found {holder['context_range']!r}") from None
-    return None
+    """The generating model's L_c: ``metadata["context_range"]`` or ``metadata["model"]["context_range"]``
+    (:func:`mapsim.lattice.context_range_of`)."""
+    from mapsim.lattice import context_range_of
+
+    return context_range_of(metadata, "generated data")
 
 
 def tile_windows(grids: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -173,10 +170,12 @@ def check_compatible(ref: Dataset, gen: Dataset, ref_name: str = "reference", ge
 
 
 def resolve_skip_rows(gen: Dataset, skip_rows: int | None, gen_name: str = "generated") -> int:
-    """``skip_rows`` if given, else 2 × the model's L_c from the metadata, else 0; checked against H."""
+    """``skip_rows`` if given, else 2 × the model's L_c from the metadata, else 0 (the interior's default,
+    :func:`mapsim.lattice.interior_defaults`, shared with ``mapsim export --interior``); checked against H."""
+    from mapsim.lattice import interior_defaults
+
     if skip_rows is None:
-        lc = model_context_range(gen.metadata)
-        skip_rows = 2 * lc if lc is not None else 0
+        skip_rows = interior_defaults(gen.metadata, gen_name)[0]
     skip_rows = int(skip_rows)
     if skip_rows < 0:
         raise MapsimError(f"skip_rows must be non-negative, found {skip_rows}")
@@ -189,10 +188,12 @@ def resolve_skip_rows(gen: Dataset, skip_rows: int | None, gen_name: str = "gene
 
 
 def resolve_skip_cols(gen: Dataset, skip_cols: int | None, gen_name: str = "generated") -> int:
-    """``skip_cols`` (each side) if given, else the model's L_c from the metadata, else 0; checked against W."""
+    """``skip_cols`` (each side) if given, else the model's L_c from the metadata, else 0 (the interior's
+    default, :func:`mapsim.lattice.interior_defaults`); checked against W."""
+    from mapsim.lattice import interior_defaults
+
     if skip_cols is None:
-        lc = model_context_range(gen.metadata)
-        skip_cols = lc if lc is not None else 0
+        skip_cols = interior_defaults(gen.metadata, gen_name)[1]
     skip_cols = int(skip_cols)
     if skip_cols < 0:
         raise MapsimError(f"skip_cols must be non-negative, found {skip_cols}")
