@@ -164,12 +164,42 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
     assert train(ds, cfg, tmp_path / "b", device="cpu", resume=True).stopped == "already complete"
 
 
-def test_time_limit_stops_and_resume_continues(tmp_path):
+def test_time_limit_fits_the_schedule_and_resume_keeps_it(tmp_path, monkeypatch):
+    import mapsim.training as T
+
     ds = _random_dataset()
     cfg = TrainConfig(**TINY, epochs=3)
+    # a cap below one epoch: the schedule ends after the first epoch, and that run is complete
     first = train(ds, cfg, tmp_path / "r", device="cpu", max_minutes=1e-9)
-    assert first.stopped == "time limit" and first.epochs_done == 1
-    assert train(ds, cfg, tmp_path / "r", device="cpu", resume=True).epochs_done == 3
+    assert first.stopped == "fitted horizon" and first.epochs_done == 1 and first.horizon_epochs == 1
+    assert read_checkpoint(tmp_path / "r" / "last.pt")["horizon_epochs"] == 1
+    assert train(ds, cfg, tmp_path / "r", device="cpu", resume=True).stopped == "already complete"
+    assert T.fit_horizon(10.0, 1.0, 20) == 6 and T.fit_horizon(100.0, 1.0, 20) == 1 and T.fit_horizon(1, 60, 20) == 20
+
+    # 3 of 6 epochs fit: the learning rate decays to zero at epoch 3; an interrupted run resumed without
+    # the cap continues that schedule and ends where the uninterrupted one does
+    monkeypatch.setattr(T, "fit_horizon", lambda seconds, minutes, epochs, done=1: 3)
+    cfg6 = TrainConfig(**TINY, epochs=6, seed=5)
+    straight = train(ds, cfg6, tmp_path / "a", device="cpu", max_minutes=60)
+    assert straight.stopped == "fitted horizon" and straight.epochs_done == 3
+    # the last step's learning rate: near zero (a 6-epoch schedule would still be at its peak)
+    assert straight.history[-1]["lr"] < 0.1 * cfg6.lr < straight.history[0]["lr"]
+
+    def interrupt(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(ds, cfg6, tmp_path / "b", device="cpu", max_minutes=60, on_epoch=interrupt)
+    resumed = train(ds, cfg6, tmp_path / "b", device="cpu", resume=True)
+    assert resumed.stopped == "fitted horizon" and resumed.epochs_done == 3
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    assert [r["lr"] for r in straight.history] == pytest.approx([r["lr"] for r in resumed.history], rel=1e-12)
+    # timings stay out of the model files: same settings, same bytes
+    assert (tmp_path / "a" / "best.pt").read_bytes() == (tmp_path / "b" / "best.pt").read_bytes()
+    assert all("seconds" in json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines())
 
 
 def test_early_stopping(tmp_path):

@@ -5,17 +5,31 @@ A run directory holds
 ``last.pt``        the state after the latest finished epoch (model file + training state)
 ``best.pt``        the same for the epoch with the lowest validation NLL so far
 ``metrics.jsonl``  one JSON object per finished epoch: epoch, train_nll, val_nll (nats
-                   per pixel), lr, seconds, best, train_pixels_per_s
+                   per pixel), lr, best, and the timings seconds, train_pixels_per_s
 
 Both ``.pt`` files are model files (:mod:`mapsim.models.io`) with these extra
 entries: ``train_config`` (:class:`TrainConfig` as a dict), ``epoch`` (finished
 epochs), ``optimizer``, ``scheduler``, ``rng_state`` (global torch / numpy /
 python generators, for code around the loop; the loop itself does not use
 them), ``best_val_nll``, ``best_epoch``, ``epochs_since_best``, ``stopped``,
-``history`` (the metrics lines), ``data`` (path, SHA-256 and split sizes) and
-``density_only_nll``.  Files are replaced atomically, ``best.pt`` before
-``last.pt`` before ``metrics.jsonl``, once per epoch, so an interrupted run
-always leaves a consistent directory.
+``history`` (the metrics lines without their timings), ``horizon_epochs`` (the
+epoch at which the learning rate reaches zero), ``data`` (path, SHA-256 and split
+sizes) and ``density_only_nll``.  Wall-clock times are kept out of the ``.pt``
+files (they are only in ``metrics.jsonl``), so the same configuration, data and
+thread count give byte-identical model files.  Files are replaced atomically,
+``best.pt`` before ``last.pt`` before ``metrics.jsonl``, once per epoch, so an
+interrupted run always leaves a consistent directory.
+
+A wall-clock cap (``max_minutes``)
+---------------------------------
+A run cut by a clock would otherwise end at the high learning rate of the
+middle of its cosine schedule.  With ``max_minutes`` the first epoch of a fresh
+run is timed, and the schedule's horizon becomes the number of epochs that fit
+in the cap (at most ``epochs``): the learning rate then decays to zero at the
+last epoch that fits.  The horizon is stored in the checkpoints; a resumed run
+continues that schedule up to it.  Which horizon is chosen depends on the
+machine's speed, so a capped run is not reproducible across machines or loads;
+runs that must be (``mapsim reproduce``) give epochs only.
 
 Determinism and resume
 ----------------------
@@ -178,17 +192,21 @@ class TrainResult:
     epochs_done : int
         Finished epochs in the run directory (all sessions).
     stopped : str
-        ``"epochs"`` (reached the total), ``"early stopping"``, ``"time limit"`` or
-        ``"already complete"`` (nothing to do).
+        ``"epochs"`` (reached the total), ``"early stopping"``, ``"time limit"`` (the
+        cap stopped the run before its horizon; resumable), ``"fitted horizon"``
+        (the run reached the horizon fitted to ``max_minutes``) or ``"already
+        complete"`` (nothing to do).
     best_epoch : int
     best_val_nll : float
         Nats per pixel (training NLL when there is no validation set).
     density_only_nll : float
         Validation NLL of the density-only model (class frequencies of the training set).
     history : list of dict
-        Every metrics line so far.
+        Every metrics line so far (with the timings of the epochs this run directory recorded).
     model : GatedPixelCNN
         The model after the last epoch (on the training device).
+    horizon_epochs : int
+        Epoch at which the learning rate reaches zero (``epochs``, or fitted to ``max_minutes``).
     """
 
     run_dir: Path
@@ -201,10 +219,12 @@ class TrainResult:
     n_val: int
     history: list = field(default_factory=list)
     model: Any = None
+    horizon_epochs: int = 0
 
     def summary(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
         return {"run_dir": str(self.run_dir), "epochs_done": self.epochs_done, "stopped": self.stopped,
+                "horizon_epochs": self.horizon_epochs,
                 "best_epoch": self.best_epoch, "best_val_nll": self.best_val_nll,
                 "last_train_nll": last.get("train_nll"), "last_val_nll": last.get("val_nll"),
                 "density_only_nll": self.density_only_nll, "n_train": self.n_train, "n_val": self.n_val}
@@ -421,6 +441,26 @@ class _Run:
     opt: torch.optim.Optimizer | None = None
     sched: torch.optim.lr_scheduler.LambdaLR | None = None
     state: dict[str, Any] = field(default_factory=dict)
+    timings: dict[int, dict[str, float]] = field(default_factory=dict)  # epoch -> seconds, pixels/s
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_idx) // self.batch
+
+    def lr_factor_at(self, step: int) -> float:
+        """The schedule's multiplier at optimiser ``step``, for the current horizon (``state["horizon_epochs"]``)."""
+        total = self.steps_per_epoch * self.state["horizon_epochs"]
+        return lr_factor(step, total, int(round(self.config.warmup * total)))
+
+    def set_horizon(self, epochs: int) -> None:
+        """Move the schedule's end to ``epochs`` and give the next optimiser step its learning rate."""
+        self.state["horizon_epochs"] = int(epochs)
+        for g, base in zip(self.opt.param_groups, self.sched.base_lrs):
+            g["lr"] = base * self.lr_factor_at(self.sched.last_epoch)
+
+    def history_with_timings(self) -> list[dict[str, Any]]:
+        """The metrics lines: the checkpointed history plus each epoch's recorded timings."""
+        return [{**r, **self.timings.get(r["epoch"], {})} for r in self.state["history"]]
 
     @property
     def grids(self) -> np.ndarray:
@@ -433,8 +473,8 @@ class _Run:
 
     def result(self, stopped: str) -> TrainResult:
         return TrainResult(self.out, self.state["epoch"], stopped, self.state["best_epoch"], self.state["best_val_nll"],
-                           self.dens_nll, len(self.train_idx), len(self.val_idx), list(self.state["history"]),
-                           self.model)
+                           self.dens_nll, len(self.train_idx), len(self.val_idx), self.history_with_timings(),
+                           self.model, self.state["horizon_epochs"])
 
 
 def _plan(dataset: Dataset, config: TrainConfig, out: Path, resume: bool, max_minutes: float | None,
@@ -484,22 +524,22 @@ def _setup(run: _Run, dist: _Dist, dev: torch.device) -> None:
     if run.batch < dist.world:
         raise MapsimError(f"global batch {run.batch} is smaller than the {dist.world} processes")
     run.dist, run.device = dist, dev
-    total_steps = (len(run.train_idx) // run.batch) * config.epochs
-    warmup_steps = int(round(config.warmup * total_steps))
     model = build_model(config, run.dataset.classes, run.dataset.metadata)
     if payload is None:
         init_output_bias(model, run.grids[run.train_idx])
     run.model = model = model.to(dev)
     run.opt = opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    run.sched = sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warmup_steps))
     run.state = {"epoch": 0, "best_val_nll": math.inf, "best_epoch": 0, "epochs_since_best": 0, "stopped": None,
-                 "history": []}
+                 "history": [], "horizon_epochs": config.epochs}
+    run.sched = sched = torch.optim.lr_scheduler.LambdaLR(opt, run.lr_factor_at)
     if payload is not None:
         model.load_state_dict(payload["state_dict"])
         opt.load_state_dict(payload["optimizer"])
         sched.load_state_dict(payload["scheduler"])
         for k in run.state:
-            run.state[k] = payload[k]
+            # runs saved before horizons were stored decay over all their epochs
+            run.state[k] = payload.get(k, config.epochs) if k == "horizon_epochs" else payload[k]
+        run.timings = _read_timings(run.out / METRICS)
 
 
 def _wrap_distributed(run: _Run) -> None:
@@ -580,7 +620,33 @@ def _checkpoint(run: _Run, improved: bool) -> None:
     if improved:
         save_model(run.out / BEST, run.model, **extra)
     save_model(run.out / LAST, run.model, **extra)
-    write_text_atomic(run.out / METRICS, "".join(json.dumps(r) + "\n" for r in run.state["history"]))
+    write_text_atomic(run.out / METRICS, "".join(json.dumps(r) + "\n" for r in run.history_with_timings()))
+
+
+_TIMING_KEYS = ("seconds", "train_pixels_per_s")
+
+
+def _read_timings(path: Path) -> dict[int, dict[str, float]]:
+    """Timings of the epochs already in ``metrics.jsonl`` (resume keeps them; an unreadable line is skipped)."""
+    timings: dict[int, dict[str, float]] = {}
+    if not path.exists():
+        return timings
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+            timings[int(r["epoch"])] = {k: r[k] for k in _TIMING_KEYS if k in r}
+        except (ValueError, KeyError, TypeError):
+            continue
+    return timings
+
+
+def fit_horizon(epoch_seconds: float, max_minutes: float, epochs: int, done: int = 1) -> int:
+    """Epochs that fit in ``max_minutes`` at ``epoch_seconds`` each: between ``done`` and ``epochs``.
+
+    The learning-rate schedule of a capped run ends at this epoch (module docstring).
+    """
+    fit = int(60.0 * max_minutes // max(epoch_seconds, 1e-9))
+    return max(done, min(epochs, fit))
 
 
 def train(dataset: Dataset, config: TrainConfig, out: str | Path, *, resume: bool = False, device: str = "auto",
@@ -600,8 +666,12 @@ def train(dataset: Dataset, config: TrainConfig, out: str | Path, *, resume: boo
         Continue the run in ``out`` from its ``last.pt`` up to ``config.epochs``.
     device : {"auto", "cpu", "cuda"}
     max_minutes : float, optional
-        Stop after the epoch at which another epoch would pass this wall time
-        (this call only); ``--resume`` continues later.
+        Wall-time cap.  A fresh run times its first epoch and ends its
+        learning-rate schedule at the last epoch that fits (at most
+        ``config.epochs``; stored as ``horizon_epochs``, see the module
+        docstring).  Any call also stops after the epoch at which another
+        epoch would pass this wall time (this call only); ``--resume``
+        continues the same schedule later.
     data_path : str, optional
         Recorded in the checkpoints (the data are identified by their SHA-256).
     progress : callable, optional
@@ -628,10 +698,13 @@ def train(dataset: Dataset, config: TrainConfig, out: str | Path, *, resume: boo
         state = run.state
         if state["stopped"] is not None or state["epoch"] >= config.epochs:
             return run.result("already complete")
+        if state["epoch"] >= state["horizon_epochs"]:
+            return run.result("already complete")
         _wrap_distributed(run)
         t_start = time.perf_counter()
         stopped = "epochs"
-        for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        fitted = state["horizon_epochs"] < config.epochs  # a resumed capped run keeps its schedule
+        for epoch in range(state["epoch"] + 1, state["horizon_epochs"] + 1):
             t0 = time.perf_counter()
             train_nll, lr_used, n_batches = _train_epoch(run, epoch, progress)
             t_train = time.perf_counter() - t0
@@ -644,13 +717,22 @@ def train(dataset: Dataset, config: TrainConfig, out: str | Path, *, resume: boo
             else:
                 state["epochs_since_best"] += 1
             record = {"epoch": epoch, "train_nll": train_nll, "val_nll": val_nll, "lr": lr_used,
-                      "seconds": round(seconds, 3), "best": bool(improved),
-                      "train_pixels_per_s": round(n_batches * run.pixels_per_batch / max(t_train, 1e-9), 1)}
+                      "best": bool(improved)}
+            run.timings[epoch] = {"seconds": round(seconds, 3),
+                                  "train_pixels_per_s": round(n_batches * run.pixels_per_batch / max(t_train, 1e-9), 1)}
             state["history"].append(record)
             state["epoch"] = epoch
+            if max_minutes is not None and epoch == 1 and not fitted:
+                # fit the schedule to the epochs that fit in the cap (module docstring); every process
+                # must take the same horizon, so they use the mean of their first epochs' times
+                mean_s = seconds if dist.world == 1 else dist.all_sum([seconds], dev)[0] / dist.world
+                run.set_horizon(fit_horizon(mean_s, max_minutes, config.epochs))
+                fitted = state["horizon_epochs"] < config.epochs
             if config.patience and state["epochs_since_best"] >= config.patience:
                 state["stopped"] = stopped = "early stopping"
-            if max_minutes is not None and state["stopped"] is None and epoch < config.epochs:
+            elif fitted and epoch >= state["horizon_epochs"]:
+                state["stopped"] = stopped = "fitted horizon"
+            if max_minutes is not None and state["stopped"] is None and epoch < state["horizon_epochs"]:
                 over = float(time.perf_counter() - t_start + seconds > 60.0 * max_minutes)
                 if dist.world > 1:  # every process must take the same decision
                     over = dist.all_sum([over], dev)[0]
@@ -660,7 +742,7 @@ def train(dataset: Dataset, config: TrainConfig, out: str | Path, *, resume: boo
             if dist.world > 1:
                 torch.distributed.barrier()
             if on_epoch is not None:
-                on_epoch(record)
+                on_epoch({**record, **run.timings[epoch]})
             if stopped != "epochs":
                 break
         return run.result(stopped)

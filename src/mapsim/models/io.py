@@ -70,10 +70,37 @@ def save_model(path: str | Path, model: MapModel, **extra: Any) -> Path:
     """Write a model file atomically; ``extra`` entries are stored beside it."""
     payload = model_payload(model)
     payload.update(extra)
+    payload = _canonical(payload)
     p = Path(path)
+    # through a buffer: torch.save names the archive inside the file after the file it writes to,
+    # and the temporary file's name is random, so the same model would give other bytes
+    import io
+
+    buf = io.BytesIO()
+    torch.save(payload, buf)
     with atomic_path(p) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buf.getvalue())
     return p
+
+
+def _canonical(obj: Any) -> Any:
+    """A copy whose pickle depends on the values only: fresh containers, interned strings.
+
+    Pickle writes a back-reference when it meets the same object twice, so two
+    equal payloads whose strings happen to be shared differently (e.g. one
+    whose optimiser state was loaded from a file) would give different bytes.
+    """
+    import sys
+
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_canonical(v) for v in obj)
+    if type(obj) is str:
+        return sys.intern(obj)
+    return obj
 
 
 def model_to_bytes(model: MapModel) -> bytes:

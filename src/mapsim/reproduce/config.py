@@ -47,6 +47,10 @@ class SystemConfig:
         Training data: samples of train_size x train_size.
     gen_scale : int
         Generated samples are gen_scale times the training side (area x gen_scale^2).
+    extra_scales : list of int
+        Further sides (multiples of the training side) at which PixelCNN samples are
+        generated and compared with held-out Monte Carlo samples of that size
+        (stationarity at scale; full mode: ``[4]``, 16x the training area).
     gen_samples, heldout_samples : int
         Generated samples, and held-out Monte Carlo samples of the generated size.
     heldout_train_samples : int
@@ -61,8 +65,8 @@ class SystemConfig:
     layers, filters, kernel, out_width, epochs, batch : int
         Gated PixelCNN and its training.
     lr : float
-    train_minutes : float
-        Wall-time cap of PixelCNN training (0 = none).
+        Training runs exactly ``epochs`` epochs: no wall-clock cap, so the result
+        does not depend on the machine's load.
     crop : int
         Random training crops (0 = whole samples).
     """
@@ -72,6 +76,7 @@ class SystemConfig:
     train_samples: int = 200
     train_size: int = 32
     gen_scale: int = 2
+    extra_scales: list = field(default_factory=list)
     gen_samples: int = 40
     heldout_samples: int = 40
     heldout_train_samples: int = 100
@@ -87,7 +92,6 @@ class SystemConfig:
     epochs: int = 30
     batch: int = 16
     lr: float = 3e-3
-    train_minutes: float = 1.0
     crop: int = 0
 
     @property
@@ -97,48 +101,79 @@ class SystemConfig:
 
 @dataclass
 class RunConfig:
-    """A whole reproduction run."""
+    """A whole reproduction run.
+
+    Attributes
+    ----------
+    seed : int
+    quick : bool
+    threads : int
+        CPU threads of torch and numba in every stage.  Training reductions and
+        the sampler's blocks depend on it, so the same configuration, seed and
+        thread count give byte-identical models, samples and ``report.json``.
+    systems : dict
+    notes : list of str
+        What loading the file said about keys of earlier versions (not saved).
+    """
 
     seed: int = 0
     quick: bool = True
+    threads: int = 2
     systems: dict[str, SystemConfig] = field(default_factory=dict)
+    notes: list = field(default_factory=list, compare=False)
 
 
 # Table 1 of the paper: (range L_c, maximum order) of the expansion for the three fluids.
 TABLE1 = {"fluid-cold-repulsive": (1, 2), "fluid-hot-repulsive": (2, 3), "fluid-hot-attractive": (3, 3)}
-SYSTEMS = ("fluid-cold-repulsive", "fluid-hot-repulsive", "fluid-hot-attractive", "drying")
+SYSTEMS = ("fluid-cold-repulsive", "fluid-hot-repulsive", "fluid-hot-attractive", "drying", "drying-sparse")
+
+LEGACY_KEYS = {"train_minutes": "ignored: PixelCNN training now runs exactly `epochs` epochs (a wall-clock cap made "
+                                "the result depend on the machine's load)"}
+"""Per-system keys written by earlier versions, and how they are treated now."""
 
 
 def default_config(quick: bool) -> RunConfig:
-    """The built-in run: scaled down for ``quick`` (<= 10 min on 2 cores), else close to the paper."""
+    """The built-in run: scaled down for ``quick`` (<= 10 min on 2 idle cores), else close to the paper.
+
+    Every training budget is in epochs (never minutes), so the result depends on the configuration,
+    the seed and the thread count only.
+    """
     systems = {}
     for name in SYSTEMS:
         rng_, order = TABLE1.get(name, (0, 0))
+        drying = name.startswith("drying")
         if quick:
             s = SystemConfig(preset=name, train_samples=300, train_size=32, gen_scale=2, gen_samples=60,
                              heldout_samples=60, heldout_train_samples=120, expansion_range=rng_,
                              expansion_order=order, expansion_epochs=8, layers=4, filters=16, out_width=32,
-                             epochs=25, batch=4, lr=1e-2, train_minutes=1.25)
+                             epochs=QUICK_EPOCHS[name], batch=4, lr=1e-2)
             if name == "fluid-cold-repulsive":
                 s.expansion_lr, s.expansion_val_fraction = 0.3, 0.0
-            if name == "drying":
+            if drying:
+                # 500 sweeps instead of 2000: the film has dried by then (mu reaches 11 at sweep 250)
+                # and a quarter of the Monte Carlo cost fits the quick budget
                 s.train_size, s.train_samples, s.heldout_train_samples = 48, 150, 60
                 s.gen_samples = s.heldout_samples = 24
-                s.layers, s.filters, s.out_width, s.epochs, s.train_minutes = 6, 24, 48, 30, 3.0
+                s.layers, s.filters, s.out_width = 6, 24, 48
                 s.overrides = {"sweeps": 500}
         else:
             # Appendix A: 64 x 64 fluids with L_c layers of 48 filters; drying 256 x 256, 60 layers of 20
             # filters (we use fewer samples than the paper's 10,000 / 18,000 to stay within hours on a CPU).
-            s = SystemConfig(preset=name, train_samples=2000, train_size=64, gen_scale=2, gen_samples=100,
-                             heldout_samples=100, heldout_train_samples=400, expansion_range=rng_,
+            s = SystemConfig(preset=name, train_samples=2000, train_size=64, gen_scale=2, extra_scales=[4],
+                             gen_samples=100, heldout_samples=100, heldout_train_samples=400, expansion_range=rng_,
                              expansion_order=order, expansion_epochs=20, layers=max(rng_, 4), filters=48,
-                             out_width=64, epochs=50, batch=32, lr=2e-3, train_minutes=60.0)
-            if name == "drying":
+                             out_width=64, epochs=50, batch=32, lr=2e-3)
+            if drying:
                 s.train_size, s.train_samples, s.gen_scale = 128, 600, 2
                 s.heldout_train_samples, s.gen_samples, s.heldout_samples = 100, 20, 20
-                s.layers, s.filters, s.out_width, s.train_minutes = 30, 20, 64, 180.0
+                s.layers, s.filters, s.out_width, s.epochs = 30, 20, 64, 40
         systems[name] = s
     return RunConfig(seed=0, quick=quick, systems=systems)
+
+
+QUICK_EPOCHS = {"fluid-cold-repulsive": 12, "fluid-hot-repulsive": 12, "fluid-hot-attractive": 12, "drying": 20,
+                "drying-sparse": 20}
+"""PixelCNN epochs of the quick run (measured to fit the 10-minute budget on 2 idle cores; README)."""
 
 
 def _toml_value(v: Any) -> str:
@@ -158,7 +193,7 @@ def _toml_value(v: Any) -> str:
 def to_toml(cfg: RunConfig) -> str:
     """TOML text of a run configuration (round-trips through :func:`from_toml`)."""
     lines = ["# mapsim reproduce: resolved configuration (repeat with: mapsim reproduce --config THIS_FILE)",
-             f"seed = {cfg.seed}", f"quick = {_toml_value(cfg.quick)}", ""]
+             f"seed = {cfg.seed}", f"quick = {_toml_value(cfg.quick)}", f"threads = {cfg.threads}", ""]
     for name, s in cfg.systems.items():
         lines.append(f"[systems.{json.dumps(name)}]")
         for f in dataclasses.fields(s):
@@ -173,21 +208,28 @@ def from_toml(text: str, where: str = "config") -> RunConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MapsimError(f"{where}: not valid TOML ({exc})") from None
-    known = {"seed", "quick", "systems"}
+    known = {"seed", "quick", "threads", "systems"}
     for k in raw:
         if k not in known:
             raise MapsimError(f"{where}: unknown key {k!r}; expected {sorted(known)}")
     cfg = RunConfig(seed=_typed(raw.get("seed", 0), int, f"{where}: seed"),
-                    quick=_typed(raw.get("quick", True), bool, f"{where}: quick"))
+                    quick=_typed(raw.get("quick", True), bool, f"{where}: quick"),
+                    threads=_typed(raw.get("threads", RunConfig.threads), int, f"{where}: threads"))
+    if cfg.threads < 1:
+        raise MapsimError(f"{where}: threads must be a positive integer, found {cfg.threads}")
     systems = raw.get("systems", {})
     if not isinstance(systems, dict) or not systems:
         raise MapsimError(f"{where}: expected at least one [systems.NAME] table")
     fields = {f.name: f for f in dataclasses.fields(SystemConfig)}
+    legacy: dict[str, list[str]] = {}
     for name, table in systems.items():
         if not isinstance(table, dict):
             raise MapsimError(f"{where}: systems.{name} must be a table")
         values = {}
         for k, v in table.items():
+            if k in LEGACY_KEYS:
+                legacy.setdefault(k, []).append(name)
+                continue
             if k not in fields:
                 raise MapsimError(f"{where}: systems.{name}.{k} is not a known setting; expected one of {sorted(fields)}")
             values[k] = v
@@ -196,6 +238,8 @@ def from_toml(text: str, where: str = "config") -> RunConfig:
         s = SystemConfig(**values)
         check_system(s, f"{where}: systems.{name}")
         cfg.systems[name] = s
+    for k, names in legacy.items():
+        cfg.notes.append(f"{where}: {k} (from an earlier version, in {', '.join(names)}) is {LEGACY_KEYS[k]}")
     return cfg
 
 
@@ -229,7 +273,11 @@ def check_system(s: SystemConfig, where: str) -> None:
         raise MapsimError(f"{where}.overrides must be a table of preset parameters")
     if not 0 <= s.expansion_val_fraction < 1:
         raise MapsimError(f"{where}.expansion_val_fraction must lie in [0, 1), found {s.expansion_val_fraction!r}")
-    for name in ("lr", "train_minutes", "expansion_lr"):
+    if not isinstance(s.extra_scales, list) or any(isinstance(k, bool) or not isinstance(k, int) or k < 2
+                                                    or k == s.gen_scale for k in s.extra_scales):
+        raise MapsimError(f"{where}.extra_scales must be a list of integers >= 2 other than gen_scale, "
+                          f"found {s.extra_scales!r}")
+    for name in ("lr", "expansion_lr"):
         v = getattr(s, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != v:
             raise MapsimError(f"{where}.{name} must be a non-negative number, found {v!r}")
@@ -262,6 +310,7 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "generate": ("models", "sampling"),
     "compare": ("analysis", "montecarlo/hamiltonian.py"),
     "convergence": ("analysis",),
+    "nll": ("models",),
 }
 """Package parts (directories or files, relative to :data:`PACKAGE_ROOT`) behind each kind of stage."""
 

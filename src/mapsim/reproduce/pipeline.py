@@ -8,10 +8,17 @@ stages it affects.  PixelCNN training itself resumes from its ``last.pt``.
 
 Layout of the output directory::
 
-    config.toml  state.json  report.md  report.json  figures/*.png
+    config.toml  state.json  report.md  report.json  timings.json  figures/*.png
     systems/<name>/train.npz heldout_gen.npz heldout_train.npz
                   expansion.pt density.pt pixelcnn/ (run dir)
-                  gen_<model>.npz compare_<model>.json convergence.json
+                  gen_<model>.npz compare_<model>.json convergence.json nll.json
+                  heldout_x<k>.npz gen_pixelcnn_x<k>.npz compare_pixelcnn_x<k>.json   (extra_scales)
+
+Determinism: torch and numba run on ``RunConfig.threads`` threads, training
+runs a fixed number of epochs, the sampler gets the same thread count, and no
+wall-clock figure enters a model file, a dataset or ``report.json`` (stage
+times go to ``timings.json``), so the same configuration, seed and thread count
+give byte-identical models, samples and ``report.json`` on one machine.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -78,6 +86,7 @@ class Run:
         self.bar = bar
         self.ledger: Ledger | None = None
         self.timings: dict[str, float] = {}
+        self.cpu_timings: dict[str, float] = {}
 
     # -- stage machinery -------------------------------------------------------------
     def stage(self, name: str, fp: str, outputs: list[Path], fn: Callable[[], Any]) -> Any:
@@ -86,11 +95,12 @@ class Run:
             self.log(f"[skip] {name} (done)")
             return self.ledger.result(name)
         self.log(f"[run ] {name}")
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu_seconds()
         result = fn()
         dt = time.perf_counter() - t
         self.ledger.record(name, fp, dt, result)
         self.timings[name] = dt
+        self.cpu_timings[name] = _cpu_seconds() - c
         self.log(f"[done] {name} in {dt:.1f} s")
         return result
 
@@ -103,13 +113,18 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.out / "config.toml", to_toml(self.cfg))
         self.ledger = Ledger(self.out / "state.json")
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-        t0 = time.perf_counter()
+        set_threads(self.cfg.threads)
+        t0, c0 = time.perf_counter(), _cpu_seconds()
         results = {}
         for name, s in self.cfg.systems.items():
             results[name] = self.run_system(name, s)
-        return write_report(self.out, results, seed=self.cfg.seed, quick=self.cfg.quick,
-                            seconds=time.perf_counter() - t0, stage_seconds=dict(self.timings))
+        timings = {"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu_seconds() - c0,
+                   "threads": self.cfg.threads, "stage_seconds": dict(self.timings),
+                   "stage_cpu_seconds": dict(self.cpu_timings),
+                   "note": "this invocation only (finished stages are skipped); cpu_seconds include worker processes"}
+        write_text_atomic(self.out / "timings.json", json.dumps(timings, indent=1, default=json_default))
+        return write_report(self.out, results, seed=self.cfg.seed, quick=self.cfg.quick, threads=self.cfg.threads,
+                            timings=timings)
 
     # -- one system --------------------------------------------------------------------
     def run_system(self, name: str, s: SystemConfig) -> dict[str, Any]:
@@ -152,7 +167,7 @@ class Run:
                    lambda: self._density_model(train, d / "density.pt"))
         models["density"] = (d / "density.pt", fp)
         fp = fingerprint("pixelcnn", fp_train, s.layers, s.filters, s.kernel, s.out_width, s.epochs, s.batch, s.lr,
-                         s.train_minutes, s.crop, seed, stage_code("pixelcnn"))
+                         s.crop, seed, self.cfg.threads, stage_code("pixelcnn"))
         res["pixelcnn_training"] = self.stage(f"{name}/train PixelCNN ({s.layers} layers, {s.filters} filters)", fp,
                                               [d / "pixelcnn" / "best.pt"],
                                               lambda: self._train_pixelcnn(s, train, d / "pixelcnn", fp))
@@ -164,20 +179,54 @@ class Run:
                 continue
             path, fp_model = models[label]
             gen = d / f"gen_{label}.npz"
-            fp_gen = fingerprint("generate", fp_model, s.gen_samples, s.gen_size, seed, stage_code("generate"))
+            fp_gen = fingerprint("generate", fp_model, s.gen_samples, s.gen_size, seed, self.cfg.threads,
+                                 stage_code("generate"))
             info = self.stage(f"{name}/generate {label} ({s.gen_samples} x {s.gen_size}^2)", fp_gen, [gen],
-                              lambda: self._generate(path, s, gen, seed))
+                              lambda: self._generate(path, s.gen_samples, s.gen_size, gen, seed))
             cmp_path = d / f"compare_{label}.json"
             fp_cmp = fingerprint("compare", fp_gen, fp_hgen, fp_htr, seed, 3, stage_code("compare"))
             comparison = self.stage(f"{name}/compare {label} with held-out Monte Carlo", fp_cmp, [cmp_path],
                                     lambda: self._compare(d, gen, cmp_path, seed))
             res["models"][label] = {"generate": info, "compare": comparison}
+            fp_nll = fingerprint("nll", fp_model, fp_hgen, fp_htr, stage_code("nll"))
+            res["models"][label]["nll"] = self.stage(f"{name}/held-out NLL of the {label} model", fp_nll,
+                                                     [d / f"nll_{label}.json"],
+                                                     lambda: self._nll(path, d, d / f"nll_{label}.json"))
             if label == "pixelcnn":
                 fp_conv = fingerprint("convergence", fp_gen, stage_code("convergence"))
                 res["convergence"] = self.stage(f"{name}/row convergence of the PixelCNN samples", fp_conv,
                                                 [d / "convergence.json"],
                                                 lambda: self._convergence(gen, d / "convergence.json"))
+        res["scales"] = {}
+        for k in s.extra_scales:
+            res["scales"][str(k)] = self._extra_scale(name, s, d, k, models["pixelcnn"], fp_htr)
         return res
+
+    def _extra_scale(self, name: str, s: SystemConfig, d: Path, k: int, model: tuple[Path, str],
+                     fp_htr: str) -> dict[str, Any]:
+        """PixelCNN samples of side k x the training side against held-out Monte Carlo of that size."""
+        seed = self.cfg.seed
+        size = k * s.train_size
+        scfg = dataclasses.asdict(s)
+        ref = d / f"heldout_x{k}.npz"
+        mc_seed = 3 * (seed + 1_000_003 * k) + 1  # a stream of its own (disjoint from 3 seed + 0/1/2 below 10^6)
+        fp_ref = fingerprint("heldout_scale", seed, k, {f: scfg[f] for f in ("preset", "overrides")},
+                             s.heldout_samples, size, stage_code("simulate"))
+        self.stage(f"{name}/simulate held-out ({size}^2)", fp_ref, [ref],
+                   lambda: self._simulate(s, s.heldout_samples, size, mc_seed, ref))
+        path, fp_model = model
+        gen = d / f"gen_pixelcnn_x{k}.npz"
+        fp_gen = fingerprint("generate", fp_model, s.gen_samples, size, seed, self.cfg.threads, stage_code("generate"))
+        info = self.stage(f"{name}/generate pixelcnn ({s.gen_samples} x {size}^2)", fp_gen, [gen],
+                          lambda: self._generate(path, s.gen_samples, size, gen, seed))
+        out = d / f"compare_pixelcnn_x{k}.json"
+        fp_cmp = fingerprint("compare", fp_gen, fp_ref, fp_htr, seed, 3, stage_code("compare"))
+        comparison = self.stage(f"{name}/compare pixelcnn at {size}^2 with held-out Monte Carlo", fp_cmp, [out],
+                                lambda: self._compare(d, gen, out, seed, refs={"heldout_gen": ref.name}))
+        fp_nll = fingerprint("nll", fp_model, fp_ref, fp_htr, stage_code("nll"))
+        nll = self.stage(f"{name}/held-out NLL of the pixelcnn model at {size}^2", fp_nll, [d / f"nll_pixelcnn_x{k}.json"],
+                         lambda: self._nll(path, d, d / f"nll_pixelcnn_x{k}.json", big=ref.name))
+        return {"size": size, "generate": info, "compare": comparison, "nll": nll}
 
     # -- stage bodies ------------------------------------------------------------------------
     def _simulate(self, s: SystemConfig, n: int, size: int, seed: int, path: Path) -> dict[str, Any]:
@@ -228,36 +277,62 @@ class Run:
             shutil.rmtree(run_dir)
         resume = run_dir.exists()
         write_text_atomic(stamp, fp + "\n")
-        result = train_model(train, tc, run_dir, resume=resume, device="auto",
-                             max_minutes=(s.train_minutes or None), progress=self.bar)
-        return result.summary()
+        # CPU: the GPU's kernels would give other bytes; the quick models are small
+        with _global_rng_fixed(self.cfg.seed):
+            result = train_model(train, tc, run_dir, resume=resume, device="cpu", progress=self.bar)
+        summary = result.summary()
+        summary["run_dir"] = run_dir.relative_to(self.out).as_posix()  # the same report wherever --out is
+        return summary
 
-    def _generate(self, model_path: Path, s: SystemConfig, out: Path, seed: int) -> dict[str, Any]:
+    def _generate(self, model_path: Path, n: int, size: int, out: Path, seed: int) -> dict[str, Any]:
         from mapsim.models.io import load_model
         from mapsim.sampling.generate import generate
 
         model = load_model(model_path)
-        t = time.perf_counter()
-        ds = generate(model, s.gen_samples, s.gen_size, s.gen_size, seed=seed, sampler="fast")
-        seconds = time.perf_counter() - t
+        ds = generate(model, n, size, size, seed=seed, sampler="fast", threads=self.cfg.threads)
         save_dataset(out, ds)
-        return {"context_range": model.context_range, "seconds": seconds,
+        return {"context_range": model.context_range, "samples": n, "size": size,
                 "density": float(np.mean(ds.grids == 1)), "mean_log_prob_per_pixel": float(ds.extras["log_probs"].mean())}
 
-    def _compare(self, d: Path, gen_path: Path, out: Path, seed: int) -> dict[str, Any]:
+    def _compare(self, d: Path, gen_path: Path, out: Path, seed: int,
+                 refs: dict[str, str] | None = None) -> dict[str, Any]:
         from mapsim.analysis.compare import compare_datasets
 
         gen = load_dataset(gen_path)
         result = {}
         curves = {}
+        files = {"heldout_gen": "heldout_gen.npz", "heldout_train": "heldout_train.npz", **(refs or {})}
         for ref_name in ("heldout_gen", "heldout_train"):
-            ref = load_dataset(d / f"{ref_name}.npz")
+            ref = load_dataset(d / files[ref_name])
             c = compare_datasets(ref, gen, "particle", seed=seed)  # the family verdict at alpha = 0.05
             # the drift profile (bands from the top boundary) when generated samples are taller than this reference
             result[ref_name] = {**c.summary, "drift": c.drift or None}
             curves[ref_name] = {"r": c.r, "reference": c.reference, "generated": c.generated}
         with atomic_path(out.with_suffix(".npz")) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **_flatten_curves(curves))
+        write_text_atomic(out, json.dumps(result, indent=1, default=json_default))
+        return result
+
+    def _nll(self, model_path: Path, d: Path, out: Path, big: str = "heldout_gen.npz") -> dict[str, Any]:
+        """Held-out NLL per pixel (nats, with its standard error over samples) of a model.
+
+        On the Monte Carlo samples of the training size (whole, as in training) and on
+        the interior windows of the larger held-out samples: rows from 2 L_c and L_c
+        columns in from each side, the pixels whose whole context lies inside the
+        sample, i.e. the bulk the model's stationary state must reproduce.
+        """
+        from mapsim.models.io import load_model
+        from mapsim.models.score import score_grids
+
+        model = load_model(model_path)
+        lc = int(model.context_range)
+        result = {"context_range": lc}
+        for key, file, rows, cols in (("training_size", "heldout_train.npz", 0, 0), ("generated_size_interior", big,
+                                                                                     2 * lc, lc)):
+            ds = load_dataset(d / file)
+            sc = score_grids(model, ds.grids, skip_rows=rows, skip_cols=cols)
+            result[key] = {"nll_nats": sc.nll_nats, "nll_nats_se": sc.nll_nats_se, "samples": sc.n_samples,
+                           "shape": list(ds.shape), "skip_rows": rows, "skip_cols": cols}
         write_text_atomic(out, json.dumps(result, indent=1, default=json_default))
         return result
 
@@ -269,6 +344,51 @@ class Run:
         summary = rc.summary()
         write_text_atomic(out, json.dumps(summary, indent=1, default=json_default))
         return summary
+
+
+def set_threads(n: int) -> None:
+    """Run torch and numba on ``n`` threads (the results' bytes depend on it; ``RunConfig.threads``)."""
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:  # pragma: no cover - numba is a dependency
+        pass
+
+
+@contextmanager
+def _global_rng_fixed(seed: int) -> Iterator[None]:
+    """Global torch, NumPy and Python generators seeded from ``seed`` inside, restored after.
+
+    Training does not draw from them, but its checkpoints record their states
+    (for code around the loop); whatever an earlier stage of this process drew
+    would otherwise change the model files' bytes.
+    """
+    import random
+
+    import torch
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the Monte Carlo workers)."""
+    import os
+
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _flatten_curves(curves: dict[str, Any]) -> dict[str, np.ndarray]:
