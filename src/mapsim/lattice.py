@@ -540,13 +540,14 @@ def atom_positions(dataset: Dataset, k: int, centres: bool = False) -> tuple[np.
 class Geometry:
     """How positions in a plane map onto a grid (per axis: index 0 = y/rows, 1 = x/columns).
 
-    Pixel ``(i, j)`` covers ``[origin_x + j*pixel_x, ...) x [origin_y + i*pixel_y, ...)``.
+    Pixel ``(i, j)`` covers ``[origin_x + j*pixel_x, ...) x [origin_y + i*pixel_y, ...)``. A 3-D
+    geometry has three entries per field in the order (z, y, x).
     """
 
-    shape: tuple[int, int]
-    origin: tuple[float, float]
-    pixel: tuple[float, float]
-    periodic: tuple[bool, bool]
+    shape: tuple[int, ...]
+    origin: tuple[float, ...]
+    pixel: tuple[float, ...]
+    periodic: tuple[bool, ...]
 
     def as_dict(self) -> dict[str, Any]:
         return {"shape": [int(v) for v in self.shape], "origin": [float(v) for v in self.origin],
@@ -559,9 +560,9 @@ def grid_geometry(xy: np.ndarray, cell: tuple[float | None, float | None], pixel
 
     Parameters
     ----------
-    xy : ndarray of float, shape (n, 2)
-        Positions (x, y) in length units.
-    cell : (L_x or None, L_y or None)
+    xy : ndarray of float, shape (n, 2) or (n, 3)
+        Positions (x, y) or (x, y, z) in length units.
+    cell : (L_x or None, L_y or None) or (L_x, L_y, L_z)
         Periodic cell length per axis (the cell starts at 0); None for an open axis.
     pixel_size : float
         Requested pixel side (length units, > 0).
@@ -569,11 +570,14 @@ def grid_geometry(xy: np.ndarray, cell: tuple[float | None, float | None], pixel
     Returns
     -------
     Geometry
-        Periodic axis: ``n = max(1, round(L / a))`` pixels of ``L / n`` from 0. Open axis: pixels
-        of exactly ``a``, the first centred on the lowest coordinate.
+        Axes (y, x), or (z, y, x) for 3-D positions. Periodic axis: ``n = max(1, round(L / a))``
+        pixels of ``L / n`` from 0. Open axis: pixels of exactly ``a``, the first centred on the
+        lowest coordinate.
     """
-    shape, origin, pixel = [0, 0], [0.0, 0.0], [0.0, 0.0]
-    for axis, col in ((0, 1), (1, 0)):
+    nd = xy.shape[1]
+    shape, origin, pixel = [0] * nd, [0.0] * nd, [0.0] * nd
+    for axis in range(nd):
+        col = nd - 1 - axis
         L = cell[col]
         if L is not None:
             n = max(1, int(round(L / pixel_size)))
@@ -581,15 +585,14 @@ def grid_geometry(xy: np.ndarray, cell: tuple[float | None, float | None], pixel
         else:
             if xy.shape[0] == 0:
                 raise MapsimError(f"{where}: no atoms to place and no periodic cell along "
-                                  f"{'xy'[col]}; cannot define a grid (give --cell LX,LY)")
+                                  f"{'xyz'[col]}; cannot define a grid (give --cell)")
             lo, hi = float(xy[:, col].min()), float(xy[:, col].max())
             n = int(math.floor((hi - lo) / pixel_size + 0.5)) + 1
             shape[axis], origin[axis], pixel[axis] = n, lo - 0.5 * pixel_size, float(pixel_size)
-    if shape[0] * shape[1] > 2**31:
-        raise MapsimError(f"{where}: pixel size {pixel_size:g} gives a {shape[0]}x{shape[1]} grid; too large "
+    if math.prod(shape) > 2**31:
+        raise MapsimError(f"{where}: pixel size {pixel_size:g} gives a {'x'.join(map(str, shape))} grid; too large "
                           "(give a larger --pixel-size)")
-    return Geometry((shape[0], shape[1]), (origin[0], origin[1]), (pixel[0], pixel[1]),
-                    (cell[1] is not None, cell[0] is not None))
+    return Geometry(tuple(shape), tuple(origin), tuple(pixel), tuple(cell[nd - 1 - a] is not None for a in range(nd)))
 
 
 @dataclass
@@ -616,13 +619,16 @@ class Raster:
     kept: np.ndarray
 
 
-def pixel_index(xy: np.ndarray, geom: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pixel_index(xy: np.ndarray, geom: Geometry) -> tuple[np.ndarray, ...]:
     """Row, column (int64, (n,)) and offsets (float64, (n, 2), (y, x) in [0, 1)) of positions on a grid.
 
+    3-D positions (n, 3) give plane, row, column and offsets (n, 3) in the order (z, y, x).
     Periodic axes wrap; open axes clip (rounding at the far edge).
     """
     idx, frac = [], []
-    for axis, col in ((0, 1), (1, 0)):
+    nd = xy.shape[1]
+    for axis in range(nd):
+        col = nd - 1 - axis
         u = (xy[:, col] - geom.origin[axis]) / geom.pixel[axis]
         n = geom.shape[axis]
         if geom.periodic[axis]:
@@ -636,7 +642,7 @@ def pixel_index(xy: np.ndarray, geom: Geometry) -> tuple[np.ndarray, np.ndarray,
             k = kc
         idx.append(k)
         frac.append(np.clip(f, 0.0, _BELOW_ONE))
-    return idx[0], idx[1], np.stack(frac, axis=1)
+    return (*idx, np.stack(frac, axis=1))
 
 
 def rasterize(xy: np.ndarray, class_ids: np.ndarray, geom: Geometry) -> Raster:
@@ -644,8 +650,8 @@ def rasterize(xy: np.ndarray, class_ids: np.ndarray, geom: Geometry) -> Raster:
 
     Parameters
     ----------
-    xy : ndarray of float, shape (n, 2)
-        Positions (x, y) in length units of atoms of non-empty classes.
+    xy : ndarray of float, shape (n, 2) or (n, 3)
+        Positions (x, y) (or (x, y, z) on a 3-D geometry) in length units of atoms of non-empty classes.
     class_ids : ndarray of int, shape (n,)
         Class id (1..255) of each atom.
     geom : Geometry
@@ -654,16 +660,16 @@ def rasterize(xy: np.ndarray, class_ids: np.ndarray, geom: Geometry) -> Raster:
     -------
     Raster
         Where several atoms share a pixel the highest class id wins (the first such atom in
-        input order); the others are *lost* and counted.
+        input order); the others are *lost* and counted. 3-D: grid (D, H, W), offsets (D, H, W, 3).
     """
-    h, w = geom.shape
-    grid = np.zeros((h, w), np.uint8)
-    offsets = np.full((h, w, 2), np.nan, np.float32)
+    nd = len(geom.shape)
+    grid = np.zeros(geom.shape, np.uint8)
+    offsets = np.full((*geom.shape, nd), np.nan, np.float32)
     n = xy.shape[0]
     if n == 0:
         return Raster(grid, offsets, 0, 0, np.empty(0, np.int64))
-    rows, cols, frac = pixel_index(xy, geom)
-    flat = rows * w + cols
+    *index, frac = pixel_index(xy, geom)
+    flat = index[0] * geom.shape[1] + index[1] if nd == 2 else np.ravel_multi_index(tuple(index), geom.shape)
     cls = np.asarray(class_ids, np.int64)
     # the atom kept per pixel: highest class, then first in input order
     order = np.lexsort((np.arange(n), -cls, flat))
@@ -672,11 +678,11 @@ def rasterize(xy: np.ndarray, class_ids: np.ndarray, geom: Geometry) -> Raster:
     kept = np.sort(order[first])
     grid.reshape(-1)[flat[kept]] = cls[kept].astype(np.uint8)
     off32 = np.minimum(frac[kept].astype(np.float32), np.float32(_BELOW_ONE))
-    offsets.reshape(-1, 2)[flat[kept]] = off32
+    offsets.reshape(-1, nd)[flat[kept]] = off32
     lost = int(n - kept.size)
     conflicts = 0
     if lost:
-        lo = np.full(h * w, 256, np.int64)
+        lo = np.full(grid.size, 256, np.int64)
         np.minimum.at(lo, flat, cls)
         occ = flat[kept]
         conflicts = int(np.count_nonzero(lo[occ] != grid.reshape(-1)[occ]))
@@ -694,7 +700,8 @@ def largest_collision_free_pixel(frames: Sequence[tuple[np.ndarray, tuple[float 
     Parameters
     ----------
     frames : sequence of (xy, cell)
-        ``xy`` float (n, 2) positions (x, y); ``cell`` as in :func:`grid_geometry`.
+        ``xy`` float (n, 2) positions (x, y) (or (n, 3), (x, y, z): voxels); ``cell`` as in
+        :func:`grid_geometry`.
 
     Returns
     -------
@@ -705,10 +712,11 @@ def largest_collision_free_pixel(frames: Sequence[tuple[np.ndarray, tuple[float 
 
     Notes
     -----
-    Rule: scan down from ``sqrt(area per atom)`` of the densest frame (no larger pixel can
-    hold every atom) in steps of :data:`PIXEL_SEARCH_STEP` (0.5 %) and take the first pixel
-    with no collision in any frame. The scan ends at the latest at ``d_min / sqrt(2)`` (d_min
-    the smallest pair distance), where no square pixel can hold two atoms. Collisions depend on
+    Rule: scan down from ``sqrt(area per atom)`` (3-D: the cube root of the volume per atom) of
+    the densest frame (no larger pixel can hold every atom) in steps of :data:`PIXEL_SEARCH_STEP`
+    (0.5 %) and take the first pixel with no collision in any frame. The scan ends at the latest
+    at ``d_min / sqrt(2)`` (3-D: ``d_min / sqrt(3)``; d_min the smallest pair distance), where no
+    square pixel (cubic voxel) can hold two atoms. Collisions depend on
     where the grid lines fall, not only on d_min, so the result is usually well above that bound.
 
     Raises
@@ -719,11 +727,13 @@ def largest_collision_free_pixel(frames: Sequence[tuple[np.ndarray, tuple[float 
     from scipy.spatial import cKDTree
 
     d_min, start = math.inf, 0.0
+    nd = 2
     for xy, cell in frames:
+        nd = xy.shape[1]
         if xy.shape[0] < 2:
             continue
-        pts, box = xy.copy(), np.empty(2)
-        for col in range(2):
+        pts, box = xy.copy(), np.empty(nd)
+        for col in range(nd):
             L = cell[col]
             if L is not None:
                 pts[:, col] = np.mod(pts[:, col], L)
@@ -734,15 +744,16 @@ def largest_collision_free_pixel(frames: Sequence[tuple[np.ndarray, tuple[float 
                 box[col] = 3.0 * pts[:, col].max() + 1.0
         d, _ = cKDTree(pts, boxsize=box).query(pts, k=2)
         d_min = min(d_min, float(d[:, 1].min()))
-        extent = [cell[c] if cell[c] is not None else float(np.ptp(xy[:, c])) + 1e-12 for c in range(2)]
-        start = max(start, math.sqrt(extent[0] * extent[1] / xy.shape[0]))
+        extent = [cell[c] if cell[c] is not None else float(np.ptp(xy[:, c])) + 1e-12 for c in range(nd)]
+        per_atom = math.prod(extent) / xy.shape[0]
+        start = max(start, math.sqrt(per_atom) if nd == 2 else float(np.cbrt(per_atom)))
     if not math.isfinite(d_min):
         raise MapsimError(f"{where}: fewer than two atoms in every frame; the collision-free pixel is undefined "
                           "(give --pixel-size)")
     if d_min <= 1e-9 * start:
-        raise MapsimError(f"{where}: two atoms share an xy position (distance {d_min:.3g}); no pixel holds them "
+        raise MapsimError(f"{where}: two atoms share an {'xyz'[:nd]} position (distance {d_min:.3g}); no pixel holds them "
                           "apart (give --pixel-size; the summary counts the atoms lost)")
-    floor = d_min / math.sqrt(2.0) * (1.0 - 1e-9)
+    floor = d_min / math.sqrt(float(nd)) * (1.0 - 1e-9)
     a = start
     steps = 0
     while a > floor:
@@ -754,7 +765,7 @@ def largest_collision_free_pixel(frames: Sequence[tuple[np.ndarray, tuple[float 
         a = floor
         while not all(_no_collision(xy, cell, a, where) for xy, cell in frames):
             a *= 1.0 - PIXEL_SEARCH_STEP  # periodic cells stretch the pixel a little above the request
-    rule = (f"largest collision-free pixel: scanned down from sqrt(area per atom) = {start:.6g} in "
+    rule = (f"largest collision-free pixel: scanned down from {'sqrt(area' if nd == 2 else 'cbrt(volume'} per atom) = {start:.6g} in "
             f"{100 * PIXEL_SEARCH_STEP:g} % steps ({steps} step(s)); smallest pair distance {d_min:.6g}")
     return float(a), rule
 
@@ -763,8 +774,8 @@ def _no_collision(xy: np.ndarray, cell, a: float, where: str) -> bool:
     if xy.shape[0] < 2:
         return True
     geom = grid_geometry(xy, cell, a, where)
-    rows, cols, _ = pixel_index(xy, geom)
-    flat = rows * geom.shape[1] + cols
+    *index, _ = pixel_index(xy, geom)
+    flat = index[0] * geom.shape[1] + index[1] if len(index) == 2 else np.ravel_multi_index(tuple(index), geom.shape)
     return np.unique(flat).size == flat.size
 
 

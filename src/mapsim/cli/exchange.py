@@ -31,8 +31,14 @@ images (.png, .tif, .tiff; one image pixel = one grid pixel; a multi-page TIFF g
   (--invert: dark is particle), else the colour table in a PNG written by 'mapsim export', else a
   binary image (two levels): lower = empty, higher = particle.
 
+3-D (--3d): structures are voxelised in x, y and z (grids (n, D, H, W), axes z, y, x; the cell must be
+  orthorhombic; --cell LX,LY,LZ; pixel default the largest collision-free voxel, scanned down from the cube
+  root of the volume per atom), positions kept as 3-component offsets; every multi-page TIFF is one
+  volume (page k = plane k). Without --3d, z is dropped and every TIFF page is its own 2-D sample.
+
 examples:
   mapsim import snap.extxyz --length-unit Å --out data.npz
+  mapsim import water.extxyz --3d --pixel-size 3.1 --species-map O=particle,H=empty --out voxels.npz
   mapsim import dump.lammpstrj --format lammps-dump-text --species-map H=particle --length-unit sigma --out data.npz
   mapsim import a.xyz b.xyz --cell 40,40 --pixel-size 1 --species-map Au=particle,O=empty --out data.npz
   mapsim import micrograph.tif --threshold 128 --invert --out data.npz
@@ -67,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="grey level or #rrggbb -> class name; repeatable")
     g.add_argument("--classes", help="names of classes 1, 2, ... for --threshold or binary images (default particle,solvent,...)")
     p.add_argument("--crop", metavar="HxW", help="keep the top-left HxW of every sample (when sizes differ)")
+    p.add_argument("--3d", dest="three_d", action="store_true",
+                   help="volumes: voxelise structures in x, y, z; one (D, H, W) sample per multi-page TIFF")
     add_json_flag(p)
     p.set_defaults(func=cmd_import)
 
@@ -117,7 +125,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from mapsim.lattice import save_dataset
 
     out = check_output_path(args.out, "--out")
-    cell = _floats(args.cell, "--cell", 2)
+    cell = _floats(args.cell, "--cell", 3 if args.three_d else 2)
     crop = parse_shape(args.crop, "--crop") if args.crop else None
     names = [s.strip() for s in args.classes.split(",") if s.strip()] if args.classes else None
     with progress(total=len(args.files), desc="import", unit="file") as bar:
@@ -127,9 +135,20 @@ def cmd_import(args: argparse.Namespace) -> int:
             refine=args.refine, min_pixel_size=args.min_pixel_size, offsets=not args.no_offsets,
             length_unit=args.length_unit, thresholds=_floats(args.threshold, "--threshold"),
             invert=args.invert, class_map=parse_pairs(args.class_map, "--class-map"), class_names=names, crop=crop,
-            progress=bar.update)
+            progress=bar.update, three_d=args.three_d)
     save_dataset(out, dataset)
     report = {"out": str(out), **report}
+    if args.three_d:
+        text = (f"wrote {out}: {report['samples']} volume(s) {'x'.join(map(str, report['shape']))} (D x H x W), "
+                f"classes {report['classes']}")
+        if report["kind"] == "atoms-3d":
+            unit = report["length_unit"] or "length units (give --length-unit)"
+            text += (f"; voxel {' x '.join(f'{v:.6g}' for v in report['pixel_size'])} (z y x) {unit} "
+                     f"({report['pixel_size_rule']}); {report['atoms_placed']} atoms placed"
+                     + (f", {report['atoms_lost']} atom(s) LOST (shared a voxel)" if report["atoms_lost"] else "")
+                     + ("; positions kept" if report["offsets"] else ""))
+        emit(report, args.json, text=None if args.json else text)
+        return 0
     text = (f"wrote {out}: {report['samples']} sample(s) {report['height']}x{report['width']}, "
             f"classes {report['classes']}")
     if report["kind"] == "atoms":
@@ -163,6 +182,13 @@ def cmd_export(args: argparse.Namespace) -> int:
                                 interior_only=args.interior, skip_rows=args.skip_rows, skip_cols=args.skip_cols,
                                 overwrite=args.overwrite, progress=bar.update)
     text = f"wrote {report['files']} {args.fmt} file(s) to {report['out']}"
+    if dataset.ndim == 3:
+        unit = report["length_unit"] or "length units"
+        text += (f" ({report['atoms']} atoms at {report['positions']}, voxel "
+                 f"{' x '.join(f'{v:.6g}' for v in report['pixel_size'])} (z y x) {unit}, species "
+                 + ", ".join(f"{c}={s}" for c, s in report["species"].items()) + ")")
+        emit(report, args.json, text=None if args.json else text)
+        return 0
     inner = report["interior"]
     if inner["skip_rows"] or inner["skip_cols"]:
         text += (f" (interior {inner['shape'][0]}x{inner['shape'][1]}: {inner['skip_rows']} start-up row(s) and "

@@ -63,6 +63,7 @@ def import_files(
     class_names: Sequence[str] | None = None,
     crop: tuple[int, int] | None = None,
     progress: Callable[[int], object] | None = None,
+    three_d: bool = False,
 ) -> tuple[Dataset, dict[str, Any]]:
     """Import structure files or images into one dataset.
 
@@ -81,6 +82,9 @@ def import_files(
         Keep the top-left H x W of every sample.
     progress : callable, optional
         Called with 1 after each file is read.
+    three_d : bool
+        Volumes (:mod:`mapsim.exchange.volumes`): structures voxelised in x, y and z (``cell``
+        then has three lengths), every multi-page TIFF one (D, H, W) sample.
 
     Returns
     -------
@@ -103,6 +107,11 @@ def import_files(
         first_atoms = next(p for p, im in zip(paths, images) if not im)
         raise MapsimError(f"cannot mix images ({first_img}) and structure files ({first_atoms}) in one import")
     kind = "image" if all(images) else "atoms"
+    if three_d:
+        return _import_3d(paths, kind, fmt=fmt, frames=frames, pixel_size=pixel_size, cell=cell,
+                          species_map=species_map, refine=refine, min_pixel_size=min_pixel_size, offsets=offsets,
+                          length_unit=length_unit, thresholds=thresholds, invert=invert, class_map=class_map,
+                          class_names=class_names, crop=crop, progress=progress)
     if kind == "atoms":
         from mapsim.exchange.atoms import import_atoms
 
@@ -163,6 +172,29 @@ def import_files(
     return dataset, report
 
 
+def _import_3d(paths, kind, *, fmt, frames, pixel_size, cell, species_map, refine, min_pixel_size, offsets,
+               length_unit, thresholds, invert, class_map, class_names, crop, progress):
+    """``import_files(..., three_d=True)``: the options that apply to volumes, checked."""
+    from mapsim.exchange import volumes
+
+    if crop is not None or refine or min_pixel_size is not None:
+        raise MapsimError("--crop/--refine/--min-pixel-size apply to 2-D imports; not with --3d")
+    if kind == "atoms":
+        require("ase", "io", "reading structure files")
+        if thresholds or class_map or class_names or invert:
+            raise MapsimError("--threshold/--class-map/--classes/--invert apply to images; the inputs are structure files")
+        return volumes.import_structures_3d(paths, fmt=fmt, frames=frames, pixel_size=pixel_size, cell=cell,
+                                            species_map=species_map, offsets=offsets, length_unit=length_unit,
+                                            progress=progress)
+    require("PIL", "io", "reading images")
+    require("tifffile", "io", "reading TIFF images")
+    if pixel_size is not None or cell is not None or species_map or length_unit is not None or frames != ":":
+        raise MapsimError("--pixel-size/--cell/--species-map/--length-unit/--frames apply to structure files; "
+                          "the inputs are images")
+    return volumes.import_tiff_volumes(paths, thresholds=thresholds, invert=invert, class_map=class_map,
+                                       class_names=class_names, progress=progress)
+
+
 def export_dataset(
     dataset: Dataset,
     out_dir: str | Path,
@@ -210,6 +242,15 @@ def export_dataset(
     """
     if fmt not in EXPORT_FORMATS:
         raise MapsimError(f"--format {fmt!r}: expected one of {list(EXPORT_FORMATS)}")
+    if dataset.ndim == 3:
+        if interior_only or skip_rows is not None or skip_cols is not None:
+            raise MapsimError(f"{dataset.source}: --interior/--skip-rows/--skip-cols cut 2-D samples; this dataset "
+                              "holds 3-D samples")
+        from mapsim.exchange.volumes import export_volumes
+
+        require("ase", "io", f"{fmt} export")
+        return export_volumes(dataset, out_dir, fmt, pixel_size=pixel_size, species_map=species_map,
+                              overwrite=overwrite, progress=progress)
     out = Path(out_dir)
     check_output_dir(out, overwrite)
     n = dataset.n_samples
