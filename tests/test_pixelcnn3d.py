@@ -107,3 +107,27 @@ def test_checkpoint_round_trip(tmp_path):
     g = torch.randint(0, 2, (2, 3, 4, 4))
     with torch.no_grad():
         assert torch.allclose(m.log_likelihood(g), m2.double().log_likelihood(g))
+
+
+def test_generate_cli_writes_volumes_and_refuses_mismatched_depth(tmp_path, capsys):
+    from mapsim.cli import main
+    from mapsim.lattice import load_dataset
+    from mapsim.models.io import save_model
+    from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+
+    m = _model(2, 3, seed=2)
+    path = save_model(tmp_path / "m3.pt", m.float())
+    base = ["generate", str(path), "--height", "4", "--width", "5", "--samples", "2", "--seed", "3"]
+    assert main(base + ["--depth", "3", "--out", str(tmp_path / "v.npz")]) == 0
+    ds = load_dataset(tmp_path / "v.npz")
+    assert ds.grids.shape == (2, 3, 4, 5) and ds.ndim == 3
+    ref = sample_volume(m, 2, 3, 4, 5, seed=3, evaluation="pixel")
+    assert np.array_equal(ds.grids, ref.grids)
+    capsys.readouterr()
+    assert main(base + ["--out", str(tmp_path / "x.npz")]) == 2  # no --depth for a 3D model
+    p2 = save_model(tmp_path / "m2.pt", GatedPixelCNN(PixelCNNConfig(layers=1)))
+    assert main(["generate", str(p2), "--height", "4", "--width", "4", "--samples", "1", "--seed", "0",
+                 "--depth", "2", "--out", str(tmp_path / "y.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--depth needs a 3D model" in err[1]
+    assert not (tmp_path / "x.npz").exists() and not (tmp_path / "y.npz").exists()

@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=int, required=True)
     p.add_argument("--width", type=int, required=True)
     p.add_argument("--samples", type=int, required=True)
+    p.add_argument("--depth", type=int, default=None,
+                   help="planes of each volume, for a 3D model (samples (D, H, W); raster order plane, row, column)")
     p.add_argument("--seed", type=int, required=True, help="seed of the uniforms driving every draw")
     p.add_argument("--out", required=True,
                    help="dataset to write: NAME.npz (in memory, then written atomically) or NAME.zarr (streamed "
@@ -41,6 +43,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or reference (pixel by pixel; same samples for the same seed)")
     add_json_flag(p)
     p.set_defaults(func=cmd_generate)
+
+
+def _generate_volume(args: argparse.Namespace, model, out, beta: float) -> int:
+    """``mapsim generate`` for a 3D model (``--depth``): volumes in one .npz."""
+    from mapsim.lattice import save_dataset
+    from mapsim.sampling.volume import generate_volume
+
+    if getattr(model, "ndim", 2) != 3:
+        raise MapsimError(f"{args.model}: --depth needs a 3D model; this {model.kind} model makes 2D samples")
+    if args.depth is None:
+        raise MapsimError(f"{args.model}: a 3D model needs --depth (planes of each volume)")
+    if args.depth <= 0:
+        raise MapsimError(f"--depth must be a positive integer, found {args.depth}")
+    if str(out).endswith(".zarr") or args.dask is not None or args.boundary != "outside":
+        raise MapsimError("3D generation writes .npz with the outside boundary (no .zarr, --dask or --boundary yet)")
+    with progress(total=args.depth, desc="planes") as bar:
+        ds = generate_volume(model, args.samples, args.depth, args.height, args.width, seed=args.seed, beta=beta,
+                             sampler=args.sampler, progress=lambda n: bar.update(n - bar.n))
+    ds.metadata["model_path"] = str(args.model)
+    save_dataset(out, ds)
+    emit({"out": str(out), "n_samples": ds.n_samples, "depth": args.depth, "height": args.height,
+          "width": args.width, "kind": model.kind, "context_range": model.context_range, "beta": beta,
+          "sampler": args.sampler, "density": float((ds.grids != 0).mean()),
+          "mean_log_prob_per_voxel": float(ds.extras["log_probs"].mean())}, args.json)
+    return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -70,6 +97,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     mode = args.log_probs or ("rows" if zarr_out else "pixels")
     boundary = parse_boundary(args.boundary)
     model = load_model(args.model)
+    if getattr(model, "ndim", 2) == 3 or args.depth is not None:
+        return _generate_volume(args, model, out, beta)
     if zarr_out:
         from functools import partial
 

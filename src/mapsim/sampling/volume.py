@@ -76,3 +76,29 @@ def sample_volume(model, n_samples: int, depth: int, height: int, width: int, *,
     schedule = front_schedule(shape, model.context_range) if evaluation == "batch" else raster_schedule(shape)
     res = run(provider, schedule, u, beta=beta, progress=progress)
     return SampleResult(res.classes.astype(np.uint8), res.log_probs.astype(np.float32), top)
+
+
+def generate_volume(model, n_samples: int, depth: int, height: int, width: int, *, seed: int = 0,
+                    beta: float = 1.0, sampler: str = "fast", progress=None):
+    """Sample volumes from a 3D model as a dataset (grids (K, D, H, W) uint8, extra ``log_probs``).
+
+    ``sampler``: ``fast`` (the 3D front, one batched model call per step) or
+    ``reference`` (voxel by voxel); the same samples for the same seed.
+    """
+    from mapsim import __version__
+    from mapsim.lattice import Dataset
+    from mapsim.sampling.generate import check_request, model_classes
+    from mapsim.sampling.rng import UNIFORMS_VERSION
+
+    K, H, W, beta = check_request(n_samples, height, width, beta)
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth <= 0:
+        raise MapsimError(f"depth must be a positive integer, found {depth!r}")
+    if sampler not in ("fast", "reference"):
+        raise MapsimError(f"unknown sampler {sampler!r} for volumes; known: fast, reference")
+    res = sample_volume(model, K, int(depth), H, W, seed=seed, beta=beta,
+                        evaluation="batch" if sampler == "fast" else "pixel", progress=progress)
+    metadata = {"generator": "mapsim generate", "mapsim_version": __version__, "context_range": model.context_range,
+                "beta": beta, "boundary": "outside", "seed": int(seed), "sampler": sampler,
+                "uniforms": UNIFORMS_VERSION, "n_samples": K, "depth": int(depth), "height": H, "width": W,
+                "periodic": [False, False, False], "model": model.describe()}
+    return Dataset(res.grids, model_classes(model), metadata, {"log_probs": res.log_probs})
