@@ -83,3 +83,18 @@ def test_cli_3d_paths_and_refusals(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert fragment in err and "\n" not in err, (argv, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["an", "f.npz", "v.npz"]  # nothing else written
+
+
+def test_2d_models_refuse_3d_data(tmp_path, capsys):
+    pytest.importorskip("torch")
+    v = tmp_path / "v.npz"
+    save_dataset(v, Dataset(np.ones((2, 3, 4, 4), np.uint8), ("empty", "particle")))
+    m = tmp_path / "ig.pt"
+    assert main(["model", "ideal-gas", "--density", "0.1", "--out", str(m)]) == 0
+    capsys.readouterr()
+    for argv, fragment in ((["score", str(m), str(v)], "is a 2-D model"),
+                           (["fit-expansion", str(v), "--range", "1", "--order", "2", "--out", str(tmp_path / "x.pt")], "2-D samples (n, H, W) only")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert fragment in err and str(v) in err and "\n" not in err, err
+    assert not (tmp_path / "x.pt").exists()

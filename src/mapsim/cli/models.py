@@ -134,12 +134,13 @@ def cmd_count(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from mapsim.lattice import load_dataset
+    from mapsim.lattice import load_dataset, require_2d
     from mapsim.models.expansion import Expansion, ExpansionConfig, ExpansionFitter
     from mapsim.models.io import save_model
 
     out = check_output_path(args.out)
     ds = load_dataset(args.data)
+    require_2d(ds, str(args.data), "the correlation cluster expansion (a 2-D model)")
     model = Expansion(ExpansionConfig(range=args.range, order=args.order, classes=ds.classes))
     fitter = ExpansionFitter(
         epochs=args.epochs, lr=args.lr, l2=args.l2, batch=args.batch, seed=args.seed, val_fraction=args.val_fraction,
@@ -171,6 +172,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise MapsimError(f"--batch must be a positive integer, found {args.batch}")
     model = load_model(args.model)
     ds = load_dataset(args.data)
+    if ds.ndim != getattr(model, "ndim", 2):
+        raise MapsimError(f"{args.data}: holds {ds.ndim}-D samples {ds.spatial_shape} but {args.model} is a "
+                          f"{getattr(model, 'ndim', 2)}-D model; score data of the model's dimension")
     if ds.n_classes > model.n_classes:
         raise MapsimError(f"{args.data}: the dataset has {ds.n_classes} classes {list(ds.classes)}, "
                           f"the model only {model.n_classes}")
