@@ -183,3 +183,31 @@ def test_bad_3d_sizes(over, depth, fragment):
 def test_solvent_is_refused_in_3d():
     with pytest.raises(MapsimError, match="solvent"):
         simulate(preset_params("drying"), 1, 4, 4, seed=0, workers=1, depth=4)
+
+
+def test_table_kernels_on_a_square_lattice_give_onsager_energy():
+    # the cubic lattice has no exact energy; the same kernels on a 4-neighbour table have Onsager's
+    # (2D Ising through the lattice gas: e_nn = -4, so J = 1; grand canonical at mu_n = -2 e_nn, field-free)
+    from mapsim.montecarlo.cubic import _ALL_NONLOCAL
+    from mapsim.montecarlo.exact import onsager_energy
+    from mapsim.montecarlo.kernels import site_order
+
+    L, T, sweeps, n = 48, 3.0, 300, 24
+    ham = Hamiltonian(e_nn=-4.0, mu_n=8.0)
+    nbr = KN.neighbour_table_nd((L, L), True)
+    at = np.arange(0, sweeps + 1, 3)
+    u = []
+    for k in range(n):
+        init_ss, kernel_ss = sample_seed_sequence(5, k).spawn(2)
+        grid = (np.random.default_rng(init_ss).random(L * L) < 0.5).astype(np.uint8)
+        pos = np.flatnonzero(grid).astype(np.int32)
+        order, slot = site_order(pos, L * L)
+        terms = np.zeros((at.size, 5), np.int64)
+        KN.nd_run_traced(KN.nd_encode(grid), nbr, order, slot, pos.size, ham.move_deltas(4), ham.insertion_deltas(4),
+                         np.full(sweeps, T), at, 1, int(0.8 * _ALL_NONLOCAL), True, 1e-8, xoshiro_state(kernel_ss),
+                         np.zeros(8, np.int64), terms)
+        e = ham.energy_of_terms(terms)[at >= sweeps // 2] / (L * L)
+        u.append(e.mean() + 4.0 / 2 - 8.0 / 2)  # Ising energy per site (m terms cancel at mu_n = -2 e_nn)
+    u = np.asarray(u)
+    se = u.std(ddof=1) / np.sqrt(n)
+    assert abs(u.mean() - onsager_energy(T)) <= 4.5 * se, (u.mean(), se, onsager_energy(T))
