@@ -68,7 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch [torch's default: all cores; 1 is faster for tiny models on a busy machine]")
     g.add_argument("--max-minutes", type=float, default=None,
-                   help="stop after the epoch at which another epoch would pass this wall time (resumable) [no limit]")
+                   help="wall-time cap: the first epoch is timed and the learning-rate schedule ends at the last "
+                        "epoch that fits (stored in the run; --resume keeps it); the run also stops after the epoch "
+                        "at which another would pass the cap. The result then depends on the machine's speed "
+                        "[no limit: exactly --epochs]")
     add_json_flag(p)
     p.set_defaults(func=run)
 

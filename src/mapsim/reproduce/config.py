@@ -171,8 +171,8 @@ def default_config(quick: bool) -> RunConfig:
     return RunConfig(seed=0, quick=quick, systems=systems)
 
 
-QUICK_EPOCHS = {"fluid-cold-repulsive": 12, "fluid-hot-repulsive": 12, "fluid-hot-attractive": 12, "drying": 20,
-                "drying-sparse": 20}
+QUICK_EPOCHS = {"fluid-cold-repulsive": 10, "fluid-hot-repulsive": 10, "fluid-hot-attractive": 10, "drying": 16,
+                "drying-sparse": 16}
 """PixelCNN epochs of the quick run (measured to fit the 10-minute budget on 2 idle cores; README)."""
 
 
