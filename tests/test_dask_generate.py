@@ -52,7 +52,10 @@ def test_dask_generation_gives_the_bytes_of_one_process(cluster, model_path, tmp
     assert one.metadata["samples_per_group"] == many.metadata["samples_per_group"] == 2
 
 
-def test_unreachable_scheduler_is_a_one_line_error(model_path, tmp_path, capsys):
+def test_unreachable_scheduler_is_a_one_line_error(model_path, tmp_path, capsys, monkeypatch):
+    import mapsim.cluster
+
+    monkeypatch.setattr(mapsim.cluster, "CONNECT_TIMEOUT", 1)
     out = tmp_path / "x.npz"
     rc = main(["generate", str(model_path), "--height", "4", "--width", "4", "--samples", "1", "--seed", "0",
                "--dask", "tcp://127.0.0.1:9", "--out", str(out)])
