@@ -268,21 +268,25 @@ def _energy_function(classes: tuple[str, ...], ham: dict[str, float], periodic: 
     return energy
 
 
-def _shells(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Radial |k| shells of width 2π/min(h, w) up to π√2 (k = 0 excluded), as in StructureFactor.
+def _shells(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Radial |k| shells of width 2π/min(shape) up to π√ndim (k = 0 excluded), as in StructureFactor.
 
     Returns
     -------
-    index : ndarray of int, shape (h * w,)
+    index : ndarray of int, shape (prod(shape),)
         Shell of each wave vector (-1: not in any shell).
     k_mean : ndarray, shape (n_shells,)
     count : ndarray, shape (n_shells,)
         Wave vectors per shell.
     """
-    h, w = shape
-    kk = np.hypot(2 * np.pi * np.fft.fftfreq(h)[:, None], 2 * np.pi * np.fft.fftfreq(w)[None, :]).ravel()
-    dk = 2 * np.pi / min(h, w)
-    edges = np.arange(0.5 * dk, np.pi * math.sqrt(2) + dk, dk)
+    if len(shape) == 2:
+        h, w = shape
+        kk = np.hypot(2 * np.pi * np.fft.fftfreq(h)[:, None], 2 * np.pi * np.fft.fftfreq(w)[None, :]).ravel()
+    else:
+        ks = np.meshgrid(*(2 * np.pi * np.fft.fftfreq(m) for m in shape), indexing="ij")
+        kk = np.sqrt(sum(k**2 for k in ks)).ravel()
+    dk = 2 * np.pi / min(shape)
+    edges = np.arange(0.5 * dk, np.pi * math.sqrt(len(shape)) + dk, dk)
     idx = np.digitize(kk, edges) - 1
     idx[(idx < 0) | (idx >= edges.size - 1)] = -1
     nb = edges.size - 1
@@ -308,8 +312,7 @@ class _Windows:
     n_windows: int
     pairs: np.ndarray  # (N, n_bins)
     expected: np.ndarray  # (N, n_bins)
-    nb4: np.ndarray  # (N, 5)
-    nb8: np.ndarray  # (N, 9)
+    nb: dict[int, np.ndarray]  # neighbourhood size (4, 8; 3D: 6, 26) -> (N, size + 1) counts
     count: np.ndarray  # (N,) particles per window
     cl_sizes: dict[int, np.ndarray]  # connectivity -> (n_clusters,)
     cl_window: dict[int, np.ndarray]  # connectivity -> window of each cluster
@@ -338,7 +341,7 @@ def _window_features(windows: np.ndarray, class_id: int, periodic: bool, r_max: 
         ok = idx >= 0
         np.add.at(power[s : s + chunk].T, idx[ok], p[:, ok].T)
     return _Windows(
-        n_windows=N, pairs=pc.pair_counts, expected=pc.expected_counts, nb4=nbc.counts4, nb8=nbc.counts8,
+        n_windows=N, pairs=pc.pair_counts, expected=pc.expected_counts, nb={4: nbc.counts4, 8: nbc.counts8},
         count=occ.reshape(N, -1).sum(axis=1), cl_sizes=sizes, cl_window=owner, sk_power=power, sk_count=cnt,
         energy=None if energy is None else energy(windows),
     )
@@ -353,9 +356,9 @@ def _statistics(F: _Windows, k: int, sites: int) -> tuple[dict[str, Statistic], 
     per_w: dict[str, tuple[str, np.ndarray, np.ndarray, np.ndarray | None]] = {}
     ones = np.ones((N, 1))
     per_w["g_r"] = ("rms", F.pairs, F.expected, None)
-    per_w["neighbours4"] = ("tv", F.nb4.astype(float), F.nb4.sum(axis=1, keepdims=True).astype(float), None)
-    per_w["neighbours8"] = ("tv", F.nb8.astype(float), F.nb8.sum(axis=1, keepdims=True).astype(float), None)
-    for conn in (4, 8):
+    for size, nb in F.nb.items():
+        per_w[f"neighbours{size}"] = ("tv", nb.astype(float), nb.sum(axis=1, keepdims=True).astype(float), None)
+    for conn in F.cl_sizes:
         support = np.unique(F.cl_sizes[conn])
         if support.size == 0:
             support = np.array([1])
@@ -520,40 +523,8 @@ def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = 
 
     labels = relabellings(n_ref, n_gen, n_perm, rng)
     signs = sign_flips(n_gen, n_perm, rng)
-    ref_idx, gen_idx = np.arange(n_ref), np.arange(n_ref, n_ref + n_gen)
-
-    tested: list[str] = []
-    observed: dict[str, float] = {}
-    nulls: dict[str, np.ndarray] = {}
-    test_kind: dict[str, str] = {}
-    fixed: list[str] = []
-    ref_est, gen_est = {}, {}
-    for s in STATS:
-        if s not in units:
-            continue
-        st = units[s]
-        ref_est[s], gen_est[s] = st.pooled(ref_idx), st.pooled(gen_idx)
-        value = _no_spread(per_window[s], n_rw)
-        if s == "density" and (value is not None or fixed_count):
-            # fixed particle number: compare the generated windows' mean density with the reference value.
-            # Also when the reference windows are crops of fixed-N samples: a crop keeps a spread far
-            # below a grand-canonical window's, and a MAP is not canonical (its fluctuations are expected)
-            st = Statistic(s, "abs", F.count[:, None].astype(float), np.full((F.n_windows, 1), float(sites)))
-            st = Statistic(s, "abs", st.num.reshape(-1, k, 1).sum(axis=1), st.den.reshape(-1, k, 1).sum(axis=1))
-            value = st.pooled(np.arange(n_ref))
-        if value is not None:
-            fixed.append(s)
-            gst = Statistic(s, st.kind, st.num[gen_idx], st.den[gen_idx], st.support)
-            null = gst.one_sample(value, signs)
-            obs = float(gst.one_sample(value, np.ones((1, n_gen)))[0])
-            test_kind[s] = ("one-sample sign flip (fixed particle number in the reference)" if s == "density"
-                            else "one-sample sign flip (no spread in the reference)")
-        else:
-            null = st.two_sample(labels)
-            obs = float(st.distance(ref_est[s], gen_est[s]))
-            test_kind[s] = "two-sample permutation"
-        tested.append(s)
-        observed[s], nulls[s] = obs, null
+    tested, observed, nulls, test_kind, fixed, ref_est, gen_est = _tests(
+        STATS, per_window, units, F, n_ref, n_gen, k, sites, fixed_count, labels, signs)
 
     drift = _drift(r_win.reshape(-1, *win), gen.grids[:, :, scol : gen.shape[1] - scol], cid, win, skip, band_rows,
                    gen, ref, energy)
@@ -569,11 +540,7 @@ def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = 
         observed[key], nulls[key] = float(abs(sl.mean())), null
         test_kind[key] = "sign flip of per-sample slopes (mean slope = 0)"
 
-    noise = {s: null_rms(nulls[s]) for s in tested}
-    t_obs, t_null = np.empty(len(tested)), np.empty((n_perm, len(tested)))
-    for j, s in enumerate(tested):
-        t_obs[j], t_null[:, j] = standardise(observed[s], nulls[s], noise[s])
-    p_raw, p_adj = maxt_stepdown(t_obs, t_null) if tested else (np.zeros(0), np.zeros(0))
+    noise, p_raw, p_adj = _adjusted(tested, observed, nulls, n_perm)
 
     summary: dict[str, Any] = {
         "class": name,
@@ -602,6 +569,76 @@ def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = 
         "energy_note": None if ham is not None else energy_note,
         "statistics": tested,
     }
+    _verdicts(summary, tested, observed, noise, p_raw, p_adj, test_kind, alpha)
+    if drift:
+        drift["p_adjusted"] = {s: summary.get(f"trend_{s}_p_adjusted") for s in DRIFT_STATS}
+    for est, idx in ((ref_est, np.arange(n_rw)), (gen_est, np.arange(n_rw, F.n_windows))):
+        for c in (4, 8):
+            est[f"clusters{c}"] = np.rint(_expand(per_window[f"clusters{c}"], idx)).astype(np.int64)
+        est["density"] = F.count[idx] / sites
+    return Comparison(summary, ref_est, gen_est, np.sqrt(lattice_r2(r_max)), _shells(win)[1],
+                      np.column_stack([nulls[s] for s in tested]) if tested else np.zeros((n_perm, 0)), drift)
+
+
+def _tests(order: tuple[str, ...], per_window: dict[str, Statistic], units: dict[str, Statistic], F: _Windows,
+           n_ref: int, n_gen: int, k: int, sites: int, fixed_count: bool, labels: np.ndarray, signs: np.ndarray):
+    """Observed distance and null draws of every statistic in ``order`` (module docstring: two-sample
+    permutation, or one-sample sign flips when the reference has no spread / a fixed particle number).
+
+    Returns
+    -------
+    tested, observed, nulls, test_kind, fixed, ref_est, gen_est
+    """
+    ref_idx, gen_idx = np.arange(n_ref), np.arange(n_ref, n_ref + n_gen)
+    n_rw = n_ref * k
+    tested: list[str] = []
+    observed: dict[str, float] = {}
+    nulls: dict[str, np.ndarray] = {}
+    test_kind: dict[str, str] = {}
+    fixed: list[str] = []
+    ref_est, gen_est = {}, {}
+    for s in order:
+        if s not in units:
+            continue
+        st = units[s]
+        ref_est[s], gen_est[s] = st.pooled(ref_idx), st.pooled(gen_idx)
+        value = _no_spread(per_window[s], n_rw)
+        if s == "density" and (value is not None or fixed_count):
+            # fixed particle number: compare the generated windows' mean density with the reference value.
+            # Also when the reference windows are crops of fixed-N samples: a crop keeps a spread far
+            # below a grand-canonical window's, and a MAP is not canonical (its fluctuations are expected)
+            st = Statistic(s, "abs", F.count[:, None].astype(float), np.full((F.n_windows, 1), float(sites)))
+            st = Statistic(s, "abs", st.num.reshape(-1, k, 1).sum(axis=1), st.den.reshape(-1, k, 1).sum(axis=1))
+            value = st.pooled(np.arange(n_ref))
+        if value is not None:
+            fixed.append(s)
+            gst = Statistic(s, st.kind, st.num[gen_idx], st.den[gen_idx], st.support)
+            null = gst.one_sample(value, signs)
+            obs = float(gst.one_sample(value, np.ones((1, n_gen)))[0])
+            test_kind[s] = ("one-sample sign flip (fixed particle number in the reference)" if s == "density"
+                            else "one-sample sign flip (no spread in the reference)")
+        else:
+            null = st.two_sample(labels)
+            obs = float(st.distance(ref_est[s], gen_est[s]))
+            test_kind[s] = "two-sample permutation"
+        tested.append(s)
+        observed[s], nulls[s] = obs, null
+    return tested, observed, nulls, test_kind, fixed, ref_est, gen_est
+
+
+def _adjusted(tested: list[str], observed: dict[str, float], nulls: dict[str, np.ndarray], n_perm: int):
+    """Null RMS per statistic and the raw and max-T step-down adjusted p-values (order of ``tested``)."""
+    noise = {s: null_rms(nulls[s]) for s in tested}
+    t_obs, t_null = np.empty(len(tested)), np.empty((n_perm, len(tested)))
+    for j, s in enumerate(tested):
+        t_obs[j], t_null[:, j] = standardise(observed[s], nulls[s], noise[s])
+    p_raw, p_adj = maxt_stepdown(t_obs, t_null) if tested else (np.zeros(0), np.zeros(0))
+    return noise, p_raw, p_adj
+
+
+def _verdicts(summary: dict[str, Any], tested: list[str], observed: dict[str, float], noise: dict[str, float],
+              p_raw: np.ndarray, p_adj: np.ndarray, test_kind: dict[str, str], alpha: float) -> None:
+    """Write every statistic's ``<stat>_*`` keys, ``rejected`` and ``family_reject`` into ``summary``."""
     rejected = []
     for j, s in enumerate(tested):
         undefined = not math.isfinite(observed[s])
@@ -621,14 +658,6 @@ def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = 
             rejected.append(s)
     summary["rejected"] = rejected
     summary["family_reject"] = bool(rejected)
-    if drift:
-        drift["p_adjusted"] = {s: summary.get(f"trend_{s}_p_adjusted") for s in DRIFT_STATS}
-    for est, idx in ((ref_est, np.arange(n_rw)), (gen_est, np.arange(n_rw, F.n_windows))):
-        for c in (4, 8):
-            est[f"clusters{c}"] = np.rint(_expand(per_window[f"clusters{c}"], idx)).astype(np.int64)
-        est["density"] = F.count[idx] / sites
-    return Comparison(summary, ref_est, gen_est, np.sqrt(lattice_r2(r_max)), _shells(win)[1],
-                      np.column_stack([nulls[s] for s in tested]) if tested else np.zeros((n_perm, 0)), drift)
 
 
 def _drift(ref_windows: np.ndarray, gen_cols: np.ndarray, cid: int, win: tuple[int, int], skip: int,
