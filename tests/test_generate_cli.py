@@ -134,3 +134,15 @@ def test_bad_inputs_give_one_line_and_no_output(tmp_path, capsys):
         assert rc == 2, (name, err)
         assert stdout == "" and len(err.strip().splitlines()) == 1 and err.startswith("mapsim: error:"), (name, err)
         assert not out.exists(), name
+
+
+def test_bench_generate_on_cuda_is_a_clear_error_without_a_gpu(capsys):
+    import torch
+
+    from mapsim.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the CUDA benchmark runs for real (mapsim bench generate --device cuda)")
+    assert main(["bench", "generate", "--device", "cuda", "--quick"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no CUDA device" in err[0]

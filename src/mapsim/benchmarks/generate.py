@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default: the cached numba sampler) or cuda (the batched front sampler on the GPU, "
+                             "against a cuda matrix multiply)")
     parser.add_argument("--positions", action="store_true",
                         help="also time a model with the position head against the class-only model of the same size")
     parser.add_argument("--positions-size", type=int, default=128, help="sample side of the position timing (default 128)")
@@ -181,6 +184,59 @@ def position_overhead(layers: int, filters: int, kernel: int, out_width: int, bi
             "occupied_fraction_positions": float((r_pos.grids > 0).mean())}
 
 
+def run_device(args: argparse.Namespace) -> dict:
+    """``--device cuda``: the front sampler (one batched model call per step) on a GPU, same keys where they apply.
+
+    The cached kernel is CPU code; on a GPU every step's crops go through the
+    network in one batch, so ``gflops`` counts the useful work of one pass per
+    pixel (the crops' redundant work is not counted) against ``gemm_gflops``, a
+    float32 8192^3 matrix multiply on the same device.
+    """
+    from mapsim.errors import MapsimError
+    from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+    from mapsim.sampling.fast import sample_front
+
+    try:
+        dev = torch.device(args.device)
+    except RuntimeError:
+        raise MapsimError(f"--device {args.device!r}: not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        raise MapsimError(f"--device {args.device}: no CUDA device here (torch.cuda.is_available() is False)")
+    torch.manual_seed(0)
+    cfg = PixelCNNConfig(n_classes=2, layers=args.layers, filters=args.filters, kernel=args.kernel, out_width=64)
+    model = GatedPixelCNN(cfg).eval().to(dev)
+    fpp = model_flops_per_pixel(cfg.layers, cfg.filters, cfg.kernel, cfg.out_width, cfg.n_classes)
+    sample_front(model, 1, 8, 8, seed=0)  # warm up the kernels
+
+    def timed(k: int, n: int) -> float:
+        torch.cuda.synchronize(dev)
+        t = time.perf_counter()
+        sample_front(model, k, n, n, seed=1)
+        torch.cuda.synchronize(dev)
+        return time.perf_counter() - t
+
+    s_big = timed(1, args.size)
+    s_batch = timed(args.batch, args.batch_size)
+    n = 8192
+    a, b = torch.rand(n, n, device=dev), torch.rand(n, n, device=dev)
+    a @ b
+    torch.cuda.synchronize(dev)
+    t = time.perf_counter()
+    for _ in range(5):
+        a @ b
+    torch.cuda.synchronize(dev)
+    gemm = 2 * n**3 * 5 / (time.perf_counter() - t) / 1e9
+    g_big = fpp * args.size**2 / s_big / 1e9
+    g_batch = fpp * args.batch * args.batch_size**2 / s_batch / 1e9
+    return {"device": torch.cuda.get_device_name(dev), "sampler": "front (batched crops)",
+            "model": f"pixelcnn layers={cfg.layers} kernel={cfg.kernel} filters={cfg.filters} L_c={model.context_range}",
+            "size": args.size, "seconds_1024": s_big, "batch": f"{args.batch}x{args.batch_size}^2",
+            "seconds_batch_256": s_batch, "gflops": max(g_big, g_batch), "gflops_1024": g_big,
+            "gflops_batch_256": g_batch, "gemm_gflops": gemm, "gemm_fraction": g_big / gemm,
+            "gemm_fraction_batch_256": g_batch / gemm,
+            "peak_mib": torch.cuda.max_memory_allocated(dev) / 2**20}
+
+
 def run(args: argparse.Namespace) -> dict:
     from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
     from mapsim.sampling.fast import sample_front
@@ -189,6 +245,8 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.quick:
         args.size, args.batch, args.batch_size, args.naive_rows, args.front_size = 128, 4, 64, 1, 32
+    if getattr(args, "device", "cpu") != "cpu":
+        return run_device(args)
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     if getattr(args, "only_positions", False):
