@@ -64,7 +64,7 @@ def test_config_of_the_earlier_version_loads_with_a_note():
                        "[systems.drying]").replace("overrides = { sweeps = 20 }", "overrides = { sweeps = 20 }\n"
                                                    "train_minutes = 3.0")
     cfg = from_toml(old, "old.toml")
-    assert cfg == from_toml(TINY) and cfg.threads == 2
+    assert cfg == from_toml(TINY) and cfg.threads == 1
     assert len(cfg.notes) == 1 and "train_minutes" in cfg.notes[0] and "ignored" in cfg.notes[0]
     assert "fluid-cold-repulsive, drying" in cfg.notes[0]
 

@@ -249,3 +249,29 @@ def test_cli_trains_resumes_and_rejects_bad_input(tmp_path, capsys):
         assert err.startswith("mapsim: error:") and err.count("\n") == 1, (argv, err)
     assert _files(run) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz", "d.npz", "run"]  # nothing else written
+
+
+def test_weight_averaging_is_resumable_and_saved_as_the_model(tmp_path):
+    ds = _random_dataset(n=14)
+    cfg = TrainConfig(**TINY, epochs=4, seed=3, ema=0.9)
+    straight = train(ds, cfg, tmp_path / "a", device="cpu")
+    last = read_checkpoint(tmp_path / "a" / "last.pt")
+    # the model file holds the averaged weights, which differ from the optimiser's (kept to resume from)
+    assert set(last["raw_state_dict"]) == set(last["state_dict"])
+    assert any(not torch.equal(last["raw_state_dict"][k], v) for k, v in last["state_dict"].items())
+    m = load_model(tmp_path / "a" / "last.pt")
+    assert all(torch.equal(m.state_dict()[k], v.cpu()) for k, v in straight.model.state_dict().items())
+
+    def interrupt(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(ds, cfg, tmp_path / "b", device="cpu", on_epoch=interrupt)
+    resumed = train(ds, cfg, tmp_path / "b", device="cpu", resume=True)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    assert [r["val_nll"] for r in straight.history] == pytest.approx([r["val_nll"] for r in resumed.history], rel=1e-6)
+    with pytest.raises(MapsimError, match="ema"):
+        TrainConfig(**TINY, ema=1.0).validate()

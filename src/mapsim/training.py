@@ -69,9 +69,10 @@ import math
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -127,6 +128,13 @@ class TrainConfig:
         The NLL then adds, per atom, the position's negative log-density per unit pixel area.
     position_bins : int
         Bins per axis of the position density.
+    ema : float
+        Exponential moving average of the weights (0 = off): after every optimiser
+        step the average moves towards the weights by 1 - d, d = min(ema, (1 + t) /
+        (10 + t)) at step t (so the initial weights are soon forgotten).  Validation,
+        ``best.pt`` and the model in ``last.pt`` use the averaged weights; ``last.pt``
+        also keeps the optimiser's own weights (``raw_state_dict``) to resume from.
+        The averaged model is an ordinary PixelCNN: samplers need no change.
     """
 
     layers: int = 20
@@ -146,6 +154,7 @@ class TrainConfig:
     patience: int = 10
     positions: bool | None = None
     position_bins: int = 32
+    ema: float = 0.0
 
     def validate(self) -> None:
         """Raise :class:`MapsimError` naming the first bad value."""
@@ -165,6 +174,8 @@ class TrainConfig:
             raise MapsimError(f"warmup is a fraction of the steps and must be < 1, found {self.warmup}")
         if self.val_fraction >= 1:
             raise MapsimError(f"val_fraction must be < 1, found {self.val_fraction}")
+        if not 0 <= self.ema < 1:
+            raise MapsimError(f"ema must lie in [0, 1) (0 = no weight averaging), found {self.ema!r}")
         if self.patience < 0:
             raise MapsimError(f"patience must be >= 0 (0 = no early stopping), found {self.patience}")
         if self.crop is not None and (len(self.crop) != 2 or min(self.crop) < 1):
@@ -378,7 +389,7 @@ def density_only_nll(train_grids: np.ndarray, val_grids: np.ndarray, n_classes: 
 
 
 # what runs saved before a field existed trained with
-_BEFORE_FIELD = {"positions": False, "position_bins": 32}
+_BEFORE_FIELD = {"positions": False, "position_bins": 32, "ema": 0.0}
 
 
 def _compare_configs(saved: dict[str, Any], given: TrainConfig, where: Path) -> None:
@@ -434,6 +445,7 @@ class _Run:
     data_info: dict[str, Any]
     dens_nll: float
     payload: dict[str, Any] | None  # last.pt when resuming
+    ema: dict[str, torch.Tensor] | None = None  # averaged weights (TrainConfig.ema)
     dist: _Dist = field(default_factory=_Dist)
     device: torch.device = torch.device("cpu")
     model: GatedPixelCNN | None = None
@@ -532,8 +544,11 @@ def _setup(run: _Run, dist: _Dist, dev: torch.device) -> None:
     run.state = {"epoch": 0, "best_val_nll": math.inf, "best_epoch": 0, "epochs_since_best": 0, "stopped": None,
                  "history": [], "horizon_epochs": config.epochs}
     run.sched = sched = torch.optim.lr_scheduler.LambdaLR(opt, run.lr_factor_at)
+    if config.ema > 0:
+        source = payload["state_dict"] if payload is not None else model.state_dict()
+        run.ema = {k: v.detach().clone().to(dev) for k, v in source.items()}
     if payload is not None:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(payload.get("raw_state_dict", payload["state_dict"]))
         opt.load_state_dict(payload["optimizer"])
         sched.load_state_dict(payload["scheduler"])
         for k in run.state:
@@ -585,6 +600,8 @@ def _train_epoch(run: _Run, epoch: int, progress: Callable[..., Any] | None) -> 
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         opt.step()
+        if run.ema is not None:
+            _ema_update(run, run.sched.last_epoch)
         lr_used = opt.param_groups[0]["lr"]
         run.sched.step()
         nll_sum += loss_sum.detach().double()
@@ -598,6 +615,32 @@ def _train_epoch(run: _Run, epoch: int, progress: Callable[..., Any] | None) -> 
     return train_sum / max(1, plan.n_batches * pixels_global), lr_used, plan.n_batches
 
 
+@torch.no_grad()
+def _ema_update(run: _Run, step: int) -> None:
+    """Move the averaged weights towards the model's after optimiser step ``step`` (0-based)."""
+    d = min(run.config.ema, (1.0 + step) / (10.0 + step))
+    for k, v in run.model.state_dict().items():
+        e = run.ema[k]
+        if e.is_floating_point():
+            e.mul_(d).add_(v, alpha=1.0 - d)
+        else:
+            e.copy_(v)
+
+
+@contextmanager
+def _averaged(run: _Run) -> Iterator[dict[str, torch.Tensor] | None]:
+    """Inside, the model holds the averaged weights (when ``ema`` is on); yields the optimiser's weights."""
+    if run.ema is None:
+        yield None
+        return
+    raw = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    run.model.load_state_dict(run.ema)
+    try:
+        yield raw
+    finally:
+        run.model.load_state_dict(raw)
+
+
 def _validate(run: _Run) -> float | None:
     """Validation NLL (nats per pixel) of the whole validation samples, all processes; None without them."""
     run.model.eval()
@@ -605,7 +648,8 @@ def _validate(run: _Run) -> float | None:
         return None
     mine = run.val_idx[run.dist.rank :: run.dist.world]
     offs = run.dataset.offsets[mine] if run.model.positions else None
-    s, n = nll_sums(run.model, run.grids[mine], run.device, max(run.batch, 1), offs) if len(mine) else (0.0, 0)
+    with _averaged(run):
+        s, n = nll_sums(run.model, run.grids[mine], run.device, max(run.batch, 1), offs) if len(mine) else (0.0, 0)
     s, n = run.dist.all_sum([s, n], run.device)
     return s / n
 
@@ -617,9 +661,12 @@ def _checkpoint(run: _Run, improved: bool) -> None:
     extra = dict(train_config=dataclasses.asdict(run.config), data=run.data_info, density_only_nll=run.dens_nll,
                  optimizer=run.opt.state_dict(), scheduler=run.sched.state_dict(), rng_state=global_rng_state(),
                  **run.state)
-    if improved:
-        save_model(run.out / BEST, run.model, **extra)
-    save_model(run.out / LAST, run.model, **extra)
+    with _averaged(run) as raw:  # model files hold the averaged weights; resume needs the optimiser's
+        if raw is not None:
+            extra["raw_state_dict"] = {k: v.cpu() for k, v in raw.items()}
+        if improved:
+            save_model(run.out / BEST, run.model, **extra)
+        save_model(run.out / LAST, run.model, **extra)
     write_text_atomic(run.out / METRICS, "".join(json.dumps(r) + "\n" for r in run.history_with_timings()))
 
 
@@ -745,6 +792,8 @@ def train(dataset: Dataset, config: TrainConfig, out: str | Path, *, resume: boo
                 on_epoch({**record, **run.timings[epoch]})
             if stopped != "epochs":
                 break
+        if run.ema is not None:
+            run.model.load_state_dict(run.ema)  # the returned model is the one in last.pt
         return run.result(stopped)
     finally:
         if dist.initialised_here:

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated subset of the systems to run (default: all in the configuration)")
     p.add_argument("--seed", type=int, default=None, help="override the configuration's seed")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads of training and sampling (default: the configuration's, 2); the results' bytes "
+                   help="CPU threads of training and sampling (default: the configuration's, 1); the results' bytes "
                         "depend on it, so it is saved in config.toml")
     add_json_flag(p)
     p.set_defaults(func=cmd_reproduce)

@@ -16,7 +16,7 @@ _OPTIONS = {
     "layers": int, "filters": int, "kernel": int, "out_width": int, "epochs": int, "batch": int,
     "lr": float, "weight_decay": float, "warmup": float, "grad_clip": float, "seed": int,
     "val_fraction": float, "crop": str, "symmetries": str, "patience": int, "positions": bool,
-    "position_bins": int,
+    "position_bins": int, "ema": float,
 }
 
 
@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"fraction of steps of linear warm-up before the cosine decay [{d.warmup}]")
     g.add_argument("--grad-clip", type=float, default=None, help=f"gradient norm clip, 0 = off [{d.grad_clip}]")
     g.add_argument("--seed", type=int, default=None, help=f"seed of weights, split, order, crops, symmetries [{d.seed}]")
+    g.add_argument("--ema", type=float, default=None,
+                   help=f"exponential moving average of the weights, decay per step (0 = off); validation and the "
+                        f"model files use the averaged weights [{d.ema}]")
     g.add_argument("--patience", type=int, default=None,
                    help=f"early stopping: epochs without a lower validation NLL, 0 = off [{d.patience}]")
     g = p.add_argument_group("data")

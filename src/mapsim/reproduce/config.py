@@ -67,6 +67,8 @@ class SystemConfig:
     lr : float
         Training runs exactly ``epochs`` epochs: no wall-clock cap, so the result
         does not depend on the machine's load.
+    ema : float
+        Weight averaging of the PixelCNN (:class:`mapsim.training.TrainConfig`; 0 = off).
     crop : int
         Random training crops (0 = whole samples).
     """
@@ -92,6 +94,7 @@ class SystemConfig:
     epochs: int = 30
     batch: int = 16
     lr: float = 3e-3
+    ema: float = 0.0
     crop: int = 0
 
     @property
@@ -111,6 +114,9 @@ class RunConfig:
         CPU threads of torch and numba in every stage.  Training reductions and
         the sampler's blocks depend on it, so the same configuration, seed and
         thread count give byte-identical models, samples and ``report.json``.
+        Default 1: the quick models are too small for two threads to pay, and on
+        a busy machine two threads waiting for each other were 10x slower (a
+        48² drying epoch: 3.4 s on one thread, 56 s on two at load 9).
     systems : dict
     notes : list of str
         What loading the file said about keys of earlier versions (not saved).
@@ -118,7 +124,7 @@ class RunConfig:
 
     seed: int = 0
     quick: bool = True
-    threads: int = 2
+    threads: int = 1
     systems: dict[str, SystemConfig] = field(default_factory=dict)
     notes: list = field(default_factory=list, compare=False)
 
@@ -171,9 +177,10 @@ def default_config(quick: bool) -> RunConfig:
     return RunConfig(seed=0, quick=quick, systems=systems)
 
 
-QUICK_EPOCHS = {"fluid-cold-repulsive": 10, "fluid-hot-repulsive": 10, "fluid-hot-attractive": 10, "drying": 16,
-                "drying-sparse": 16}
-"""PixelCNN epochs of the quick run (measured to fit the 10-minute budget on 2 idle cores; README)."""
+QUICK_EPOCHS = {"fluid-cold-repulsive": 30, "fluid-hot-repulsive": 30, "fluid-hot-attractive": 30, "drying": 40,
+                "drying-sparse": 40}
+"""PixelCNN epochs of the quick run: one thread took 1.1 s per epoch of a 32² fluid and 3.4 s per epoch
+of a 48² drying system (README), so training stays under about 5 minutes."""
 
 
 def _toml_value(v: Any) -> str:
@@ -277,6 +284,8 @@ def check_system(s: SystemConfig, where: str) -> None:
                                                     or k == s.gen_scale for k in s.extra_scales):
         raise MapsimError(f"{where}.extra_scales must be a list of integers >= 2 other than gen_scale, "
                           f"found {s.extra_scales!r}")
+    if not 0 <= s.ema < 1:
+        raise MapsimError(f"{where}.ema must lie in [0, 1) (0 = no weight averaging), found {s.ema!r}")
     for name in ("lr", "expansion_lr"):
         v = getattr(s, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != v:

@@ -167,7 +167,7 @@ class Run:
                    lambda: self._density_model(train, d / "density.pt"))
         models["density"] = (d / "density.pt", fp)
         fp = fingerprint("pixelcnn", fp_train, s.layers, s.filters, s.kernel, s.out_width, s.epochs, s.batch, s.lr,
-                         s.crop, seed, self.cfg.threads, stage_code("pixelcnn"))
+                         s.crop, seed, self.cfg.threads, s.ema, stage_code("pixelcnn"))
         res["pixelcnn_training"] = self.stage(f"{name}/train PixelCNN ({s.layers} layers, {s.filters} filters)", fp,
                                               [d / "pixelcnn" / "best.pt"],
                                               lambda: self._train_pixelcnn(s, train, d / "pixelcnn", fp))
@@ -269,7 +269,8 @@ class Run:
         from mapsim.training import TrainConfig, train as train_model
 
         tc = TrainConfig(layers=s.layers, filters=s.filters, kernel=s.kernel, out_width=s.out_width, epochs=s.epochs,
-                         batch=s.batch, lr=s.lr, seed=self.cfg.seed, crop=[s.crop, s.crop] if s.crop else None)
+                         batch=s.batch, lr=s.lr, seed=self.cfg.seed, crop=[s.crop, s.crop] if s.crop else None,
+                         ema=s.ema)
         # an interrupted run with the same settings continues; one made with other settings is replaced
         stamp = run_dir.with_name(run_dir.name + ".fingerprint")
         same = stamp.exists() and stamp.read_text().strip() == fp
