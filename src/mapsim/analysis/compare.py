@@ -50,11 +50,13 @@ MAP is not canonical; its fluctuations are expected).  Such a statistic is
 tested one-sample: the pooled generated value against the reference value,
 with a null from random sign flips of each generated sample's deviation, i.e.
 judged by the generated samples' own standard error.  The density is
-tested this way whenever every reference *sample* holds the same number of
-particles, even when its windows are crops (a crop of a fixed-N sample has a
-spread far below a grand-canonical window's): the generated windows' mean
-density against the reference windows' mean.  Nothing is ever divided by a
-zero spread.
+compared on its mean whenever every reference *sample* holds the same
+number of particles: one-sample as above when the windows are whole samples
+(the reference value is exact); when they are crops (a crop of a fixed-N
+sample has a spread far below a grand-canonical window's, but its mean is
+noisy), by a two-sample permutation test of the difference of mean window
+densities, studentised (Welch) so that the two sides' different spreads do
+not decide it.  Nothing is ever divided by a zero spread.
 
 *Drift.*  When generated samples are taller than the reference, each
 intensive statistic (density, contacts per site, energy per site) is followed
@@ -117,6 +119,9 @@ TREND_STATS: tuple[str, ...] = tuple(f"trend_{s}" for s in DRIFT_STATS)
 
 RESULT_KEYS: tuple[str, ...] = ("distance", "p", "p_adjusted", "effect", "noise", "ratio")
 """Per-statistic JSON keys ``<stat>_<key>``."""
+
+SHOWN = "|distance"
+"""Suffix of the entries of ``_tests``' results holding a reported distance that differs from the test statistic."""
 
 DEFAULT_PERMUTATIONS = 1000
 MIN_PERMUTATIONS = 100
@@ -376,6 +381,52 @@ def _statistics(F: _Windows, k: int, sites: int) -> tuple[dict[str, Statistic], 
     return windows, units
 
 
+def _welch(x: np.ndarray, labels: np.ndarray, n_ref: int) -> tuple[float, np.ndarray, float, np.ndarray]:
+    """Welch-studentised difference of means under relabellings.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n_units,)
+        One value per unit (reference units first).
+    labels : ndarray, shape (B, n_units)
+        1 for units labelled GEN (see :func:`mapsim.analysis.permutation.relabellings`).
+    n_ref : int
+
+    Returns
+    -------
+    t_obs : float
+        |m_gen - m_ref| / sqrt(v_gen / n_gen + v_ref / n_ref) of the observed labels.
+    t_null : ndarray, shape (B,)
+    d_obs : float
+        |m_gen - m_ref|.
+    d_null : ndarray, shape (B,)
+
+    Notes
+    -----
+    A studentised permutation statistic stays asymptotically valid when the
+    two sides' variances differ (Janssen 1997), which a plain difference of
+    means does not for unequal group sizes.  Zero spread on both sides gives
+    t = 0 for equal means and +inf otherwise.
+    """
+    n = x.size
+    n_gen = n - n_ref
+    obs_labels = np.zeros((1, n))
+    obs_labels[0, n_ref:] = 1.0
+    lab = np.vstack([obs_labels, labels])
+    s1, s2 = lab @ x, lab @ (x * x)
+    t1, t2 = x.sum(), (x * x).sum()
+    mg, mr = s1 / n_gen, (t1 - s1) / n_ref
+    vg = np.maximum(s2 - n_gen * mg**2, 0.0) / max(n_gen - 1, 1)
+    vr = np.maximum(t2 - s2 - n_ref * mr**2, 0.0) / max(n_ref - 1, 1)
+    d = np.abs(mg - mr)
+    se = np.sqrt(vg / n_gen + vr / n_ref)
+    # a difference below rounding of equal means is no difference
+    d = np.where(d <= 1e-12 * np.maximum(np.abs(mg), np.abs(mr)), 0.0, d)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se > 0, d / np.where(se > 0, se, 1.0), np.where(d > 0, np.inf, 0.0))
+    return float(t[0]), t[1:], float(d[0]), d[1:]
+
+
 def _no_spread(st: Statistic, n_ref_windows: int) -> np.ndarray | None:
     """The common per-window value of a statistic over the reference windows, or None if it varies.
 
@@ -603,10 +654,24 @@ def _tests(order: tuple[str, ...], per_window: dict[str, Statistic], units: dict
         st = units[s]
         ref_est[s], gen_est[s] = st.pooled(ref_idx), st.pooled(gen_idx)
         value = _no_spread(per_window[s], n_rw)
-        if s == "density" and (value is not None or fixed_count):
-            # fixed particle number: compare the generated windows' mean density with the reference value.
-            # Also when the reference windows are crops of fixed-N samples: a crop keeps a spread far
-            # below a grand-canonical window's, and a MAP is not canonical (its fluctuations are expected)
+        if s == "density" and value is None and fixed_count:
+            # crops of fixed-N samples: a crop keeps a spread far below a grand-canonical window's, and a
+            # MAP is not canonical (its fluctuations are expected), so compare means, not distributions.
+            # The reference mean is itself noisy here, so it is a two-sample test, studentised (Welch)
+            # so that unequal spreads on the two sides do not decide it
+            x = F.count.reshape(-1, k).sum(axis=1) / (k * sites)  # mean window density per unit, (n_units,)
+            obs_t, null_t, obs_d, null_d = _welch(x, labels, n_ref)
+            tested.append(s)
+            fixed.append(s)
+            observed[s], nulls[s] = obs_t, null_t
+            # the distance reported, where the test statistic is another one (see _adjusted)
+            observed[s + SHOWN], nulls[s + SHOWN] = obs_d, null_d
+            test_kind[s] = "two-sample permutation of the mean, Welch-studentised (fixed particle number " \
+                           "in the reference samples, cropped windows)"
+            continue
+        if s == "density" and value is not None:
+            # fixed particle number in whole windows: the reference value is exact; compare the
+            # generated windows' mean density with it, judged by the generated samples' spread
             st = Statistic(s, "abs", F.count[:, None].astype(float), np.full((F.n_windows, 1), float(sites)))
             st = Statistic(s, "abs", st.num.reshape(-1, k, 1).sum(axis=1), st.den.reshape(-1, k, 1).sum(axis=1))
             value = st.pooled(np.arange(n_ref))
@@ -632,6 +697,10 @@ def _adjusted(tested: list[str], observed: dict[str, float], nulls: dict[str, np
     t_obs, t_null = np.empty(len(tested)), np.empty((n_perm, len(tested)))
     for j, s in enumerate(tested):
         t_obs[j], t_null[:, j] = standardise(observed[s], nulls[s], noise[s])
+    for s in tested:
+        if s + SHOWN in observed:  # report the distance, not the test statistic the p-values come from
+            observed[s], nulls[s] = observed.pop(s + SHOWN), nulls.pop(s + SHOWN)
+            noise[s] = null_rms(nulls[s])
     p_raw, p_adj = maxt_stepdown(t_obs, t_null) if tested else (np.zeros(0), np.zeros(0))
     return noise, p_raw, p_adj
 
