@@ -75,7 +75,6 @@ def test_cli_3d_paths_and_refusals(tmp_path, capsys):
     save_dataset(f, Dataset(np.zeros((2, 6, 6), np.uint8), ("empty", "particle")))
     for argv, fragment in (
         (["compare", str(f), str(v), "--out", str(tmp_path / "c")], "2-D and 3-D data cannot be mixed"),
-        (["compare", str(v), str(v), "--out", str(tmp_path / "c")], "3-D verdicts are not implemented"),
         (["simulate", "lattice-gas", "--size", "6", "--depth", "0", "--out", str(tmp_path / "d.npz")], "--depth"),
         (["simulate", "drying", "--size", "6", "--depth", "4", "--out", str(tmp_path / "d.npz")], "solvent"),
     ):

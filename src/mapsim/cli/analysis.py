@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="take --skip-rows from the skip_rows of a 'mapsim convergence' report")
     c.add_argument("--skip-cols", type=nonneg_int, default=None,
                    help="columns dropped at each side of generated samples (default: the model's L_c, else 0)")
+    c.add_argument("--skip-planes", type=nonneg_int, default=None,
+                   help="3-D data: planes dropped at the start of generated volumes (default 2 x the model's L_c, "
+                        "else 0); --skip-rows/--skip-cols then drop rows/columns at each side (default L_c)")
     c.add_argument("--r-max", type=positive_int, default=None,
                    help="range of g(r) in lattice spacings (default: min(10, what the windows allow))")
     c.add_argument("--permutations", default=None, metavar="N",
@@ -210,6 +213,60 @@ def _analyze_3d(args: argparse.Namespace, ds, out: Path, periodic: bool | None, 
     return 0
 
 
+def _compare_volumes(args: argparse.Namespace, ref, gen, out: Path, n_perm: int, alpha: float, ham) -> int:
+    """``mapsim compare`` of 3-D datasets (:func:`mapsim.analysis.compare3d.compare_volumes`)."""
+    from mapsim.analysis import plots
+    from mapsim.analysis.compare import RESULT_KEYS
+    from mapsim.analysis.compare3d import compare_volumes
+    from mapsim.fileio import write_text_atomic
+    from mapsim.lattice import check_length_units, length_unit_of
+
+    if args.band_rows is not None:
+        raise MapsimError("--band-rows: the drift tests are 2-D only; these datasets hold 3-D samples")
+    check_length_units(length_unit_of(ref.metadata), length_unit_of(gen.metadata), args.reference, args.generated)
+    comp = compare_volumes(
+        ref, gen, args.class_name, skip_planes=args.skip_planes, skip_rows=args.skip_rows, skip_cols=args.skip_cols,
+        r_max=args.r_max, seed=args.seed, n_permutations=n_perm, alpha=alpha, hamiltonian=ham,
+        ref_periodic=_PERIODIC_CHOICES[args.ref_periodic], gen_periodic=_PERIODIC_CHOICES[args.gen_periodic],
+        ref_name=str(args.reference), gen_name=str(args.generated))  # raises before a file is written
+    s, R, G = comp.summary, comp.reference, comp.generated
+    files = {"json": out / "compare.json", "summary": out / "summary.md", "g_r": out / "g_r.png",
+             "neighbours": out / "neighbours.png", "distributions": out / "distributions.png"}
+    report = {"reference": str(args.reference), "generated": str(args.generated), **s, "r": comp.r,
+              "reference_g_r": R["g_r"], "generated_g_r": G["g_r"],
+              **{f"{side}_neighbours{c}": E[f"neighbours{c}"] for side, E in (("reference", R), ("generated", G))
+                 for c in (6, 26)},
+              "k": comp.k, "reference_S_k": R["S_k"], "generated_S_k": G["S_k"],
+              "files": {k: str(v) for k, v in files.items()}}
+    _write_json(files["json"], report)
+    text = summary_markdown(s, args.reference, args.generated)
+    write_text_atomic(files["summary"], text)
+    lr, lg = f"reference ({Path(args.reference).name})", f"generated ({Path(args.generated).name})"
+    name = s["class"]
+    _save(plots.plot_g_r(comp.r, {lr: R["g_r"], lg: G["g_r"]},
+                         f"pair correlation of {name} (p_adj {_fmt(s.get('g_r_p_adjusted'))})"), files["g_r"])
+    _save(plots.plot_neighbours({lr: (R["neighbours6"], R["neighbours26"]), lg: (G["neighbours6"], G["neighbours26"])},
+                                f"{name} neighbours", sizes=(6, 26)), files["neighbours"])
+    _save(plots.plot_distributions({6: {lr: R["clusters6"], lg: G["clusters6"]},
+                                    26: {lr: R["clusters26"], lg: G["clusters26"]}},
+                                   {lr: R["density"], lg: G["density"]}), files["distributions"])
+    result = {"reference": str(args.reference), "generated": str(args.generated), "out": str(out), "class": name,
+              "ndim": 3, "skip_planes": s["skip_planes"], "skip_rows": s["skip_rows"], "skip_cols": s["skip_cols"],
+              "r_max": s["r_max"], "alpha": s["alpha"], "permutations": s["permutations"],
+              "statistics": s["statistics"]}
+    for st in s["statistics"]:
+        for key in RESULT_KEYS + ("verdict",):
+            result[f"{st}_{key}"] = s[f"{st}_{key}"]
+    result.update({"rejected": s["rejected"], "family_reject": s["family_reject"],
+                   "files": [str(v) for v in files.values()]})
+    if args.json:
+        emit(result, True)
+    else:
+        print(text)
+        print("wrote " + ", ".join(str(v) for v in files.values()))
+    return 0
+
+
 def _fmt(x: Any) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
@@ -222,6 +279,10 @@ _STAT_LABELS = {
     "g_r": "g(r), RMS over lattice bins",
     "neighbours4": "neighbours among 4, total variation",
     "neighbours8": "neighbours among 8, total variation",
+    "neighbours6": "neighbours among 6, total variation",
+    "neighbours26": "neighbours among 26, total variation",
+    "clusters6": "cluster sizes (6-conn.), Wasserstein",
+    "clusters26": "cluster sizes (26-conn.), Wasserstein",
     "clusters4": "cluster sizes (4-conn.), Wasserstein",
     "clusters8": "cluster sizes (8-conn.), Wasserstein",
     "density": "window densities, Wasserstein",
@@ -231,6 +292,10 @@ _STAT_LABELS = {
     "trend_contacts": "drift of contacts per site, |mean slope| per row",
     "trend_energy": "drift of the energy per site, |mean slope| per row",
 }
+
+
+def _dims(shape) -> str:
+    return "×".join(str(v) for v in shape)
 
 
 def summary_markdown(summary: dict[str, Any], ref_path: str, gen_path: str) -> str:
@@ -245,10 +310,11 @@ def summary_markdown(summary: dict[str, Any], ref_path: str, gen_path: str) -> s
         f"{s['permutations']} seeded draws, seed {s['seed']}).",
         "",
         f"Class **{s['class']}**. Reference: {s['reference_samples']} samples of "
-        f"{s['reference_shape'][0]}×{s['reference_shape'][1]} ({'periodic' if s['reference_periodic'] else 'open'}). "
-        f"Generated: {s['generated_samples']} samples of {s['generated_shape'][0]}×{s['generated_shape'][1]}, "
-        f"first {s['skip_rows']} rows and {s['skip_cols']} columns at each side dropped. Units: whole samples, each "
-        f"carrying {s['windows_per_sample']} window(s) of {s['window_shape'][0]}×{s['window_shape'][1]} "
+        f"{_dims(s['reference_shape'])} ({'periodic' if s['reference_periodic'] else 'open'}). "
+        f"Generated: {s['generated_samples']} samples of {_dims(s['generated_shape'])}, "
+        + (f"first {s['skip_planes']} planes, " if "skip_planes" in s else "first ")
+        + f"{s['skip_rows']} rows and {s['skip_cols']} columns at each side dropped. Units: whole samples, each "
+        f"carrying {s['windows_per_sample']} window(s) of {_dims(s['window_shape'])} "
         f"({'periodic' if s['windows_periodic'] else 'open'}); g(r) up to r = {s['r_max']}.",
         "",
         f"Mean density: reference {_fmt(s['reference_density'])}, generated {_fmt(s['generated_density'])}.",
@@ -359,6 +425,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = _prepare_out(args.out)
     ref = load_dataset(args.reference)
     gen = load_dataset(args.generated)
+    if ref.ndim == 3 or gen.ndim == 3:
+        return _compare_volumes(args, ref, gen, out, n_perm, alpha, ham)
+    if args.skip_planes is not None:
+        raise MapsimError("--skip-planes applies to 3-D datasets; these hold 2-D samples")
     check_compatible(ref, gen, args.reference, args.generated)
     check_length_units(length_unit_of(ref.metadata), length_unit_of(gen.metadata), args.reference, args.generated)
     note = majority_note(ref, resolve_class(ref, args.class_name))
