@@ -60,6 +60,20 @@ def _plateau(values: np.ndarray, tail_start: int, z: float) -> tuple[int, np.nda
     return plateau, D, s, float(ref_k.mean()), float(ref_k.std(ddof=1) / math.sqrt(K))
 
 
+def plane_log_probs(log_probs: np.ndarray) -> np.ndarray:
+    """Per-voxel log-probabilities of volumes as rows: (K, D, H, W) -> (K, D, H * W).
+
+    A 3-D MAP sequence is a chain of planes (each voxel's context lies in the L_c planes before it
+    and its own), so convergence by plane (the 3-D Fig. 11d) is the row analysis of
+    :class:`RowConvergence` with every plane flattened into one row: plane means, the plateau rule
+    over the D planes, blocks of L_c planes.
+    """
+    lp = np.asarray(log_probs)
+    if lp.ndim != 4:
+        raise MapsimError(f"log_probs of volumes must have shape (K, D, H, W), found shape {lp.shape}")
+    return lp.reshape(lp.shape[0], lp.shape[1], -1)
+
+
 class RowConvergence:
     """Row-wise and block-wise log-probabilities of samples, and their plateau.
 

@@ -317,8 +317,15 @@ def cmd_convergence(args: argparse.Namespace) -> int:
         lp = ds.extras["log_probs"]
         origin = {"model": str(src), "kind": model.kind, "beta": beta, "boundary": args.boundary, "seed": args.seed,
                   "sampler": sampler}
+    planes = lp.ndim == 4  # generated volumes: convergence by plane
+    if planes:
+        from mapsim.analysis.convergence import plane_log_probs
+
+        lp = plane_log_probs(lp)
     rc = RowConvergence(L, alpha=args.alpha).compute(lp)
     summary = {**origin, **rc.summary()}
+    if planes:  # every "row" below is a plane (flattened); skip_planes is what compare --skip-planes takes
+        summary.update({"unit": "plane", "skip_planes": summary["skip_rows"], "volume_shape": list(ds.spatial_shape)})
 
     import matplotlib
 
@@ -329,7 +336,12 @@ def cmd_convergence(args: argparse.Namespace) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4))
-    rc.plot(ax, title=f"Row-wise convergence of {src.name}: {rc.shape_[0]} samples of {rc.shape_[1]} x {rc.shape_[2]}, L_c = {L}")
+    if planes:
+        rc.plot(ax, title=f"Plane-wise convergence of {src.name}: {rc.shape_[0]} samples of "
+                          f"{' x '.join(map(str, summary['volume_shape']))}, L_c = {L} (a row here is a plane)")
+        ax.set_xlabel("plane (from the first)")
+    else:
+        rc.plot(ax, title=f"Row-wise convergence of {src.name}: {rc.shape_[0]} samples of {rc.shape_[1]} x {rc.shape_[2]}, L_c = {L}")
     save_figure_atomic(fig, files["plot"], dpi=130, bbox_inches="tight")
     plt.close(fig)
     with atomic_path(files["arrays"]) as tmp:
