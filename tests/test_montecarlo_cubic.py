@@ -211,3 +211,18 @@ def test_table_kernels_on_a_square_lattice_give_onsager_energy():
     u = np.asarray(u)
     se = u.std(ddof=1) / np.sqrt(n)
     assert abs(u.mean() - onsager_energy(T)) <= 4.5 * se, (u.mean(), se, onsager_energy(T))
+
+
+def test_3d_runs_resume_from_their_partial_directory(tmp_path):
+    from mapsim.montecarlo.partial import PartialRun, run_key
+
+    p = preset_params("fluid-hot-attractive", {"sweeps": 5})
+    key = run_key(p.to_dict(), 4, 5, 6, depth=3)
+    full = simulate(p, 3, 5, 6, seed=4, workers=1, depth=3)
+    part = PartialRun(tmp_path / "run.partial", key)
+    part.put(1, full.grids[1], {"hop_acceptance": 0.5}, full.extras["energy_trace"][1])
+    assert list(part.load(3)) == [1]
+    again = simulate(p, 3, 5, 6, seed=4, workers=1, depth=3, checkpoint=part)
+    np.testing.assert_array_equal(again.grids, full.grids)
+    with pytest.raises(MapsimError, match="other settings"):
+        PartialRun(tmp_path / "run.partial", run_key(p.to_dict(), 4, 5, 6, depth=4))
