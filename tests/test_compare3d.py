@@ -92,7 +92,7 @@ def test_cli_compare_on_volumes(tmp_path, capsys, ising):
     assert info["ndim"] == 3 and info["rejected"] == api["rejected"]
     assert info["neighbours26_p_adjusted"] == api["neighbours26_p_adjusted"]
     assert {p.name for p in (tmp_path / "rep").iterdir()} == {"compare.json", "summary.md", "g_r.png",
-                                                             "neighbours.png", "distributions.png"}
+                                                             "neighbours.png", "distributions.png", "slices.png"}
     for argv, fragment in ((["compare", str(flat), str(ra)], "cannot be mixed"),
                            (["compare", str(ra), str(rb), "--band-rows", "2"], "--band-rows"),
                            (["compare", str(flat), str(flat), "--skip-planes", "1"], "--skip-planes")):

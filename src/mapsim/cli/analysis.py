@@ -231,7 +231,8 @@ def _compare_volumes(args: argparse.Namespace, ref, gen, out: Path, n_perm: int,
         ref_name=str(args.reference), gen_name=str(args.generated))  # raises before a file is written
     s, R, G = comp.summary, comp.reference, comp.generated
     files = {"json": out / "compare.json", "summary": out / "summary.md", "g_r": out / "g_r.png",
-             "neighbours": out / "neighbours.png", "distributions": out / "distributions.png"}
+             "neighbours": out / "neighbours.png", "distributions": out / "distributions.png",
+             "slices": out / "slices.png"}
     report = {"reference": str(args.reference), "generated": str(args.generated), **s, "r": comp.r,
               "reference_g_r": R["g_r"], "generated_g_r": G["g_r"],
               **{f"{side}_neighbours{c}": E[f"neighbours{c}"] for side, E in (("reference", R), ("generated", G))
@@ -250,6 +251,10 @@ def _compare_volumes(args: argparse.Namespace, ref, gen, out: Path, n_perm: int,
     _save(plots.plot_distributions({6: {lr: R["clusters6"], lg: G["clusters6"]},
                                     26: {lr: R["clusters26"], lg: G["clusters26"]}},
                                    {lr: R["density"], lg: G["density"]}), files["distributions"])
+    # the middle plane of reference sample 0 beside the middle interior plane of generated sample 0
+    zr, zg = ref.spatial_shape[0] // 2, (s["skip_planes"] + gen.spatial_shape[0]) // 2
+    _save(plots.plot_examples([(f"reference #0, plane z={zr}", ref.grids[0, zr]),
+                               (f"generated #0, plane z={zg}", gen.grids[0, zg])], ref.classes), files["slices"])
     result = {"reference": str(args.reference), "generated": str(args.generated), "out": str(out), "class": name,
               "ndim": 3, "skip_planes": s["skip_planes"], "skip_rows": s["skip_rows"], "skip_cols": s["skip_cols"],
               "r_max": s["r_max"], "alpha": s["alpha"], "permutations": s["permutations"],
