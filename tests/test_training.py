@@ -102,6 +102,18 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] < 1e-3
 
 
+def interrupted_and_resumed(ds, cfg, run_dir, at=2, **kwargs):
+    """Train into ``run_dir``, interrupt after epoch ``at`` (``kwargs`` go to that call), resume to the end."""
+    def interrupt(record):
+        if record["epoch"] == at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(ds, cfg, run_dir, device="cpu", on_epoch=interrupt, **kwargs)
+    assert read_checkpoint(run_dir / "last.pt")["epoch"] == at
+    return train(ds, cfg, run_dir, device="cpu", resume=True)
+
+
 # -- training --------------------------------------------------------------------------------
 
 
@@ -144,14 +156,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
     cfg = TrainConfig(**TINY, epochs=4, seed=7, crop=[6, 6])
     straight = train(ds, cfg, tmp_path / "a", device="cpu")
 
-    def interrupt(record):
-        if record["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(ds, cfg, tmp_path / "b", device="cpu", on_epoch=interrupt)
-    assert read_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 2
-    resumed = train(ds, cfg, tmp_path / "b", device="cpu", resume=True)
+    resumed = interrupted_and_resumed(ds, cfg, tmp_path / "b")
     assert resumed.epochs_done == 4 and resumed.stopped == "epochs"
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for k in a:
@@ -185,13 +190,7 @@ def test_time_limit_fits_the_schedule_and_resume_keeps_it(tmp_path, monkeypatch)
     # the last step's learning rate: near zero (a 6-epoch schedule would still be at its peak)
     assert straight.history[-1]["lr"] < 0.1 * cfg6.lr < straight.history[0]["lr"]
 
-    def interrupt(record):
-        if record["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(ds, cfg6, tmp_path / "b", device="cpu", max_minutes=60, on_epoch=interrupt)
-    resumed = train(ds, cfg6, tmp_path / "b", device="cpu", resume=True)
+    resumed = interrupted_and_resumed(ds, cfg6, tmp_path / "b", max_minutes=60)
     assert resumed.stopped == "fitted horizon" and resumed.epochs_done == 3
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for k in a:
@@ -262,13 +261,7 @@ def test_weight_averaging_is_resumable_and_saved_as_the_model(tmp_path):
     m = load_model(tmp_path / "a" / "last.pt")
     assert all(torch.equal(m.state_dict()[k], v.cpu()) for k, v in straight.model.state_dict().items())
 
-    def interrupt(record):
-        if record["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(ds, cfg, tmp_path / "b", device="cpu", on_epoch=interrupt)
-    resumed = train(ds, cfg, tmp_path / "b", device="cpu", resume=True)
+    resumed = interrupted_and_resumed(ds, cfg, tmp_path / "b")
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
