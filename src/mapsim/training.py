@@ -334,10 +334,20 @@ def _distributed_from_env(device_spec: str) -> tuple[_Dist, torch.device]:
     return _Dist(rank, world, local_rank, initialised_here), device
 
 
-def build_model(config: TrainConfig, classes: tuple[str, ...] | list[str], metadata: dict | None = None) -> GatedPixelCNN:
-    """The initial model of a run: weights drawn from ``config.seed`` only (global RNG untouched)."""
+def build_model(config: TrainConfig, classes: tuple[str, ...] | list[str], metadata: dict | None = None,
+                ndim: int = 2) -> GatedPixelCNN:
+    """The initial model of a run: weights drawn from ``config.seed`` only (global RNG untouched).
+
+    ``ndim`` = 3 (volumes) builds the 3D Gated PixelCNN of :mod:`mapsim.models.pixelcnn3d`.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
+        if ndim == 3:
+            from mapsim.models.pixelcnn3d import GatedPixelCNN3D, PixelCNN3DConfig
+
+            return GatedPixelCNN3D(PixelCNN3DConfig(n_classes=len(classes), layers=config.layers,
+                                                    filters=config.filters, kernel=config.kernel,
+                                                    out_width=config.out_width, classes=list(classes)))
         return GatedPixelCNN(config.model_config(classes, metadata))
 
 
@@ -481,7 +491,7 @@ class _Run:
     @property
     def pixels_per_batch(self) -> int:
         """Loss pixels of one global batch."""
-        return self.batch * self.sample_shape[0] * self.sample_shape[1]
+        return self.batch * int(np.prod(self.sample_shape))
 
     def result(self, stopped: str) -> TrainResult:
         return TrainResult(self.out, self.state["epoch"], stopped, self.state["best_epoch"], self.state["best_val_nll"],
@@ -493,12 +503,23 @@ def _plan(dataset: Dataset, config: TrainConfig, out: Path, resume: bool, max_mi
           data_path: str | None) -> _Run:
     """Setup, part 1, before any process group is joined: every check on the inputs, the split and batch."""
     config.validate()
-    H, W = dataset.shape
+    spatial = dataset.spatial_shape
+    H, W = spatial[-2:]
     crop = tuple(config.crop) if config.crop is not None else None
+    if dataset.ndim == 3:  # volumes: a 3D Gated PixelCNN, in-plane symmetries, whole samples
+        if crop is not None:
+            raise MapsimError(f"{data_path or 'dataset'}: --crop is for 2D samples; this dataset holds volumes "
+                              f"{spatial}")
+        if config.positions:
+            raise MapsimError(f"{data_path or 'dataset'}: positions inside voxels are not modelled in 3D yet; "
+                              "train without --positions")
+        config = dataclasses.replace(config, positions=False)
     if crop is not None and (crop[0] > H or crop[1] > W):
         raise MapsimError(f"crop {crop[0]}x{crop[1]} is larger than the samples ({H}x{W})")
-    sample_shape = crop or (H, W)
-    symmetries = D.parse_symmetries(None if config.symmetries is None else config.symmetries, sample_shape[0] == sample_shape[1])
+    sample_shape = crop or spatial
+    # rotations and flips act in the (H, W) plane, for volumes too (the depth axis is the raster's slowest)
+    symmetries = D.parse_symmetries(None if config.symmetries is None else config.symmetries,
+                                    sample_shape[-2] == sample_shape[-1])
     canonical = ",".join(symmetries) or "none"
     if canonical != config.symmetries:
         config = dataclasses.replace(config, symmetries=canonical)
@@ -524,7 +545,7 @@ def _plan(dataset: Dataset, config: TrainConfig, out: Path, resume: bool, max_mi
     batch = D.effective_batch(config.batch, len(train_idx))
     grids = dataset.grids
     dens_nll = density_only_nll(grids[train_idx], grids[val_idx] if len(val_idx) else grids[train_idx], dataset.n_classes)
-    data_info = {"path": data_path, "sha256": fingerprint, "n_samples": dataset.n_samples, "shape": [H, W],
+    data_info = {"path": data_path, "sha256": fingerprint, "n_samples": dataset.n_samples, "shape": list(spatial),
                  "n_train": len(train_idx), "n_val": len(val_idx)}
     return _Run(out, config, dataset, crop, sample_shape, group, train_idx, val_idx, batch, data_info, dens_nll,
                 payload)
@@ -536,7 +557,7 @@ def _setup(run: _Run, dist: _Dist, dev: torch.device) -> None:
     if run.batch < dist.world:
         raise MapsimError(f"global batch {run.batch} is smaller than the {dist.world} processes")
     run.dist, run.device = dist, dev
-    model = build_model(config, run.dataset.classes, run.dataset.metadata)
+    model = build_model(config, run.dataset.classes, run.dataset.metadata, run.dataset.ndim)
     if payload is None:
         init_output_bias(model, run.grids[run.train_idx])
     run.model = model = model.to(dev)
@@ -580,7 +601,8 @@ def _train_epoch(run: _Run, epoch: int, progress: Callable[..., Any] | None) -> 
         Global batches of the epoch.
     """
     config, model, opt, dist, dev = run.config, run.model, run.opt, run.dist, run.device
-    plan = D.plan_epoch(run.train_idx, run.batch, config.seed, epoch, run.dataset.shape, run.crop, len(run.group))
+    plan = D.plan_epoch(run.train_idx, run.batch, config.seed, epoch, run.dataset.spatial_shape[-2:], run.crop,
+                        len(run.group))
     bar = progress(total=plan.n_batches, desc=f"epoch {epoch}/{config.epochs}") if (progress and dist.main) else None
     model.train()
     params = list(model.parameters())

@@ -88,6 +88,7 @@ class GatedPixelCNN3D(MapModel):
     kind = "pixelcnn3d"
     config_class = PixelCNN3DConfig
     ndim = 3
+    positions = False  # no position head in 3D (yet)
 
     def __init__(self, config: PixelCNN3DConfig) -> None:
         p = config.kernel // 2
