@@ -92,6 +92,7 @@ from mapsim.analysis.permutation import (
     Statistic,
     maxt_stepdown,
     null_rms,
+    rank_scale,
     relabellings,
     sign_flips,
     standardise,
@@ -713,7 +714,8 @@ def _adjusted(tested: list[str], observed: dict[str, float], nulls: dict[str, np
         if s + SHOWN in observed:  # report the distance, not the test statistic the p-values come from
             observed[s], nulls[s] = observed.pop(s + SHOWN), nulls.pop(s + SHOWN)
             noise[s] = null_rms(nulls[s])
-    p_raw, p_adj = maxt_stepdown(t_obs, t_null) if tested else (np.zeros(0), np.zeros(0))
+    # max-T on the p-value scale (minP): statistics with differently shaped nulls get equal weight
+    p_raw, p_adj = maxt_stepdown(*rank_scale(t_obs, t_null)) if tested else (np.zeros(0), np.zeros(0))
     return noise, p_raw, p_adj
 
 
