@@ -67,8 +67,9 @@ the per-sample slopes (keys ``trend_<stat>_...``).
 
 *Family.*  All tests share one stream of B draws (a relabelling and a sign
 vector each), so the joint null keeps the strong dependence between the
-statistics; the Westfall–Young max-T step-down on the standardised distances
-gives ``<stat>_p_adjusted``, which controls the family-wise error rate at
+statistics; the Westfall–Young max-T step-down, on the p-value scale of every
+statistic (minP, :func:`mapsim.analysis.permutation.rank_scale`), gives
+``<stat>_p_adjusted``, which controls the family-wise error rate at
 ``alpha``; ``rejected`` lists the statistics with ``p_adjusted ≤ alpha`` and
 ``family_reject`` says whether there is any.  A statistic that cannot be
 computed on the generated side (no particles, no pairs) counts as rejected
