@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mapsim.errors import MapsimError
@@ -150,7 +150,7 @@ def test_nonlocal_and_insertion_delta_e_match_brute_force(system, mu_n):
         g2[s] ^= 1
         assert inserts[k] == pytest.approx(total_energy(g2.reshape(grid.shape), p) - e0, abs=tol)
         checked += 1
-    assert checked > 0
+    assume(checked > 0)  # an all-solvent lattice has no move to check: not a counted example
 
 
 def test_acceptance_tables_encode_metropolis():
