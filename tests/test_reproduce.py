@@ -227,3 +227,15 @@ def test_same_config_seed_and_threads_give_the_same_bytes(tmp_path):
     differ = [str(f) for f in checked if _contents(a / f) != _contents(b / f)]
     assert not differ, differ
     assert json.loads((a / "timings.json").read_text())["threads"] == 1
+
+
+def test_drying_sparse_is_drying_at_1_5_percent():
+    """The paper's failure case changes the particle density only (couplings, mu, T, age, schedule as drying)."""
+    import dataclasses
+
+    from mapsim.montecarlo import preset_params
+    from mapsim.montecarlo.params import PROTOCOL_PRESETS
+
+    dense, sparse = dataclasses.asdict(preset_params("drying")), dataclasses.asdict(preset_params("drying-sparse"))
+    assert {k for k in dense if dense[k] != sparse[k]} == {"density"} and sparse["density"] == 0.015
+    assert "drying-sparse" in PROTOCOL_PRESETS
