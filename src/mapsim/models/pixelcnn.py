@@ -49,9 +49,14 @@ a bin (piecewise-constant density on [0, 1)).  With ``hidden`` the trunk's last
 features (the input of ``out2``, width S):
 
 * y: logits ``pos_y(hidden)[c - 1]`` (one block of B per occupied class);
-* x: logits ``pos_x(relu(hidden + pos_embed[bin(y)]))[c - 1]``: the y bin is
-  embedded into the width S and added before a ReLU, a small head that lets x
-  depend on y at the cost of one S x B product.
+* x: logits ``pos_x(relu(pos_x_in(hidden) + pos_embed[bin(y)]))[c - 1]``: the
+  y bin is embedded into the width S and added to a projection of the features
+  of its own before a ReLU, a small head in which x depends jointly on y and the
+  context (an atom diagonally above excludes a corner of the pixel: small x
+  only where y is small) at the cost of one S x S and one S x B product.  (In
+  the Lennard-Jones liquid of the README the head without the projection,
+  relu(hidden + embedding), generated 3.6 times the data's fraction of close
+  pairs, this one 2.5 times, with the same trunk and training.)
 
 log p(y, x | c, ctx) per unit pixel area = log P(bin y) + log P(bin x | bin y) + 2 log B.
 
@@ -191,6 +196,7 @@ class GatedPixelCNN(MapModel):
             nb, occupied = config.position_bins, config.n_classes - 1
             self.pos_y = nn.Linear(s, occupied * nb)
             self.pos_embed = nn.Embedding(nb, s)
+            self.pos_x_in = nn.Linear(s, s)
             self.pos_x = nn.Linear(s, occupied * nb)
 
     @property
@@ -295,7 +301,8 @@ class GatedPixelCNN(MapModel):
 
     def position_logits_x(self, hidden: torch.Tensor, classes: torch.Tensor, y_bins: torch.Tensor) -> torch.Tensor:
         """Logits of the x bin given the y bin ``y_bins`` (N,), (N, B)."""
-        return self._class_block(self.pos_x(F.relu(hidden + self.pos_embed(y_bins.long()))), classes)
+        h = F.relu(self.pos_x_in(hidden) + self.pos_embed(y_bins.long()))
+        return self._class_block(self.pos_x(h), classes)
 
     def position_bins_of(self, pos: torch.Tensor) -> torch.Tensor:
         """Bin index (long, same shape) of positions in [0, 1), computed in float64 (exact for float32 inputs)."""

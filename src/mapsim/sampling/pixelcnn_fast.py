@@ -93,14 +93,16 @@ def _weights(model: GatedPixelCNN, dt):
         w["T1ho"] = a(wh0[:, C0:, 0, :].permute(2, 1, 0))  # (p, 2, 2F)
         w["Wy"] = a(model.pos_y.weight.view(occ, nb, S))  # nn.Linear rows: (class - 1, bin, S)
         w["by"] = a(model.pos_y.bias.view(occ, nb))
-        w["E"] = a(model.pos_embed.weight)  # (B, S)
+        w["E"] = a(model.pos_embed.weight + model.pos_x_in.bias)  # (B, S): the projection's bias folded in
         w["Wx"] = a(model.pos_x.weight.view(occ, nb, S))
+        w["Ax"] = a(model.pos_x_in.weight)  # (S out, S in)
         w["bx"] = a(model.pos_x.bias.view(occ, nb))
     else:
         w["T1vo"], w["T1ho"] = np.zeros((0, 2, 2 * F), dt), np.zeros((0, 2, 2 * F), dt)
         w["Wy"], w["Wx"] = np.zeros((0, 1, S), dt), np.zeros((0, 1, S), dt)
         w["by"], w["bx"] = np.zeros((0, 1), dt), np.zeros((0, 1), dt)
         w["E"] = np.zeros((1, S), dt)
+        w["Ax"] = np.zeros((1, 1), dt)
     return w
 
 
@@ -241,7 +243,7 @@ def _scratch(maxl, n, p, k, F, S, nc, nb, dt):
 
 
 @njit(cache=True)
-def _position_head(o_t, c, v, Wy, by, E, Wx, bx, ly, lx, xh):
+def _position_head(o_t, c, v, Wy, by, E, Ax, Wx, bx, ly, lx, xh):
     """Draw the position of one atom of class c >= 1 from its features ``o_t`` (S,): y, then x given y.
 
     The head of :mod:`mapsim.models.pixelcnn` with float64 sums; returns (y, x, log-density per
@@ -256,7 +258,10 @@ def _position_head(o_t, c, v, Wy, by, E, Wx, bx, ly, lx, xh):
         ly[b] = acc
     yb, y, ldy = draw_position(ly, v[0])
     for s in range(S):
-        xh[s] = max(np.float64(o_t[s]) + np.float64(E[yb, s]), 0.0)
+        acc = np.float64(E[yb, s])
+        for q in range(S):
+            acc += np.float64(Ax[s, q]) * np.float64(o_t[q])
+        xh[s] = max(acc, 0.0)
     for b in range(nb):
         acc = np.float64(bx[c - 1, b])
         for s in range(S):
@@ -279,7 +284,7 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
     """
     V, VH, HS, Vb = caches
     (T1v, b1v, T1h, Wv, bv, Wh, Wvh, bvh, Wres, bres, Wskip, bskip, W1, b1, W2, b2,
-     T1vo, T1ho, Wy, by, E, Wx, bx) = weights
+     T1vo, T1ho, Wy, by, E, Wx, bx, Ax) = weights
     with_pos, OC, VP, pos_out = pos_state
     n, p, L, W, RB, RV, CW = geometry
     idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg, lgd, ly, lx, xh = scratch
@@ -433,7 +438,7 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
         chosen, lp = draw_pixel(lgd, beta, U[kk, R - L, C - L])
         canvas[kk, R, C] = chosen
         if with_pos and chosen > 0:
-            y, x, ld = _position_head(o[t], chosen, VP[kk, R - L, C - L], Wy, by, E, Wx, bx, ly, lx, xh)
+            y, x, ld = _position_head(o[t], chosen, VP[kk, R - L, C - L], Wy, by, E, Ax, Wx, bx, ly, lx, xh)
             pos_out[kk, R - L, C - L, 0] = y
             pos_out[kk, R - L, C - L, 1] = x
             OC[kk, R, C, 0] = y - 0.5
@@ -484,7 +489,7 @@ def _run_steps(t0, t1, K, H, canvas, U, logp_out, caches, weights, geometry, bet
 
 
 WEIGHT_NAMES = ("T1v", "b1v", "T1h", "Wv", "bv", "Wh", "Wvh", "bvh", "Wres", "bres", "Wskip", "bskip",
-                "W1", "b1", "W2", "b2", "T1vo", "T1ho", "Wy", "by", "E", "Wx", "bx")
+                "W1", "b1", "W2", "b2", "T1vo", "T1ho", "Wy", "by", "E", "Wx", "bx", "Ax")
 """Order of the repacked weights passed to the kernel."""
 
 STEPS_PER_CALL = 64
