@@ -211,8 +211,8 @@ def _contents(path):
 
 def test_same_config_seed_and_threads_give_the_same_bytes(tmp_path):
     """Two runs of one configuration: byte-identical models, samples and report.json (timings apart)."""
-    text = "seed = 1\nthreads = 1\n" + TINY[TINY.index("[systems.drying]"):].replace("train_samples = 6",
-                                                                                   "train_samples = 5")
+    text = "seed = 1\nthreads = 1\n" + TINY[TINY.index("[systems.drying]"):].replace(
+        "train_samples = 6", "train_samples = 5\nextra_scales = [3]")
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
@@ -227,6 +227,15 @@ def test_same_config_seed_and_threads_give_the_same_bytes(tmp_path):
     differ = [str(f) for f in checked if _contents(a / f) != _contents(b / f)]
     assert not differ, differ
     assert json.loads((a / "timings.json").read_text())["threads"] == 1
+    # the extra scale: PixelCNN samples of 3x the training side against held-out Monte Carlo of that size
+    rep = json.loads((a / "report.json").read_text())
+    scale = rep["systems"]["drying"]["scales"]["3"]
+    assert scale["size"] == 36 and scale["compare"]["heldout_gen"]["reference_shape"] == [36, 36]
+    assert scale["nll"]["generated_size_interior"]["shape"] == [36, 36]
+    assert {(f["size"], f["reference"]) for f in rep["families"] if f["model"] == "pixelcnn"} == {
+        (24, "generated size"), (24, "training size, with drift"), (36, "generated size"),
+        (36, "training size, with drift")}
+    assert (a / "systems/drying/gen_pixelcnn_x3.npz").exists() and (a / "figures/drift_drying_x3.png").exists()
 
 
 def test_drying_sparse_is_drying_at_1_5_percent():
