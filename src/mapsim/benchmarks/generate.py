@@ -26,8 +26,8 @@ random weights (speed does not depend on training).  Figures:
 With ``--positions`` (off-lattice MAP, :mod:`mapsim.models.pixelcnn`) the run adds
 ``positions``: the cached sampler on ``--positions-samples`` samples of
 ``--positions-size``² for a model with the position head (``--position-bins``) and for
-the class-only model of the same size with the same trunk weights (so both draw the
-same classes), best of ``--repeats``, and ``ratio_positions`` = positions / class-only
+the class-only model of the same size with the same trunk weights, alternating, best of
+``--repeats`` each, and ``ratio_positions`` = positions / class-only
 (uniform streams included: each run makes its own).
 """
 
@@ -171,16 +171,16 @@ def position_overhead(layers: int, filters: int, kernel: int, out_width: int, bi
     for m in (plain, pos):
         sample_pixelcnn_cached(m, 1, 4, 4, seed=0, threads=threads)  # compile / load the numba cache
 
-    def best(m) -> tuple[float, object]:
-        times, res = [], None
-        for _ in range(max(1, repeats)):
+    # the two models alternate, so that a change of load on a shared machine hits both alike
+    times: dict = {"plain": [], "pos": []}
+    res: dict = {}
+    for _ in range(max(1, repeats)):
+        for name, m in (("plain", plain), ("pos", pos)):
             t = time.perf_counter()
-            res = sample_pixelcnn_cached(m, n_samples, size, size, seed=5, threads=threads)
-            times.append(time.perf_counter() - t)
-        return min(times), res
-
-    s_plain, r_plain = best(plain)
-    s_pos, r_pos = best(pos)
+            res[name] = sample_pixelcnn_cached(m, n_samples, size, size, seed=5, threads=threads)
+            times[name].append(time.perf_counter() - t)
+    s_plain, r_plain = min(times["plain"]), res["plain"]
+    s_pos, r_pos = min(times["pos"]), res["pos"]
     return {"model": f"layers={layers} kernel={kernel} filters={filters} out_width={out_width} bins={bins}",
             "samples": f"{n_samples}x{size}^2", "seconds_class_only": s_plain, "seconds_positions": s_pos,
             "ratio_positions": s_pos / s_plain, "occupied_fraction_class_only": float((r_plain.grids > 0).mean()),

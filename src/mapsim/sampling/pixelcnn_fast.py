@@ -91,18 +91,19 @@ def _weights(model: GatedPixelCNN, dt):
         nb, occ = cfg.position_bins, cfg.n_classes - 1
         w["T1vo"] = a(wv0[:, C0:].permute(2, 3, 1, 0).reshape(p * k, 2, 2 * F))
         w["T1ho"] = a(wh0[:, C0:, 0, :].permute(2, 1, 0))  # (p, 2, 2F)
-        w["Wy"] = a(model.pos_y.weight.view(occ, nb, S))  # nn.Linear rows: (class - 1, bin, S)
-        w["by"] = a(model.pos_y.bias.view(occ, nb))
+        # matrices (S, (N_c - 1) B) for one BLAS product over all atoms of a step; column (c - 1) B + b
+        w["Wy"] = a(model.pos_y.weight.T)
+        w["by"] = a(model.pos_y.bias)
         w["E"] = a(model.pos_embed.weight + model.pos_x_in.bias)  # (B, S): the projection's bias folded in
-        w["Wx"] = a(model.pos_x.weight.view(occ, nb, S))
-        w["Ax"] = a(model.pos_x_in.weight)  # (S out, S in)
-        w["bx"] = a(model.pos_x.bias.view(occ, nb))
+        w["Wx"] = a(model.pos_x.weight.T)
+        w["bx"] = a(model.pos_x.bias)
+        w["Ax"] = a(model.pos_x_in.weight.T)  # (S in, S out)
     else:
         w["T1vo"], w["T1ho"] = np.zeros((0, 2, 2 * F), dt), np.zeros((0, 2, 2 * F), dt)
-        w["Wy"], w["Wx"] = np.zeros((0, 1, S), dt), np.zeros((0, 1, S), dt)
-        w["by"], w["bx"] = np.zeros((0, 1), dt), np.zeros((0, 1), dt)
+        w["Wy"], w["Wx"] = np.zeros((S, 1), dt), np.zeros((S, 1), dt)
+        w["by"], w["bx"] = np.zeros(1, dt), np.zeros(1, dt)
         w["E"] = np.zeros((1, S), dt)
-        w["Ax"] = np.zeros((1, 1), dt)
+        w["Ax"] = np.zeros((S, S), dt)
     return w
 
 
@@ -215,7 +216,7 @@ def _gate(a, nt, F, out, x, e, sc, approx):
 
 
 @njit(cache=True)
-def _scratch(maxl, n, p, k, F, S, nc, nb, dt):
+def _scratch(maxl, n, p, k, F, S, nc, nb, nbo, dt):
     """Work arrays of one thread, allocated once per call (not per step: large per-step
     allocations would be fresh pages, i.e. page faults, every step)."""
     D = max((p + 1) * k * F, 1)
@@ -237,38 +238,58 @@ def _scratch(maxl, n, p, k, F, S, nc, nb, dt):
     lg = np.empty((maxl, nc), dt)
     lgd = np.empty(nc, np.float64)
     ly = np.empty(nb, np.float64)
-    lx = np.empty(nb, np.float64)
-    xh = np.empty(S, np.float64)
-    return idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg, lgd, ly, lx, xh
+    pidx = np.empty(maxl, np.int64)  # the step's atoms: lane slot, class, bin of y, y, log-density
+    pcls = np.empty(maxl, np.int64)
+    pyb = np.empty(maxl, np.int64)
+    py = np.empty(maxl, np.float64)
+    pld = np.empty(maxl, np.float64)
+    plc = np.empty(maxl, np.float64)  # the class log-probability, summed as the reference does
+    Po = np.empty((maxl, S), dt)
+    PL = np.empty((maxl, nbo), dt)
+    PX = np.empty((maxl, S), dt)
+    return (idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg, lgd,
+            (ly, pidx, pcls, pyb, py, pld, plc, Po, PL, PX))
 
 
 @njit(cache=True)
-def _position_head(o_t, c, v, Wy, by, E, Ax, Wx, bx, ly, lx, xh):
-    """Draw the position of one atom of class c >= 1 from its features ``o_t`` (S,): y, then x given y.
+def _position_heads(nocc, pscr, pos_w, idx, lk, lR, lC, L, VP, pos_out, OC, logp_out):
+    """Draw the positions of the step's ``nocc`` new atoms: y, then x given y (the head of
+    :mod:`mapsim.models.pixelcnn`), with one BLAS product per layer of the head over all atoms.
 
-    The head of :mod:`mapsim.models.pixelcnn` with float64 sums; returns (y, x, log-density per
-    unit pixel area).
+    ``pscr`` holds their lane slots, classes, class log-probabilities and features ``Po``
+    (nocc, S); ``pos_w`` =
+    (Wy (S, (N_c-1) B), by, E (B, S) with the projection bias, Ax (S, S), Wx, bx).
     """
+    ly, pidx, pcls, pyb, py, pld, plc, Po, PL, PX = pscr
+    Wy, by, E, Ax, Wx, bx = pos_w
     nb = ly.shape[0]
-    S = o_t.shape[0]
-    for b in range(nb):
-        acc = np.float64(by[c - 1, b])
-        for s in range(S):
-            acc += np.float64(o_t[s]) * np.float64(Wy[c - 1, b, s])
-        ly[b] = acc
-    yb, y, ldy = draw_position(ly, v[0])
-    for s in range(S):
-        acc = np.float64(E[yb, s])
+    S = Po.shape[1]
+    np.dot(Po[:nocc], Wy, PL[:nocc])
+    for a in range(nocc):
+        i = idx[pidx[a]]
+        kk, R, C = lk[i], lR[i], lC[i]
+        off = (pcls[a] - 1) * nb
+        for b in range(nb):
+            ly[b] = np.float64(PL[a, off + b]) + np.float64(by[off + b])
+        yb, y, ldy = draw_position(ly, VP[kk, R - L, C - L, 0])
+        pyb[a], py[a], pld[a] = yb, y, ldy
+    np.dot(Po[:nocc], Ax, PX[:nocc])
+    for a in range(nocc):
         for q in range(S):
-            acc += np.float64(Ax[s, q]) * np.float64(o_t[q])
-        xh[s] = max(acc, 0.0)
-    for b in range(nb):
-        acc = np.float64(bx[c - 1, b])
-        for s in range(S):
-            acc += xh[s] * np.float64(Wx[c - 1, b, s])
-        lx[b] = acc
-    xb, x, ldx = draw_position(lx, v[1])
-    return y, x, ldy + ldx
+            PX[a, q] = max(PX[a, q] + E[pyb[a], q], 0.0)
+    np.dot(PX[:nocc], Wx, PL[:nocc])
+    for a in range(nocc):
+        i = idx[pidx[a]]
+        kk, R, C = lk[i], lR[i], lC[i]
+        off = (pcls[a] - 1) * nb
+        for b in range(nb):
+            ly[b] = np.float64(PL[a, off + b]) + np.float64(bx[off + b])
+        xb, x, ldx = draw_position(ly, VP[kk, R - L, C - L, 1])
+        pos_out[kk, R - L, C - L, 0] = py[a]
+        pos_out[kk, R - L, C - L, 1] = x
+        OC[kk, R, C, 0] = py[a] - 0.5
+        OC[kk, R, C, 1] = x - 0.5
+        logp_out[kk, R - L, C - L] = plc[a] + (pld[a] + ldx)
 
 
 @njit(cache=True)
@@ -287,7 +308,7 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
      T1vo, T1ho, Wy, by, E, Wx, bx, Ax) = weights
     with_pos, OC, VP, pos_out = pos_state
     n, p, L, W, RB, RV, CW = geometry
-    idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg, lgd, ly, lx, xh = scratch
+    idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg, lgd, pscr = scratch
     nl = lk.shape[0]
     k = 2 * p + 1
     F = Wres.shape[1]
@@ -430,6 +451,8 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
             o[t, c] = max(o[t, c] + b1[c], 0.0)
     np.dot(o[:nt], W2, lg[:nt])
     nc = lg.shape[1]
+    pidx, pcls, plc, Po = pscr[1], pscr[2], pscr[6], pscr[7]
+    nocc = 0
     for t in range(nt):
         i = idx[t]
         kk, R, C = lk[i], lR[i], lC[i]
@@ -437,14 +460,14 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
             lgd[c] = np.float64(lg[t, c]) + np.float64(b2[c])
         chosen, lp = draw_pixel(lgd, beta, U[kk, R - L, C - L])
         canvas[kk, R, C] = chosen
-        if with_pos and chosen > 0:
-            y, x, ld = _position_head(o[t], chosen, VP[kk, R - L, C - L], Wy, by, E, Ax, Wx, bx, ly, lx, xh)
-            pos_out[kk, R - L, C - L, 0] = y
-            pos_out[kk, R - L, C - L, 1] = x
-            OC[kk, R, C, 0] = y - 0.5
-            OC[kk, R, C, 1] = x - 0.5
-            lp += ld
         logp_out[kk, R - L, C - L] = lp
+        if with_pos and chosen > 0:
+            pidx[nocc], pcls[nocc], plc[nocc] = t, chosen, lp
+            for q in range(o.shape[1]):
+                Po[nocc, q] = o[t, q]
+            nocc += 1
+    if nocc > 0:
+        _position_heads(nocc, pscr, (Wy, by, E, Ax, Wx, bx), idx, lk, lR, lC, L, VP, pos_out, OC, logp_out)
 
 
 @njit(cache=True, parallel=True)
@@ -461,8 +484,9 @@ def _run_steps(t0, t1, K, H, canvas, U, logp_out, caches, weights, geometry, bet
     S = W1.shape[0]
     nc = W2.shape[1]
     nb = weights[20].shape[0]  # E: (B, S)
+    nbo = weights[18].shape[1]  # Wy: (S, (N_c - 1) B)
     maxl = K * (-(-span // lag) + 1) // nchunks + 2
-    scratches = [_scratch(maxl, n, p, k, F, S, nc, nb, V.dtype) for _ in range(nchunks)]
+    scratches = [_scratch(maxl, n, p, k, F, S, nc, nb, nbo, V.dtype) for _ in range(nchunks)]
     for t in range(t0, t1):
         r1 = min(H, t // lag + 1)
         r0 = max(0, -((span - 1 - t) // lag))
