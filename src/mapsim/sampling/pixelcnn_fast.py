@@ -252,6 +252,16 @@ def _scratch(maxl, n, p, k, F, S, nc, nb, nbo, dt):
 
 
 @njit(cache=True)
+def _draw_coordinate(logits_row, bias, c, ly, v):
+    """One coordinate of an atom of class c from its row of head outputs (all classes' B bins)."""
+    nb = ly.shape[0]
+    off = (c - 1) * nb
+    for b in range(nb):
+        ly[b] = np.float64(logits_row[off + b]) + np.float64(bias[off + b])
+    return draw_position(ly, v)
+
+
+@njit(cache=True)
 def _position_heads(nocc, pscr, pos_w, idx, lk, lR, lC, L, VP, pos_out, OC, logp_out):
     """Draw the positions of the step's ``nocc`` new atoms: y, then x given y (the head of
     :mod:`mapsim.models.pixelcnn`), with one BLAS product per layer of the head over all atoms.
@@ -262,17 +272,11 @@ def _position_heads(nocc, pscr, pos_w, idx, lk, lR, lC, L, VP, pos_out, OC, logp
     """
     ly, pidx, pcls, pyb, py, pld, plc, Po, PL, PX = pscr
     Wy, by, E, Ax, Wx, bx = pos_w
-    nb = ly.shape[0]
     S = Po.shape[1]
     np.dot(Po[:nocc], Wy, PL[:nocc])
     for a in range(nocc):
         i = idx[pidx[a]]
-        kk, R, C = lk[i], lR[i], lC[i]
-        off = (pcls[a] - 1) * nb
-        for b in range(nb):
-            ly[b] = np.float64(PL[a, off + b]) + np.float64(by[off + b])
-        yb, y, ldy = draw_position(ly, VP[kk, R - L, C - L, 0])
-        pyb[a], py[a], pld[a] = yb, y, ldy
+        pyb[a], py[a], pld[a] = _draw_coordinate(PL[a], by, pcls[a], ly, VP[lk[i], lR[i] - L, lC[i] - L, 0])
     np.dot(Po[:nocc], Ax, PX[:nocc])
     for a in range(nocc):
         for q in range(S):
@@ -281,10 +285,7 @@ def _position_heads(nocc, pscr, pos_w, idx, lk, lR, lC, L, VP, pos_out, OC, logp
     for a in range(nocc):
         i = idx[pidx[a]]
         kk, R, C = lk[i], lR[i], lC[i]
-        off = (pcls[a] - 1) * nb
-        for b in range(nb):
-            ly[b] = np.float64(PL[a, off + b]) + np.float64(bx[off + b])
-        xb, x, ldx = draw_position(ly, VP[kk, R - L, C - L, 1])
+        xb, x, ldx = _draw_coordinate(PL[a], bx, pcls[a], ly, VP[kk, R - L, C - L, 1])
         pos_out[kk, R - L, C - L, 0] = py[a]
         pos_out[kk, R - L, C - L, 1] = x
         OC[kk, R, C, 0] = py[a] - 0.5
