@@ -37,6 +37,10 @@ import numba
 import numpy as np
 import torch
 from numba import njit, prange
+# numba's np.dot calls the BLAS of scipy.linalg.cython_blas; load it now so that threadpool_limits
+# below limits it too (loaded lazily by the first kernel call, it ran multi-threaded inside the
+# parallel lanes: oversubscription and OpenBLAS 'OpenMP loop' warnings on a process's first call)
+import scipy.linalg.cython_blas  # noqa: F401,E402
 from threadpoolctl import threadpool_limits
 
 from mapsim.models.pixelcnn import GatedPixelCNN, gate
