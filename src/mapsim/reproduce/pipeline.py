@@ -184,7 +184,8 @@ class Run:
             info = self.stage(f"{name}/generate {label} ({s.gen_samples} x {s.gen_size}^2)", fp_gen, [gen],
                               lambda: self._generate(path, s.gen_samples, s.gen_size, gen, seed))
             cmp_path = d / f"compare_{label}.json"
-            fp_cmp = fingerprint("compare", fp_gen, fp_hgen, fp_htr, seed, 3, stage_code("compare"))
+            fp_cmp = fingerprint("compare", fp_gen, fp_hgen, fp_htr, seed, 3, self.cfg.permutations,
+                                 stage_code("compare"))
             comparison = self.stage(f"{name}/compare {label} with held-out Monte Carlo", fp_cmp, [cmp_path],
                                     lambda: self._compare(d, gen, cmp_path, seed))
             res["models"][label] = {"generate": info, "compare": comparison}
@@ -220,7 +221,7 @@ class Run:
         info = self.stage(f"{name}/generate pixelcnn ({s.gen_samples} x {size}^2)", fp_gen, [gen],
                           lambda: self._generate(path, s.gen_samples, size, gen, seed))
         out = d / f"compare_pixelcnn_x{k}.json"
-        fp_cmp = fingerprint("compare", fp_gen, fp_ref, fp_htr, seed, 3, stage_code("compare"))
+        fp_cmp = fingerprint("compare", fp_gen, fp_ref, fp_htr, seed, 3, self.cfg.permutations, stage_code("compare"))
         comparison = self.stage(f"{name}/compare pixelcnn at {size}^2 with held-out Monte Carlo", fp_cmp, [out],
                                 lambda: self._compare(d, gen, out, seed, refs={"heldout_gen": ref.name}))
         fp_nll = fingerprint("nll", fp_model, fp_ref, fp_htr, stage_code("nll"))
@@ -305,7 +306,8 @@ class Run:
         files = {"heldout_gen": "heldout_gen.npz", "heldout_train": "heldout_train.npz", **(refs or {})}
         for ref_name in ("heldout_gen", "heldout_train"):
             ref = load_dataset(d / files[ref_name])
-            c = compare_datasets(ref, gen, "particle", seed=seed)  # the family verdict at alpha = 0.05
+            # the family verdict at alpha = 0.05
+            c = compare_datasets(ref, gen, "particle", seed=seed, n_permutations=self.cfg.permutations)
             # the drift profile (bands from the top boundary) when generated samples are taller than this reference
             result[ref_name] = {**c.summary, "drift": c.drift or None}
             curves[ref_name] = {"r": c.r, "reference": c.reference, "generated": c.generated}
