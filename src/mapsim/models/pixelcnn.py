@@ -135,16 +135,7 @@ class PixelCNNConfig:
     species_map: dict | None = None
 
     def __post_init__(self) -> None:
-        if self.n_classes < 2:
-            raise MapsimError(f"n_classes must be >= 2, found {self.n_classes}")
-        if self.layers < 1:
-            raise MapsimError(f"layers must be >= 1, found {self.layers}")
-        if self.filters < 1 or self.out_width < 1:
-            raise MapsimError(f"filters and out_width must be >= 1, found {self.filters}, {self.out_width}")
-        if self.kernel < 3 or self.kernel % 2 == 0:
-            raise MapsimError(f"kernel must be odd and >= 3, found {self.kernel}")
-        if len(self.classes) != self.n_classes:
-            raise MapsimError(f"classes {self.classes} must name n_classes={self.n_classes} classes")
+        check_sizes(self)
         if isinstance(self.position_bins, bool) or not isinstance(self.position_bins, int) \
                 or not 2 <= self.position_bins <= MAX_POSITION_BINS:
             raise MapsimError(f"position_bins must be an integer in 2..{MAX_POSITION_BINS}, found {self.position_bins!r}")
@@ -156,6 +147,20 @@ class PixelCNNConfig:
                 raise MapsimError(f"pixel_size must be [a_y, a_x] with positive sizes, found {self.pixel_size}")
         if self.positions and self.pixel_size is None:
             raise MapsimError("a model with positions needs the pixel_size of its training data")
+
+
+def check_sizes(config) -> None:
+    """Validate the sizes every Gated PixelCNN config shares (2D and 3D): one-line errors."""
+    if config.n_classes < 2:
+        raise MapsimError(f"n_classes must be >= 2, found {config.n_classes}")
+    if config.layers < 1:
+        raise MapsimError(f"layers must be >= 1, found {config.layers}")
+    if config.filters < 1 or config.out_width < 1:
+        raise MapsimError(f"filters and out_width must be >= 1, found {config.filters}, {config.out_width}")
+    if config.kernel < 3 or config.kernel % 2 == 0:
+        raise MapsimError(f"kernel must be odd and >= 3, found {config.kernel}")
+    if len(config.classes) != config.n_classes:
+        raise MapsimError(f"classes {config.classes} must name n_classes={config.n_classes} classes")
 
 
 def gate(a: torch.Tensor) -> torch.Tensor:

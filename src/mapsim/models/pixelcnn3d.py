@@ -45,7 +45,7 @@ from torch import nn
 
 from mapsim.errors import MapsimError
 from mapsim.models.base import MapModel, register_model
-from mapsim.models.pixelcnn import gate
+from mapsim.models.pixelcnn import check_sizes, gate
 
 
 @dataclass
@@ -69,16 +69,7 @@ class PixelCNN3DConfig:
     classes: list = field(default_factory=lambda: ["empty", "particle"])
 
     def __post_init__(self) -> None:
-        if self.n_classes < 2:
-            raise MapsimError(f"n_classes must be >= 2, found {self.n_classes}")
-        if self.layers < 1:
-            raise MapsimError(f"layers must be >= 1, found {self.layers}")
-        if self.filters < 1 or self.out_width < 1:
-            raise MapsimError(f"filters and out_width must be >= 1, found {self.filters}, {self.out_width}")
-        if self.kernel < 3 or self.kernel % 2 == 0:
-            raise MapsimError(f"kernel must be odd and >= 3, found {self.kernel}")
-        if len(self.classes) != self.n_classes:
-            raise MapsimError(f"classes {self.classes} must name n_classes={self.n_classes} classes")
+        check_sizes(self)
 
 
 @register_model
