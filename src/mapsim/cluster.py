@@ -15,10 +15,11 @@ CONNECT_TIMEOUT = 20  # seconds
 
 
 @contextlib.contextmanager
-def dask_client(dask: Any) -> Iterator[tuple[Any, str]]:
+def dask_client(dask: Any, timeout: float | None = None) -> Iterator[tuple[Any, str]]:
     """Yield ``(client, where)`` for a scheduler address or an existing ``distributed.Client``.
 
-    A client made here is closed on exit; ``where`` names it in error messages.
+    A client made here (waiting ``timeout`` seconds, default :data:`CONNECT_TIMEOUT`, for the
+    scheduler) is closed on exit; ``where`` names it in error messages.
     """
     try:
         import distributed
@@ -31,7 +32,8 @@ def dask_client(dask: Any) -> Iterator[tuple[Any, str]]:
     if not isinstance(dask, str) or not dask.strip():
         raise MapsimError(f"--dask: expected a scheduler address such as tcp://host:8786, found {dask!r}")
     try:
-        client = distributed.Client(dask, timeout=CONNECT_TIMEOUT, set_as_default=False)
+        client = distributed.Client(dask, timeout=CONNECT_TIMEOUT if timeout is None else timeout,
+                                    set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         raise MapsimError(f"{where}: cannot connect to a Dask scheduler ({type(exc).__name__}: "
                           f"{' '.join(str(exc).split())[:200]})") from None
@@ -41,15 +43,16 @@ def dask_client(dask: Any) -> Iterator[tuple[Any, str]]:
         client.close()
 
 
-def run_tasks(dask: Any, func: Callable, args: Sequence[tuple], *, ordered: bool = False) -> Iterator[Any]:
+def run_tasks(dask: Any, func: Callable, args: Sequence[tuple], *, ordered: bool = False,
+              timeout: float | None = None) -> Iterator[Any]:
     """Submit ``func(*a)`` for every ``a`` in ``args`` and yield the results.
 
     As they complete, or in submission order with ``ordered``.  On any
     exception (Ctrl-C included) the outstanding tasks are cancelled.
     """
-    import distributed
+    with dask_client(dask, timeout) as (client, where):
+        import distributed  # present: dask_client checked
 
-    with dask_client(dask) as (client, where):
         futures = []
         try:
             futures = [client.submit(func, *a, pure=False) for a in args]

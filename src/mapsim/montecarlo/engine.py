@@ -476,40 +476,9 @@ def run_verdict(params: SimParams, preset: str | None, trace: np.ndarray, sweeps
 def _run_dask(dask: Any, params: SimParams, height: int, width: int, seed: int, todo: list[int],
               finish: Callable[[int, np.ndarray, dict, np.ndarray], None], depth: int | None = None) -> None:
     """Run samples ``todo`` on a Dask cluster, handing each result to ``finish`` as it arrives."""
-    try:
-        import distributed
-    except ModuleNotFoundError:
-        raise MapsimError("--dask needs the 'distributed' package (pip install -e .[dask])") from None
-    own = not isinstance(dask, distributed.Client)
-    where = f"--dask {dask}" if own else "dask client"
-    if own:
-        if not isinstance(dask, str) or not dask.strip():
-            raise MapsimError(f"--dask: expected a scheduler address such as tcp://host:8786, found {dask!r}")
-        try:
-            client = distributed.Client(dask, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise MapsimError(f"{where}: cannot connect to a Dask scheduler ({type(exc).__name__}: "
-                              f"{' '.join(str(exc).split())[:200]})") from None
-    else:
-        client = dask
-    futures = []
-    try:
-        p = params.to_dict()
-        futures = [client.submit(_task, p, height, width, seed, k, depth, pure=False) for k in todo]
-        for fut in distributed.as_completed(futures, loop=client.loop):
-            try:
-                k, g, s, t = fut.result()
-            except ImportError as exc:  # the workers' environment lacks mapsim or a dependency
-                raise MapsimError(f"{where}: a worker could not run a sample ({type(exc).__name__}: {exc}); "
-                                  "the workers need mapsim installed") from None
-            finish(k, np.asarray(g, np.uint8), s, np.asarray(t, np.float64))
-    except BaseException:  # e.g. Ctrl-C: do not leave samples running on the cluster
-        if futures:
-            try:
-                client.cancel(futures)
-            except Exception:
-                pass
-        raise
-    finally:
-        if own:
-            client.close()
+    from mapsim.cluster import run_tasks
+
+    p = params.to_dict()
+    args = [(p, height, width, seed, k, depth) for k in todo]
+    for k, g, s, t in run_tasks(dask, _task, args, timeout=DASK_CONNECT_TIMEOUT):
+        finish(k, np.asarray(g, np.uint8), s, np.asarray(t, np.float64))
