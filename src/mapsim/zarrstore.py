@@ -1,4 +1,4 @@
-"""Datasets in zarr (format 3): written row block by row block, resumable, read lazily.
+"""Datasets in zarr (format 3): written row block by row block, resumable.
 
 Layout of ``NAME.zarr`` (a zarr group; the ``zarr`` package >= 3)
 ------------------------------------------------------------------
@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -176,14 +176,6 @@ def open_zarr(path: str | os.PathLike):
     if g.ndim != 3 or g.dtype != np.uint8:
         raise MapsimError(f"{p}: grids must be uint8 (n_samples, H, W), found {g.dtype} {g.shape}")
     return root, classes, metadata
-
-
-def iter_zarr_samples(path: str | os.PathLike, batch: int = 1) -> Iterator[tuple[int, np.ndarray]]:
-    """Samples of a store in batches, read lazily: yields (first index, grids (b, H, W) uint8)."""
-    root, _, _ = open_zarr(path)
-    g = root["grids"]
-    for k0 in range(0, g.shape[0], batch):
-        yield k0, np.asarray(g[k0 : k0 + batch])
 
 
 def load_zarr_arrays(path: str | os.PathLike) -> tuple[np.ndarray, list[str], dict, dict[str, np.ndarray]]:

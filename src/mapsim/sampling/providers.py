@@ -118,11 +118,6 @@ class CropProvider:
     def commit(self, index: tuple[np.ndarray, ...], classes: np.ndarray) -> None:
         self.canvas[(slice(None),) + tuple(ix + self.L for ix in index)] = classes
 
-    def grids(self) -> np.ndarray:
-        """The sample part of the canvas, (K, *shape) int64."""
-        L = self.L
-        return self.canvas[(slice(None), slice(L, None)) + tuple(slice(L, n - L) for n in self.canvas.shape[2:])]
-
 
 class PositionCropProvider(CropProvider):
     """:class:`CropProvider` for a model with a position head (``pixel`` and ``batch`` modes).
