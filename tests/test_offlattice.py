@@ -470,7 +470,7 @@ def test_pair_correlation_with_a_mixed_boundary_is_one_for_random_occupation():
 
 
 def test_analyze_reads_a_mixed_boundary_from_imported_metadata():
-    from mapsim.analysis.structure import analyze
+    from mapsim.analysis.blockwise import analyze
 
     grids = (np.random.default_rng(3).random((4, 10, 12)) < 0.3).astype(np.uint8)
     ds = Dataset(grids, ("empty", "particle"), {"periodic": [False, True]})

@@ -12,7 +12,6 @@ from mapsim.analysis.structure import (
     NeighbourCounts,
     PairCorrelation,
     StructureFactor,
-    analyze,
     autocorrelation,
     available_pairs,
     bond_counts,
@@ -23,6 +22,7 @@ from mapsim.analysis.structure import (
     nn_pair_density,
     pooled_g,
 )
+from mapsim.analysis.blockwise import analyze
 from mapsim.errors import MapsimError
 from mapsim.lattice import Dataset
 from mapsim.montecarlo import hamiltonian as mc_hamiltonian

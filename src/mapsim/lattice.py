@@ -61,8 +61,34 @@ OFFSETS_KEY = "offsets"
 _BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 
 
+class _Classes:
+    """What :class:`Dataset` and :class:`StoredDataset` share: class names and the file they came from."""
+
+    classes: tuple[str, ...]
+
+    @property
+    def source(self) -> str:
+        """The file this dataset was loaded from (for messages), else ``"dataset"``."""
+        return getattr(self, "_source", None) or "dataset"
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def class_id(self, name: str | int) -> int:
+        """Class id for a class name (or an id given as int or digit string)."""
+        if isinstance(name, (int, np.integer)) or (isinstance(name, str) and name.isdigit()):
+            k = int(name)
+            if not 0 <= k < self.n_classes:
+                raise MapsimError(f"class id {k} out of range: the dataset has classes {list(self.classes)}")
+            return k
+        if name not in self.classes:
+            raise MapsimError(f"class {name!r} not found: the dataset has classes {list(self.classes)}")
+        return self.classes.index(name)
+
+
 @dataclass
-class Dataset:
+class Dataset(_Classes):
     """A set of equally sized 2-D samples on a square lattice, or 3-D samples on a cubic one.
 
     Parameters
@@ -117,30 +143,76 @@ class Dataset:
         require_2d(self, self.source)
         return int(self.grids.shape[1]), int(self.grids.shape[2])
 
-    @property
-    def source(self) -> str:
-        """The file this dataset was loaded from (for messages), else ``"dataset"``."""
-        return getattr(self, "_source", None) or "dataset"
+    def read(self, k0: int, k1: int, r0: int = 0, r1: int | None = None) -> np.ndarray:
+        """Rows ``r0 .. r1 - 1`` of samples ``k0 .. k1 - 1``, shape (k1 - k0, r1 - r0, W) (a view).
 
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    def class_id(self, name: str | int) -> int:
-        """Class id for a class name (or an id given as int or digit string)."""
-        if isinstance(name, (int, np.integer)) or (isinstance(name, str) and name.isdigit()):
-            k = int(name)
-            if not 0 <= k < self.n_classes:
-                raise MapsimError(f"class id {k} out of range: the dataset has classes {list(self.classes)}")
-            return k
-        if name not in self.classes:
-            raise MapsimError(f"class {name!r} not found: the dataset has classes {list(self.classes)}")
-        return self.classes.index(name)
+        The block interface shared with :class:`StoredDataset` (what the blockwise statistics read).
+        """
+        return self.grids[k0:k1, r0:r1]
 
     def subset(self, index: Sequence[int] | np.ndarray | slice) -> "Dataset":
         """A new dataset holding the selected samples (extras with a sample axis follow)."""
         extras = {k: v[index] for k, v in self.extras.items() if v.ndim >= 1 and v.shape[0] == self.n_samples}
         return Dataset(self.grids[index], self.classes, dict(self.metadata), extras)
+
+
+class StoredDataset(_Classes):
+    """A complete zarr store read block by block: the :class:`Dataset` attributes without ``grids``.
+
+    ``read(k0, k1, r0, r1)`` returns the rows asked for (uint8, (k1 - k0, r1 - r0, W)) and checks
+    their class ids; nothing reads the whole array.  Open one with :func:`open_dataset`.
+
+    Attributes
+    ----------
+    classes : tuple of str
+    metadata : dict
+    extra_names : tuple of str
+        The store's other arrays (``log_probs``, ``row_log_probs``, ``offsets``), not read.
+    """
+
+    ndim = 2
+
+    def __init__(self, path: str | Path) -> None:
+        from mapsim.zarrstore import open_zarr
+
+        root, classes, metadata = open_zarr(path)
+        self._grids = root["grids"]
+        self._source = str(path)
+        self.classes = tuple(classes)
+        self.metadata = metadata
+        self.extra_names = tuple(k for k in ("log_probs", "row_log_probs", "offsets") if k in root)
+        _check_finite_json(self.metadata, self._source, "metadata")
+        shape = tuple(int(v) for v in self._grids.shape)
+        if shape[0] == 0 or 0 in shape[1:]:
+            raise MapsimError(f"{self._source}: 'grids' holds no samples or empty samples (shape {shape})")
+        if not self.classes or len(set(self.classes)) != len(self.classes):
+            raise MapsimError(f"{self._source}: 'classes' must name every class once, found {list(self.classes)}")
+
+    @property
+    def n_samples(self) -> int:
+        return int(self._grids.shape[0])
+
+    @property
+    def spatial_shape(self) -> tuple[int, int]:
+        return int(self._grids.shape[1]), int(self._grids.shape[2])
+
+    shape = spatial_shape
+
+    def read(self, k0: int, k1: int, r0: int = 0, r1: int | None = None) -> np.ndarray:
+        """Rows ``r0 .. r1 - 1`` of samples ``k0 .. k1 - 1``, uint8 (k1 - k0, r1 - r0, W), class ids checked."""
+        block = np.asarray(self._grids[k0:k1, r0:r1])
+        if block.size and int(block.max()) >= self.n_classes:
+            raise MapsimError(f"{self._source}: 'grids' holds class id {int(block.max())} but 'classes' names only "
+                              f"{self.n_classes} classes {list(self.classes)}")
+        return block
+
+
+def open_dataset(path: str | Path) -> "Dataset | StoredDataset":
+    """A dataset to be read block by block: a :class:`StoredDataset` for a zarr store (``NAME.zarr``),
+    else :func:`load_dataset` (an ``.npz`` file is read whole; its ``read`` returns views)."""
+    if Path(path).suffix == ".zarr":
+        return StoredDataset(path)
+    return load_dataset(path)
 
 
 def require_2d(data: "Dataset | np.ndarray", where: str, what: str = "this step") -> None:
@@ -155,6 +227,8 @@ def require_2d(data: "Dataset | np.ndarray", where: str, what: str = "this step"
     what : str
         The operation that handles 2-D samples only.
     """
+    if isinstance(data, StoredDataset):  # zarr stores hold 2-D samples only
+        return
     grids = data.grids if isinstance(data, Dataset) else np.asarray(data)
     if grids.ndim == 4:
         raise MapsimError(f"{where}: holds 3-D samples (n, D, H, W) = {tuple(grids.shape)}; {what} handles "
@@ -226,7 +300,8 @@ def load_dataset(path: str | Path) -> Dataset:
     ----------
     path : path-like
         A ``.npz`` file in the format described in this module, or a complete
-        zarr store (``NAME.zarr``, :mod:`mapsim.zarrstore`), read whole.
+        zarr store (``NAME.zarr``, :mod:`mapsim.zarrstore`), read whole (:func:`open_dataset` reads
+        one block at a time).
 
     Returns
     -------

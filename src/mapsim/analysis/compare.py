@@ -99,18 +99,15 @@ from mapsim.analysis.permutation import (
     standardise,
 )
 from mapsim.analysis.structure import (
-    ClusterSizes,
-    NeighbourCounts,
-    PairCorrelation,
     check_r_max,
     is_periodic,
     lattice_r2,
     max_r_allowed,
-    occupancy,
     resolve_class,
 )
+from mapsim.analysis.structure import shells as _shells
 from mapsim.errors import MapsimError
-from mapsim.lattice import Dataset
+from mapsim.lattice import Dataset, StoredDataset
 from mapsim.montecarlo.hamiltonian import COUPLINGS
 
 STATS: tuple[str, ...] = ("g_r", "neighbours4", "neighbours8", "clusters4", "clusters8", "density", "S_k", "energy")
@@ -174,9 +171,18 @@ def pick_windows(w: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """
     if w.shape[1] == k:
         return w
-    choice = np.argsort(rng.random((w.shape[0], w.shape[1])), axis=1)[:, :k]
-    choice.sort(axis=1)
+    choice = pick_index(w.shape[0], w.shape[1], k, rng)
     return np.take_along_axis(w, choice.reshape(*choice.shape, *([1] * (w.ndim - 2))), axis=1)
+
+
+def pick_index(n: int, m: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Which ``k`` of the ``m`` windows of each of ``n`` samples :func:`pick_windows` keeps, shape (n, k),
+    sorted; draws from ``rng`` only when k < m."""
+    if m == k:
+        return np.broadcast_to(np.arange(m), (n, m))
+    choice = np.argsort(rng.random((n, m)), axis=1)[:, :k]
+    choice.sort(axis=1)
+    return choice
 
 
 def check_compatible(ref: Dataset, gen: Dataset, ref_name: str = "reference", gen_name: str = "generated") -> None:
@@ -294,37 +300,6 @@ def _energy_function(classes: tuple[str, ...], ham: dict[str, float], periodic: 
     return energy
 
 
-def _shells(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Radial |k| shells of width 2π/min(shape) up to π√ndim (k = 0 excluded), as in StructureFactor.
-
-    Returns
-    -------
-    index : ndarray of int, shape (prod(shape),)
-        Shell of each wave vector (-1: not in any shell).
-    k_mean : ndarray, shape (n_shells,)
-    count : ndarray, shape (n_shells,)
-        Wave vectors per shell.
-    """
-    if len(shape) == 2:
-        h, w = shape
-        kk = np.hypot(2 * np.pi * np.fft.fftfreq(h)[:, None], 2 * np.pi * np.fft.fftfreq(w)[None, :]).ravel()
-    else:
-        ks = np.meshgrid(*(2 * np.pi * np.fft.fftfreq(m) for m in shape), indexing="ij")
-        kk = np.sqrt(sum(k**2 for k in ks)).ravel()
-    dk = 2 * np.pi / min(shape)
-    edges = np.arange(0.5 * dk, np.pi * math.sqrt(len(shape)) + dk, dk)
-    idx = np.digitize(kk, edges) - 1
-    idx[(idx < 0) | (idx >= edges.size - 1)] = -1
-    nb = edges.size - 1
-    cnt = np.bincount(idx[idx >= 0], minlength=nb)
-    keep = np.flatnonzero(cnt > 0)
-    remap = np.full(nb, -1)
-    remap[keep] = np.arange(keep.size)
-    idx = np.where(idx >= 0, remap[np.maximum(idx, 0)], -1)
-    k_mean = np.bincount(idx[idx >= 0], weights=kk[idx >= 0], minlength=keep.size) / cnt[keep]
-    return idx, k_mean, cnt[keep].astype(float)
-
-
 def _hist_rows(values: np.ndarray, owner: np.ndarray, n_rows: int, support: np.ndarray) -> np.ndarray:
     """Counts of each support value per row: (n_rows, support.size)."""
     col = np.searchsorted(support, values)
@@ -345,31 +320,29 @@ class _Windows:
     sk_power: np.ndarray  # (N, n_shells)
     sk_count: np.ndarray  # (n_shells,)
     energy: np.ndarray | None  # (N,) energy per site
+    sk_k: np.ndarray | None = None  # (n_shells,) mean |k| of the shells (None: recomputed from the shape)
 
 
-def _window_features(windows: np.ndarray, class_id: int, periodic: bool, r_max: int, energy) -> _Windows:
-    occ = occupancy(windows, class_id)  # (N, h, w)
-    N, h, w = occ.shape
-    pc = PairCorrelation(r_max, periodic).compute(occ)
-    nbc = NeighbourCounts(periodic).compute(occ)
+def _window_features(windows, class_id: int, periodic: bool, r_max: int, energy_ids, ham,
+                     block_pixels: int | None = None) -> _Windows:
+    """Per-window features of the windows of a source (:class:`mapsim.analysis.blockwise.WindowSource`),
+    read block by block."""
+    from mapsim.analysis.blockwise import BlockStatistics
+
+    st = BlockStatistics(class_id, periodic, r_max, energy_ids=energy_ids, block_pixels=block_pixels).compute(windows)
     sizes, owner = {}, {}
     for conn in (4, 8):
-        cs = ClusterSizes(conn, periodic).compute(occ)
-        sizes[conn], owner[conn] = cs.sizes, cs.sample_index
-    idx, _, cnt = _shells((h, w))
-    power = np.zeros((N, cnt.size))
-    chunk = max(1, (4 << 20) // (h * w))  # bound the FFT work arrays
-    for s in range(0, N, chunk):
-        x = occ[s : s + chunk].astype(np.float64)
-        x -= x.mean(axis=(1, 2), keepdims=True)
-        f = np.fft.fft2(x)
-        p = (f.real**2 + f.imag**2).reshape(x.shape[0], -1)
-        ok = idx >= 0
-        np.add.at(power[s : s + chunk].T, idx[ok], p[:, ok].T)
+        sizes[conn], owner[conn] = st.clusters(conn)
+    energy = None
+    if ham is not None:
+        from mapsim.montecarlo.hamiltonian import Hamiltonian
+
+        h, w = windows.shape
+        energy = np.atleast_1d(Hamiltonian.from_mapping(ham).energy_of_terms(st.energy_terms)) / (h * w)
     return _Windows(
-        n_windows=N, pairs=pc.pair_counts, expected=pc.expected_counts, nb={4: nbc.counts4, 8: nbc.counts8},
-        count=occ.reshape(N, -1).sum(axis=1), cl_sizes=sizes, cl_window=owner, sk_power=power, sk_count=cnt,
-        energy=None if energy is None else energy(windows),
+        n_windows=windows.n_samples, pairs=st.pair_counts, expected=st.expected_counts,
+        nb={4: st.neighbour_counts(4), 8: st.neighbour_counts(8)}, count=st.counts, cl_sizes=sizes,
+        cl_window=owner, sk_power=st.sk_power, sk_count=st.shell_count, energy=energy, sk_k=st.k,
     )
 
 
@@ -507,12 +480,12 @@ def _expand(st: Statistic, index: np.ndarray) -> np.ndarray:
     return np.repeat(st.support, counts)
 
 
-def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = None, *,
+def compare_datasets(ref: Dataset | StoredDataset, gen: Dataset | StoredDataset, class_name: str | int | None = None, *,
                      skip_rows: int | None = None, skip_cols: int | None = None, r_max: int | None = None,
                      seed: int | np.random.Generator = 0, n_permutations: int = DEFAULT_PERMUTATIONS,
                      alpha: float = DEFAULT_ALPHA, ref_periodic: bool | None = None,
                      gen_periodic: bool | None = None, hamiltonian: Mapping[str, float] | None = None,
-                     band_rows: int | None = None) -> Comparison:
+                     band_rows: int | None = None, block_pixels: int | None = None) -> Comparison:
     """Permutation tests of a generated dataset against a reference, with a family verdict.
 
     See the module docstring for windows, statistics and tests.
@@ -542,11 +515,17 @@ def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = 
         the reference metadata's, see :func:`reference_hamiltonian`).
     band_rows : int, optional
         Rows per drift band (default L_c, else 4).
+    block_pixels : int, optional
+        Pixels read and analysed at a time (:func:`mapsim.analysis.blockwise.plan_blocks`): the
+        datasets (an ``.npz`` in memory or a zarr store, :func:`mapsim.lattice.open_dataset`) are
+        read one block of windows or rows at a time.
 
     Returns
     -------
     Comparison
     """
+    from mapsim.analysis.blockwise import WindowSource, class_counts
+
     check_compatible(ref, gen)
     alpha = check_alpha(alpha)
     n_perm = check_permutations(n_permutations)
@@ -554,14 +533,15 @@ def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = 
     name = ref.classes[cid]
     if ref.n_samples < 2:
         raise MapsimError(f"reference: a permutation test needs at least 2 samples, found {ref.n_samples}")
-    if not (ref.grids == cid).any():
+    counts = class_counts(ref, ref.n_classes, block_pixels)[:, cid]  # (n_ref,) sites of the class per sample
+    if not counts.any():
         raise MapsimError(f"reference: no site holds the compared class {name!r}; nothing to compare against")
     skip = resolve_skip_rows(gen, skip_rows)
     scol = resolve_skip_cols(gen, skip_cols)
     ham, energy_note = reference_hamiltonian(ref, hamiltonian)
 
-    interior = gen.grids[:, skip:, scol : gen.shape[1] - scol]
-    (hr, wr), (hg, wg) = ref.shape, interior.shape[1:]
+    (hr, wr) = ref.shape
+    hg, wg = gen.shape[0] - skip, gen.shape[1] - 2 * scol  # the generated interior
     win = (min(hr, hg), min(wr, wg))
     ref_per = is_periodic(ref.metadata, ref_periodic)
     gen_per = is_periodic(gen.metadata, gen_periodic) and skip == 0 and scol == 0
@@ -572,18 +552,18 @@ def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = 
     check_r_max(r_max, win, periodic, "comparison windows")
 
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    r_win, g_win = tile_windows(ref.grids, win), tile_windows(interior, win)
-    k = min(r_win.shape[1], g_win.shape[1])
-
-    r_win, g_win = pick_windows(r_win, k, rng), pick_windows(g_win, k, rng)
+    tiles = [(hr // win[0], wr // win[1]), (hg // win[0], wg // win[1])]  # windows down and across
+    k = min(a * b for a, b in tiles)
     n_ref, n_gen = ref.n_samples, gen.n_samples
-    windows = np.concatenate([r_win.reshape(-1, *win), g_win.reshape(-1, *win)])
-    energy = _energy_function(ref.classes, ham, periodic) if ham is not None else None
-    F = _window_features(windows, cid, periodic, r_max, energy)
+    choice = [pick_index(n_ref, tiles[0][0] * tiles[0][1], k, rng), pick_index(n_gen, tiles[1][0] * tiles[1][1], k, rng)]
+    windows = WindowSource([(ref, 0, 0, choice[0], tiles[0][1]), (gen, skip, scol, choice[1], tiles[1][1])], win)
+    energy_ids = None
+    if ham is not None:
+        energy_ids = (ref.classes.index("particle"), ref.classes.index("solvent") if "solvent" in ref.classes else None)
+    F = _window_features(windows, cid, periodic, r_max, energy_ids, ham, block_pixels)
     sites = win[0] * win[1]
     per_window, units = _statistics(F, k, sites)
     n_rw = n_ref * k
-    counts = (ref.grids == cid).reshape(n_ref, -1).sum(axis=1)
     fixed_count = bool(np.ptp(counts) == 0)  # canonical Monte Carlo, NVT MD: every sample holds N particles
 
     labels = relabellings(n_ref, n_gen, n_perm, rng)
@@ -591,8 +571,9 @@ def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = 
     tested, observed, nulls, test_kind, fixed, ref_est, gen_est = _tests(
         STATS, per_window, units, F, n_ref, n_gen, k, sites, fixed_count, labels, signs)
 
-    drift = _drift(r_win.reshape(-1, *win), gen.grids[:, :, scol : gen.shape[1] - scol], cid, win, skip, band_rows,
-                   gen, ref, energy)
+    energy = _energy_function(ref.classes, ham, periodic) if ham is not None else None
+    ref_windows = WindowSource([(ref, 0, 0, choice[0], tiles[0][1])], win)
+    drift = _drift(ref_windows, gen, scol, cid, win, skip, band_rows, ref, energy, block_pixels)
     for s, slopes in drift.pop("slopes", {}).items():
         key = f"trend_{s}"
         ok = np.isfinite(slopes)
@@ -641,7 +622,7 @@ def compare_datasets(ref: Dataset, gen: Dataset, class_name: str | int | None = 
         for c in (4, 8):
             est[f"clusters{c}"] = np.rint(_expand(per_window[f"clusters{c}"], idx)).astype(np.int64)
         est["density"] = F.count[idx] / sites
-    return Comparison(summary, ref_est, gen_est, np.sqrt(lattice_r2(r_max)), _shells(win)[1],
+    return Comparison(summary, ref_est, gen_est, np.sqrt(lattice_r2(r_max)), F.sk_k,
                       np.column_stack([nulls[s] for s in tested]) if tested else np.zeros((n_perm, 0)), drift)
 
 
@@ -744,10 +725,13 @@ def _verdicts(summary: dict[str, Any], tested: list[str], observed: dict[str, fl
     summary["family_reject"] = bool(rejected)
 
 
-def _drift(ref_windows: np.ndarray, gen_cols: np.ndarray, cid: int, win: tuple[int, int], skip: int,
-           band_rows: int | None, gen: Dataset, ref: Dataset, energy) -> dict[str, Any]:
-    """Band profiles of the generated samples, the reference value of each, and per-sample slopes."""
-    H = gen_cols.shape[1]
+def _drift(ref_windows, gen, scol: int, cid: int, win: tuple[int, int], skip: int, band_rows: int | None,
+           ref, energy, block_pixels: int | None = None) -> dict[str, Any]:
+    """Band profiles of the generated samples (columns ``scol`` .. W - ``scol``), the reference value of
+    each (from the reference windows), and per-sample slopes; both read a block of bands at a time."""
+    from mapsim.analysis.blockwise import blockwise_pieces
+
+    H = gen.shape[0]
     if H <= ref.shape[0]:
         return {}
     if band_rows is None:
@@ -757,10 +741,14 @@ def _drift(ref_windows: np.ndarray, gen_cols: np.ndarray, cid: int, win: tuple[i
     if band_rows < 1:
         raise MapsimError(f"band_rows must be positive, found {band_rows}")
     w = win[1]
-    if H // band_rows < 2 or ref_windows.shape[1] < band_rows:
+    if H // band_rows < 2 or ref_windows.shape[0] < band_rows:
         return {}
-    g = piece_statistics(gen_cols, cid, band_rows, w, energy)  # (n_gen, nb, nc)
-    r = piece_statistics(ref_windows, cid, band_rows, w, energy)  # (n_ref*k, nb_r, 1)
+
+    def pieces_of(grids: np.ndarray) -> dict[str, np.ndarray]:
+        return piece_statistics(grids, cid, band_rows, w, energy)
+
+    g = blockwise_pieces(gen, band_rows, scol, gen.shape[1] - 2 * scol, pieces_of, block_pixels)  # (n_gen, nb, nc)
+    r = blockwise_pieces(ref_windows, band_rows, 0, w, pieces_of, block_pixels)  # (n_ref*k, nb_r, 1)
     first = -(-skip // band_rows)  # first band entirely below the skipped rows
     nb = H // band_rows
     out: dict[str, Any] = {

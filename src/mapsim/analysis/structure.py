@@ -26,7 +26,6 @@ This module is NumPy/SciPy only; it never imports torch or :mod:`mapsim.models`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -251,10 +250,10 @@ def available_pairs(shape: tuple[int, int], periodic: bool, r_max: int) -> np.nd
     -------
     ndarray of float64, shape (2 r_max + 1, 2 r_max + 1)
     """
-    h, w = shape
-    if all(_axes(periodic)):
-        return np.full((2 * r_max + 1, 2 * r_max + 1), float(h * w))
-    return np.rint(autocorrelation(np.ones((1, h, w), dtype=bool), periodic, r_max)[0])
+    lags = np.abs(np.arange(-r_max, r_max + 1))
+    ay, ax = (np.full(lags.size, float(m)) if p else (m - lags).clip(0).astype(np.float64)
+              for m, p in zip(shape, _axes(periodic)))
+    return ay[:, None] * ax[None, :]
 
 
 # --------------------------------------------------------------------------------------
@@ -319,13 +318,10 @@ class PairCorrelation(_Analysis):
         ``bins`` (n_disp,) bin of each displacement, ``r2`` (n_bins,) the bins' squared distances.
         """
         n = occ.shape[0]
-        m = int(np.prod(occ.shape[1:]))
-        counts = occ.reshape(n, -1).sum(axis=1).astype(np.float64)
-        pair_prob = counts * (counts - 1) / (m * (m - 1)) if m > 1 else np.zeros(n)
         self._pairs = np.zeros((n, r2.size))
         np.add.at(self._pairs.T, bins, ac.T)
         self._avail = np.bincount(bins, weights=avail, minlength=r2.size)  # (n_bins,)
-        self._expected = pair_prob[:, None] * self._avail[None, :]
+        self._expected = ideal_pairs(occ.reshape(n, -1).sum(axis=1), int(np.prod(occ.shape[1:])), self._avail)
         self._r2 = r2
         self._computed = True
 
@@ -373,6 +369,28 @@ class PairCorrelation(_Analysis):
             return np.where(self._expected > 0, self._pairs / np.where(self._expected > 0, self._expected, 1), np.nan)
 
 
+def ideal_pairs(counts: np.ndarray, sites: int, site_pairs: np.ndarray) -> np.ndarray:
+    """Ideal-gas expectation of the pair counts: A(r) N_s (N_s - 1) / (M (M - 1)) (see :class:`PairCorrelation`).
+
+    Parameters
+    ----------
+    counts : ndarray of int, shape (n,)
+        Occupied sites N_s of each sample.
+    sites : int
+        Sites M of a sample.
+    site_pairs : ndarray, shape (n_bins,)
+        Site pairs A(r) of a sample in each bin.
+
+    Returns
+    -------
+    ndarray of float64, shape (n, n_bins)
+    """
+    counts = np.asarray(counts).astype(np.float64)
+    m = int(sites)
+    pair_prob = counts * (counts - 1) / (m * (m - 1)) if m > 1 else np.zeros(counts.size)
+    return pair_prob[:, None] * np.asarray(site_pairs)[None, :]
+
+
 def pooled_g(pairs: np.ndarray, expected: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
     """g(r) of a subset of samples from per-sample counts (see :class:`PairCorrelation`).
 
@@ -418,7 +436,6 @@ class NeighbourCounts(_Analysis):
         occ = np.asarray(occupied, dtype=bool)
         n, h, w = occ.shape
         py, px = _axes(self.periodic)
-        self._counts = {}
         # a periodic axis is padded with the wrapped rows/columns, an open one with zeros (and its border
         # particles are not counted)
         pad = np.pad(occ, ((0, 0), (1, 1), (0, 0)), mode="wrap" if py else "constant")
@@ -428,11 +445,7 @@ class NeighbourCounts(_Analysis):
             centre[:, [0, -1], :] = False
         if not px:
             centre[:, :, [0, -1]] = False
-        s, _, _ = np.nonzero(centre)
-        for k in (4, 8):
-            nb = sum(pad[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].astype(np.int8) for dy, dx in _FULL[k])
-            vals = nb[centre].astype(np.int64)
-            self._counts[k] = np.bincount(s * (k + 1) + vals, minlength=n * (k + 1)).reshape(n, k + 1)
+        self._counts = neighbour_histograms(pad, centre)
         h_in, w_in = (h if py else max(h - 2, 0)), (w if px else max(w - 2, 0))
         self._sites = h_in * w_in
         self._computed = True
@@ -467,6 +480,31 @@ class NeighbourCounts(_Analysis):
         """Sites whose particles are counted, per sample (H·W, or (H-2)(W-2) when open)."""
         self._need()
         return self._sites
+
+
+def neighbour_histograms(pad: np.ndarray, centre: np.ndarray) -> dict[int, np.ndarray]:
+    """Per sample, how many particles have 0..4 (0..8) particles among their 4 (8) neighbours.
+
+    Parameters
+    ----------
+    pad : ndarray of bool, shape (n, h + 2, w + 2)
+        Occupation with one row and column of neighbours at each side (wrapped, or empty).
+    centre : ndarray of bool, shape (n, h, w)
+        The particles counted (``pad[:, 1:-1, 1:-1]`` less any not counted).
+
+    Returns
+    -------
+    dict
+        ``{4: counts (n, 5), 8: counts (n, 9)}``, int64.
+    """
+    n, h, w = centre.shape
+    s, _, _ = np.nonzero(centre)
+    out = {}
+    for k in (4, 8):
+        nb = sum(pad[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].astype(np.int8) for dy, dx in _FULL[k])
+        vals = nb[centre].astype(np.int64)
+        out[k] = np.bincount(s * (k + 1) + vals, minlength=n * (k + 1)).reshape(n, k + 1)
+    return out
 
 
 def normalised(counts: np.ndarray) -> np.ndarray:
@@ -631,6 +669,38 @@ class StructureFactor(_Analysis):
         return self._s
 
 
+def shells(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Radial |k| shells of width 2π/min(shape) up to π√ndim (k = 0 excluded), as in StructureFactor.
+
+    Returns
+    -------
+    index : ndarray of int, shape (prod(shape),)
+        Shell of each wave vector (-1: not in any shell).
+    k_mean : ndarray, shape (n_shells,)
+    count : ndarray, shape (n_shells,)
+        Wave vectors per shell.
+    """
+    if len(shape) == 2:
+        h, w = shape
+        kk = np.hypot(2 * np.pi * np.fft.fftfreq(h)[:, None], 2 * np.pi * np.fft.fftfreq(w)[None, :]).ravel()
+    else:
+        ks = np.meshgrid(*(2 * np.pi * np.fft.fftfreq(m) for m in shape), indexing="ij")
+        kk = np.sqrt(sum(k**2 for k in ks)).ravel()
+    dk = 2 * np.pi / min(shape)
+    edges = np.arange(0.5 * dk, np.pi * math.sqrt(len(shape)) + dk, dk)
+    idx = np.digitize(kk, edges) - 1
+    idx[(idx < 0) | (idx >= edges.size - 1)] = -1
+    nb = edges.size - 1
+    cnt = np.bincount(idx[idx >= 0], minlength=nb)
+    keep = np.flatnonzero(cnt > 0)
+    remap = np.full(nb, -1)
+    remap[keep] = np.arange(keep.size)
+    idx = np.where(idx >= 0, remap[np.maximum(idx, 0)], -1)
+    k_mean = np.bincount(idx[idx >= 0], weights=kk[idx >= 0], minlength=keep.size) / cnt[keep]
+    return idx, k_mean, cnt[keep].astype(float)
+
+
+
 # --------------------------------------------------------------------------------------
 # scalar statistics
 
@@ -693,88 +763,3 @@ def energy_per_site(grids: np.ndarray, hamiltonian: Hamiltonian, periodic: bool,
     if g.ndim == 2:
         g = g[None]
     return hamiltonian.energy(g, periodic, ndim=2, particle=particle_id, solvent=solvent_id) / (g.shape[1] * g.shape[2])
-
-
-# --------------------------------------------------------------------------------------
-# everything at once
-
-
-def analyze(dataset: Dataset, class_name: str | int | None = None, *, periodic: bool | None = None,
-            r_max: int | None = None, hamiltonian: Hamiltonian | None = None) -> dict[str, Any]:
-    """All statistics of one dataset for one class, as a JSON-ready dict.
-
-    Parameters
-    ----------
-    dataset : Dataset
-    class_name : str or int, optional
-        Class to analyse (default :func:`default_class`).
-    periodic : bool, optional
-        Override of the metadata's boundary (:func:`boundary`: axis by axis, so a sample periodic
-        along one axis only is analysed with each axis's own rule).
-    r_max : int, optional
-        Range of g(r) (default ``min(10, allowed)``).
-    hamiltonian : Hamiltonian, optional
-        Energy per site is reported when given, or when ``metadata["params"]``
-        names Hamiltonian parameters (not when those parameters include a
-        solvent the dataset does not keep: ``energy_note`` says so).
-
-    Returns
-    -------
-    dict
-        ``class``, ``periodic``, ``n_samples``, ``shape``, ``density_mean``,
-        ``density_std``, ``densities`` (n,), ``r``, ``r2``, ``g_r`` (n_bins,),
-        ``neighbours4`` (5,), ``neighbours8`` (9,), ``cluster_sizes4`` and
-        ``cluster_sizes8`` (counts of each size), mean cluster sizes,
-        ``nn_pairs_per_site`` (mean), ``energy_per_site`` (mean, or None),
-        ``k`` and ``S_k``.
-    """
-    cid = resolve_class(dataset, class_name)
-    per = boundary(dataset.metadata, periodic)
-    r_max = check_r_max(r_max, dataset.shape, per, "samples")
-    occ = occupancy(dataset.grids, cid)
-    rho = densities(occ)
-    pc = PairCorrelation(r_max, per).compute(occ)
-    nbc = NeighbourCounts(per).compute(occ)
-    cl4 = ClusterSizes(4, per).compute(occ)
-    cl8 = ClusterSizes(8, per).compute(occ)
-    sk = StructureFactor().compute(occ)
-    params = dataset.metadata.get("params")
-    energy_note = None
-    if hamiltonian is None and Hamiltonian.in_mapping(params):
-        if params.get("solvent") and "solvent" not in dataset.classes:
-            # the solvent's bonds and chemical potential are part of H but were not saved
-            energy_note = "not computed: the simulation had a solvent that the dataset does not keep"
-        else:
-            hamiltonian = Hamiltonian.from_mapping(params)
-    energy = None
-    if hamiltonian is not None:
-        pid = dataset.classes.index("particle") if "particle" in dataset.classes else 1
-        sid = dataset.classes.index("solvent") if "solvent" in dataset.classes else None
-        # the Hamiltonian's bonds wrap both axes or none; a mixed boundary counts the open bonds only
-        energy = float(energy_per_site(dataset.grids, hamiltonian, all(_axes(per)), pid, sid).mean())
-    return {
-        "class": dataset.classes[cid],
-        "class_id": cid,
-        "periodic": per,
-        "n_samples": dataset.n_samples,
-        "shape": list(dataset.shape),
-        "density_mean": float(rho.mean()),
-        "density_std": float(rho.std(ddof=1)) if rho.size > 1 else 0.0,
-        "densities": rho,
-        "r_max": r_max,
-        "r2": pc.r2,
-        "r": pc.r,
-        "g_r": pc.g,
-        "neighbours4": nbc.hist4,
-        "neighbours8": nbc.hist8,
-        "cluster_sizes4": cl4.size_counts,
-        "cluster_sizes8": cl8.size_counts,
-        "cluster_mean4": float(cl4.sizes.mean()) if cl4.sizes.size else None,
-        "cluster_mean8": float(cl8.sizes.mean()) if cl8.sizes.size else None,
-        "nn_pairs_per_site": float(nn_pair_density(occ, all(_axes(per))).mean()),
-        "energy_per_site": energy,
-        "energy_note": energy_note,
-        "hamiltonian": None if hamiltonian is None else asdict(hamiltonian),
-        "k": sk.k,
-        "S_k": sk.S,
-    }

@@ -324,7 +324,7 @@ def analyze3d(dataset: Dataset, class_name: str | int | None = None, *, periodic
     dataset : Dataset
         With grids (n, D, H, W).
     class_name, periodic, r_max, hamiltonian
-        As :func:`mapsim.analysis.structure.analyze`; ``periodic`` overrides the metadata's
+        As :func:`mapsim.analysis.blockwise.analyze`; ``periodic`` overrides the metadata's
         boundary for all three axes.
 
     Returns

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "nearest-neighbour pairs, energy per site and S(k) of one class; writes statistics.json "
                     "and PNG plots into --out.",
     )
-    p.add_argument("data", help="dataset .npz")
+    p.add_argument("data", help="dataset .npz, or a zarr store (NAME.zarr, read block by block)")
     p.add_argument("--out", required=True, help="report directory to write (created)")
     p.add_argument("--class", dest="class_name", default=None,
                    help="class to analyse, by name or id (default: particle, else id 1)")
@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--energy", action="append", metavar="NAME=VALUE",
                    help="Hamiltonian parameter (e_nn, e_ll, e_nl, mu, mu_n) for the energy per site; repeatable "
                         "(default: metadata params when they name any)")
+    _add_block_flag(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_analyze)
 
@@ -51,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("reference", nargs="+",
                    help="reference dataset .npz (e.g. Monte Carlo training data), or structure files (MD dumps)")
-    c.add_argument("generated", help="generated dataset .npz (may hold larger samples)")
+    c.add_argument("generated", help="generated dataset .npz or zarr store (may hold larger samples)")
     c.add_argument("--out", required=True, help="report directory to write (created)")
     c.add_argument("--class", dest="class_name", default=None,
                    help="class to compare, by name or id (default: particle, else id 1)")
@@ -84,8 +85,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--gen-periodic", choices=sorted(_PERIODIC_CHOICES), default="auto",
                    help="generated boundary (auto: metadata; open whenever rows or columns are skipped)")
     _exchange.add_compare_atoms_options(c)
+    _add_block_flag(c)
     add_json_flag(c)
     c.set_defaults(func=cmd_compare)
+
+
+def _add_block_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--block-pixels", type=positive_int, default=None, metavar="N",
+                   help="pixels read and analysed at a time (default 1048576, about 100 MB of work arrays): whole "
+                        "samples, or row blocks of a larger one; a zarr store is never read whole")
 
 
 def _prepare_out(path: str) -> Path:
@@ -108,13 +116,17 @@ def _save(fig, path: Path) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from mapsim.analysis import plots
-    from mapsim.analysis.structure import ClusterSizes, Hamiltonian, analyze, occupancy, resolve_class
-    from mapsim.lattice import load_dataset
+    from mapsim.analysis.blockwise import preview
+    from mapsim.analysis.blockwise import analyze
+    from mapsim.analysis.structure import Hamiltonian
+    from mapsim.lattice import open_dataset
     from mapsim.montecarlo.hamiltonian import COUPLINGS
 
     out = _prepare_out(args.out)
-    ds = load_dataset(args.data)
+    ds = open_dataset(args.data)
     ham = None
     if args.energy:
         params = parse_assignments(args.energy, "--energy")
@@ -125,12 +137,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     periodic = _PERIODIC_CHOICES[args.periodic]
     if ds.ndim == 3:
         return _analyze_3d(args, ds, out, periodic, ham)
-    stats = analyze(ds, args.class_name, periodic=periodic, r_max=args.r_max, hamiltonian=ham)  # validates
-
-    cid = resolve_class(ds, args.class_name)
-    per = stats["periodic"]  # axis by axis (a pair when only one axis is periodic)
-    occ = occupancy(ds.grids, cid)
-    cl4, cl8 = ClusterSizes(4, per).compute(occ), ClusterSizes(8, per).compute(occ)
+    stats = analyze(ds, args.class_name, periodic=periodic, r_max=args.r_max, hamiltonian=ham,
+                    block_pixels=args.block_pixels)  # validates
+    # every cluster's size, for the plot
+    cl = {c: np.repeat(np.arange(stats[f"cluster_sizes{c}"].size), stats[f"cluster_sizes{c}"]) for c in (4, 8)}
+    extras = getattr(ds, "extras", {})  # a zarr store's other arrays are not read
     name = stats["class"]
     files = {
         "statistics": out / "statistics.json",
@@ -140,7 +151,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         "structure_factor": out / "structure_factor.png",
         "examples": out / "examples.png",
     }
-    if "energy_trace" in ds.extras and "trace_sweeps" in ds.metadata:  # Monte Carlo data: the run's energies
+    if "energy_trace" in extras and "trace_sweeps" in ds.metadata:  # Monte Carlo data: the run's energies
         files["energy_trace"] = out / "energy_trace.png"
     report = {"data": str(args.data), **stats, "files": {k: str(v) for k, v in files.items()}}
     _write_json(files["statistics"], report)
@@ -148,13 +159,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     _save(plots.plot_g_r(stats["r"], {label: stats["g_r"]}, f"pair correlation of {name}"), files["g_r"])
     _save(plots.plot_neighbours({label: (stats["neighbours4"], stats["neighbours8"])}, f"{name} neighbours"),
           files["neighbours"])
-    _save(plots.plot_distributions({4: {label: cl4.sizes}, 8: {label: cl8.sizes}}, {label: stats["densities"]}),
+    _save(plots.plot_distributions({4: {label: cl[4]}, 8: {label: cl[8]}}, {label: stats["densities"]}),
           files["distributions"])
     _save(plots.plot_structure_factor(stats["k"], stats["S_k"]), files["structure_factor"])
     k = min(3, ds.n_samples)
-    _save(plots.plot_examples([(f"{label} #{i}", ds.grids[i]) for i in range(k)], ds.classes), files["examples"])
+    _save(plots.plot_examples([_panel(f"{label} #{i}", preview(ds, i)) for i in range(k)], ds.classes),
+          files["examples"])
     if "energy_trace" in files:
-        _save(plots.plot_energy_traces(ds.metadata["trace_sweeps"], ds.extras["energy_trace"],
+        _save(plots.plot_energy_traces(ds.metadata["trace_sweeps"], extras["energy_trace"],
                                        f"energy traces of {label}"), files["energy_trace"])
 
     summary = {
@@ -168,6 +180,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     }
     emit(summary, args.json)
     return 0
+
+
+def _panel(title: str, image_step: tuple) -> tuple[str, Any]:
+    """A picture panel from :func:`mapsim.analysis.blockwise.preview` (the title names a thinned sample)."""
+    image, step = image_step
+    return (title if step == 1 else f"{title} (every {step}th pixel)", image)
 
 
 def _analyze_3d(args: argparse.Namespace, ds, out: Path, periodic: bool | None, ham) -> int:
@@ -416,8 +434,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from mapsim.analysis import plots
     from mapsim.analysis.compare import RESULT_KEYS, check_compatible, compare_datasets, resolve_skip_cols, \
         resolve_skip_rows
+    from mapsim.analysis.blockwise import preview
     from mapsim.analysis.structure import resolve_class
-    from mapsim.lattice import check_length_units, length_unit_of, load_dataset
+    from mapsim.lattice import check_length_units, length_unit_of, open_dataset
 
     if args.skip_rows_from is not None:
         if args.skip_rows is not None:
@@ -428,21 +447,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return _exchange.compare_atoms_from_compare(args, n_perm, alpha)
     args.reference = args.reference[0]
     out = _prepare_out(args.out)
-    ref = load_dataset(args.reference)
-    gen = load_dataset(args.generated)
+    ref = open_dataset(args.reference)
+    gen = open_dataset(args.generated)
     if ref.ndim == 3 or gen.ndim == 3:
         return _compare_volumes(args, ref, gen, out, n_perm, alpha, ham)
     if args.skip_planes is not None:
         raise MapsimError("--skip-planes applies to 3-D datasets; these hold 2-D samples")
     check_compatible(ref, gen, args.reference, args.generated)
     check_length_units(length_unit_of(ref.metadata), length_unit_of(gen.metadata), args.reference, args.generated)
-    note = majority_note(ref, resolve_class(ref, args.class_name))
+    note = majority_note(ref, resolve_class(ref, args.class_name), args.block_pixels)
     resolve_skip_rows(gen, args.skip_rows, args.generated)
     resolve_skip_cols(gen, args.skip_cols, args.generated)
     comp = compare_datasets(
         ref, gen, args.class_name, skip_rows=args.skip_rows, skip_cols=args.skip_cols, r_max=args.r_max,
         seed=args.seed, n_permutations=n_perm, alpha=alpha, hamiltonian=ham, band_rows=args.band_rows,
         ref_periodic=_PERIODIC_CHOICES[args.ref_periodic], gen_periodic=_PERIODIC_CHOICES[args.gen_periodic],
+        block_pixels=args.block_pixels,
     )  # raises MapsimError on anything else before a file is written
     s = comp.summary
     files = {
@@ -479,8 +499,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _save(plots.plot_distributions({4: {lr: R["clusters4"], lg: G["clusters4"]}, 8: {lr: R["clusters8"], lg: G["clusters8"]}},
                                    {lr: R["density"], lg: G["density"]}), files["distributions"])
     k = min(2, ref.n_samples, gen.n_samples)
-    panels = [(f"reference #{i}", ref.grids[i]) for i in range(k)] + [(f"generated #{i}", gen.grids[i]) for i in range(k)]
-    skip = {k + i: s["skip_rows"] for i in range(k)}
+    shown = [(f"{side} #{i}", preview(ds, i)) for side, ds in (("reference", ref), ("generated", gen))
+             for i in range(k)]
+    panels = [_panel(title, image_step) for title, image_step in shown]
+    skip = {k + i: s["skip_rows"] / shown[k + i][1][1] for i in range(k)}  # in the thinned picture's rows
     _save(plots.plot_examples(panels, ref.classes, skip), files["examples"])
     if comp.drift:
         from mapsim.analysis.drift import plot_drift
@@ -508,12 +530,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def majority_note(ref, class_id: int) -> str | None:
+def majority_note(ref, class_id: int, block_pixels: int | None = None) -> str | None:
     """A note when the compared class fills more than half of the reference's pixels (its statistics then
     describe the background; the other class is usually the structure), else None."""
-    import numpy as np
+    from mapsim.analysis.blockwise import class_counts
 
-    frac = float(np.mean(ref.grids == class_id))
+    counts = class_counts(ref, ref.n_classes, block_pixels)
+    frac = float(counts[:, class_id].sum() / counts.sum())
     if frac <= 0.5:
         return None
     others = [c for k, c in enumerate(ref.classes) if k != class_id]

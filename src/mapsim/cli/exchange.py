@@ -249,9 +249,9 @@ def wants_atoms(args: argparse.Namespace) -> bool:
     if len(args.reference) != 1:
         raise MapsimError(f"give one reference dataset, found {len(args.reference)}: {list(args.reference)}")
     if str(args.reference[0]).endswith(".zarr"):
-        from mapsim.lattice import load_dataset
+        from mapsim.lattice import open_dataset
 
-        return load_dataset(args.reference[0]).offsets is not None
+        return "offsets" in open_dataset(args.reference[0]).extra_names
     try:
         with np.load(args.reference[0], allow_pickle=False) as z:
             return "offsets" in z.files
