@@ -163,8 +163,9 @@ class _ClusterStream:
         self.H = H
         self.structure = np.zeros((3, 3, 3), dtype=bool)  # no connection along the sample axis
         self.structure[1] = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
-        self.sizes: list[np.ndarray] = []
-        self.owners: list[np.ndarray] = []
+        self.key = H * int(1 << 32)  # (sample, size) -> sample * key + size
+        self.keys: list[np.ndarray] = []  # per block: the distinct (sample, size) keys and how many clusters
+        self.counts: list[np.ndarray] = []
         self._reset()
 
     def _reset(self) -> None:
@@ -228,15 +229,15 @@ class _ClusterStream:
 
     def _emit(self, size: np.ndarray, owner: np.ndarray, done: np.ndarray) -> None:
         keep = done & (size > 0)
-        self.sizes.append(np.rint(size[keep]).astype(np.int64))
-        self.owners.append(owner[keep])
+        key, count = np.unique(owner[keep] * self.key + np.rint(size[keep]).astype(np.int64), return_counts=True)
+        self.keys.append(key)
+        self.counts.append(count)
 
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """Sizes and samples of every cluster, sorted by sample, then size."""
-        sizes = np.concatenate(self.sizes) if self.sizes else np.zeros(0, np.int64)
-        owners = np.concatenate(self.owners) if self.owners else np.zeros(0, np.int64)
-        order = np.lexsort((sizes, owners))
-        return sizes[order], owners[order]
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distinct (sample, size) pairs, sorted, and how many clusters have each: sizes, samples, counts."""
+        key, inverse = np.unique(np.concatenate(self.keys), return_inverse=True)
+        count = np.bincount(inverse, weights=np.concatenate(self.counts), minlength=key.size).astype(np.int64)
+        return key % self.key, key // self.key, count
 
 
 class _Shells:
@@ -430,7 +431,14 @@ class BlockStatistics(_Analysis):
     def clusters(self, connectivity: int) -> tuple[np.ndarray, np.ndarray]:
         """Size of every cluster and its sample, sorted by sample then size (shape (n_clusters,) each)."""
         self._need()
-        return self._cl[connectivity]
+        size, sample, count = self._cl[connectivity]
+        return np.repeat(size, count), np.repeat(sample, count)
+
+    def cluster_size_counts(self, connectivity: int) -> np.ndarray:
+        """Clusters of each size 0..max over all samples, shape (max_size + 1,), int64 (memory: the sizes seen)."""
+        self._need()
+        size, _, count = self._cl[connectivity]
+        return np.bincount(size, weights=count, minlength=1).astype(np.int64)
 
     @property
     def k(self) -> np.ndarray:
@@ -616,7 +624,7 @@ def analyze(dataset: Dataset | StoredDataset, class_name: str | int | None = Non
     rho = st.counts / sites
     # the Hamiltonian's bonds wrap both axes or none; a mixed boundary counts the open bonds only
     energy = None if hamiltonian is None else float((hamiltonian.energy_of_terms(st.energy_terms) / sites).mean())
-    sizes = {c: np.bincount(st.clusters(c)[0], minlength=1) for c in (4, 8)}
+    sizes = {c: st.cluster_size_counts(c) for c in (4, 8)}
     n_cl = {c: int(sizes[c].sum()) for c in (4, 8)}
     total = int(st.counts.sum())
     sk = st.sk_power.sum(axis=0) / st.shell_count / total if total > 0 else np.full(st.k.size, np.nan)
