@@ -181,3 +181,14 @@ def test_cli_analyze_and_compare_on_zarr(stores, tmp_path):
     assert differ <= {"reference", "generated", "files", "reference_S_k", "generated_S_k", "S_k_distance",
                       "S_k_noise", "S_k_effect", "S_k_ratio"}
     assert c["rejected"] == d["rejected"] and c["S_k_p_adjusted"] == d["S_k_p_adjusted"]
+
+
+def test_cli_compare_with_one_large_generated_sample(stores, tmp_path):
+    # one generated sample (the huge-sample case): its drift standard errors are undefined, written as null
+    from mapsim.cli import main
+
+    one = _to_zarr(open_dataset(stores["gen"]).subset([0]), tmp_path / "one.zarr")
+    assert main(["compare", str(stores["ref_zarr"]), str(one), "--out", str(tmp_path / "c"), "--permutations", "100",
+                 "--block-pixels", "100", "--json"]) == 0
+    report = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert report["generated_samples"] == 1 and report["drift"]["generated_stderr"]["density"][0] is None

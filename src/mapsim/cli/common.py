@@ -44,7 +44,7 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
         obj = obj.item()
     if hasattr(obj, "tolist"):
-        return obj.tolist()
+        return _jsonable(obj.tolist())  # NaN inside arrays (a standard error of one sample) -> null too
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, Path):
