@@ -75,27 +75,29 @@ def plot_neighbours(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: 
     return fig
 
 
-def plot_distributions(clusters: Mapping[int, Mapping[str, np.ndarray]], dens: Mapping[str, np.ndarray]) -> Figure:
+def plot_distributions(clusters: Mapping[int, Mapping[str, np.ndarray]], dens: Mapping[str, np.ndarray],
+                       size_counts: bool = False) -> Figure:
     """Cluster-size distributions (one count per cluster) and per-sample densities.
 
     Parameters
     ----------
     clusters : dict
-        ``clusters[connectivity][label]``: cluster sizes, shape (n_clusters,), for connectivity 4 and/or 8.
+        ``clusters[connectivity][label]``: cluster sizes, shape (n_clusters,), for connectivity 4 and/or 8;
+        with ``size_counts`` the number of clusters of each size 0, 1, ... instead.
     dens : dict
         ``dens[label]``: densities, shape (n,).
     """
     fig = Figure(figsize=(4.2 * (len(clusters) + 1), 3.6), dpi=110, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(clusters) + 1))
     for ax, (conn, curves) in zip(axes, clusters.items()):
-        for i, (label, sizes) in enumerate(curves.items()):
-            if sizes.size == 0:
+        hists = {label: np.asarray(v) if size_counts else np.bincount(v, minlength=1) for label, v in curves.items()}
+        for i, (label, counts) in enumerate(hists.items()):
+            if counts.sum() == 0:
                 continue
-            counts = np.bincount(sizes)
             x = np.nonzero(counts)[0]
-            ax.plot(x, counts[x] / sizes.size, "o-" if i == 0 else "s--", ms=3, lw=1, color=_LINE_COLOURS[i % 4],
+            ax.plot(x, counts[x] / counts.sum(), "o-" if i == 0 else "s--", ms=3, lw=1, color=_LINE_COLOURS[i % 4],
                     label=label, mfc="none" if i else None)
-        largest = max((int(v.max()) for v in curves.values() if v.size), default=1)
+        largest = max((int(np.flatnonzero(c)[-1]) for c in hists.values() if c.sum()), default=1)
         if largest > 30:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(ScalarFormatter())

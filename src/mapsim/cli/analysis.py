@@ -139,8 +139,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return _analyze_3d(args, ds, out, periodic, ham)
     stats = analyze(ds, args.class_name, periodic=periodic, r_max=args.r_max, hamiltonian=ham,
                     block_pixels=args.block_pixels)  # validates
-    # every cluster's size, for the plot
-    cl = {c: np.repeat(np.arange(stats[f"cluster_sizes{c}"].size), stats[f"cluster_sizes{c}"]) for c in (4, 8)}
     extras = getattr(ds, "extras", {})  # a zarr store's other arrays are not read
     name = stats["class"]
     files = {
@@ -159,8 +157,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     _save(plots.plot_g_r(stats["r"], {label: stats["g_r"]}, f"pair correlation of {name}"), files["g_r"])
     _save(plots.plot_neighbours({label: (stats["neighbours4"], stats["neighbours8"])}, f"{name} neighbours"),
           files["neighbours"])
-    _save(plots.plot_distributions({4: {label: cl[4]}, 8: {label: cl[8]}}, {label: stats["densities"]}),
-          files["distributions"])
+    _save(plots.plot_distributions({c: {label: stats[f"cluster_sizes{c}"]} for c in (4, 8)},
+                                   {label: stats["densities"]}, size_counts=True), files["distributions"])
     _save(plots.plot_structure_factor(stats["k"], stats["S_k"]), files["structure_factor"])
     k = min(3, ds.n_samples)
     _save(plots.plot_examples([_panel(f"{label} #{i}", preview(ds, i)) for i in range(k)], ds.classes),
