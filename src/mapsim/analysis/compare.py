@@ -555,7 +555,7 @@ def compare_datasets(ref: Dataset | StoredDataset, gen: Dataset | StoredDataset,
     tiles = [(hr // win[0], wr // win[1]), (hg // win[0], wg // win[1])]  # windows down and across
     k = min(a * b for a, b in tiles)
     n_ref, n_gen = ref.n_samples, gen.n_samples
-    choice = [pick_index(n_ref, tiles[0][0] * tiles[0][1], k, rng), pick_index(n_gen, tiles[1][0] * tiles[1][1], k, rng)]
+    choice = [pick_index(n, a * b, k, rng) for n, (a, b) in zip((n_ref, n_gen), tiles)]  # reference first
     windows = WindowSource([(ref, 0, 0, choice[0], tiles[0][1]), (gen, skip, scol, choice[1], tiles[1][1])], win)
     energy_ids = None
     if ham is not None:
