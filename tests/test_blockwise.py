@@ -192,3 +192,17 @@ def test_cli_compare_with_one_large_generated_sample(stores, tmp_path):
                  "--block-pixels", "100", "--json"]) == 0
     report = json.loads((tmp_path / "c" / "compare.json").read_text())
     assert report["generated_samples"] == 1 and report["drift"]["generated_stderr"]["density"][0] is None
+
+
+def test_training_batches_and_entropy_read_a_zarr_store_crop_by_crop(stores):
+    from mapsim import data as D
+
+    whole = open_dataset(stores["gen"])
+    lazy = _open_recorded(stores["gen_zarr"])
+    group = D.symmetry_group(("flips",))
+    plan = D.plan_epoch(np.arange(4), 3, seed=1, epoch=2, sample_shape=(30, 28), crop=(8, 8), group_size=len(group))
+    for rank in (0, 1):
+        assert np.array_equal(D.batch_grids(lazy, plan, 0, (8, 8), group, rank, 2),
+                              D.batch_grids(whole.grids, plan, 0, (8, 8), group, rank, 2))
+    assert max(lazy._grids.reads) == 8 * 28  # one crop's rows
+    assert D.marginal_entropy(lazy, 3) == D.marginal_entropy(whole.grids, 3)

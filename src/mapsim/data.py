@@ -205,17 +205,26 @@ def plan_epoch(train_idx: np.ndarray, batch: int, seed: int, epoch: int, sample_
 
 def _batch(arrays: np.ndarray, plan: EpochPlan, step: int, crop: tuple[int, int] | None, group: list[Element],
            rank: int, world: int, transform) -> np.ndarray:
-    """This process's share of batch ``step`` of per-sample arrays (n, H, W, ...), cropped and transformed."""
-    H, W = arrays.shape[1:3]
+    """This process's share of batch ``step`` of per-sample arrays (n, H, W, ...), cropped and transformed.
+
+    ``arrays`` may also be a dataset read block by block (``read(k0, k1, r0, r1)``, e.g. a zarr store opened
+    with :func:`mapsim.lattice.open_dataset`): then each crop reads only its own rows.
+    """
+    stored = not isinstance(arrays, np.ndarray) and hasattr(arrays, "read")
+    H, W = arrays.shape if stored else arrays.shape[1:3]
     ch, cw = crop if crop is not None else (H, W)
     sl = slice(step * plan.batch, (step + 1) * plan.batch)
     positions = np.array_split(np.arange(sl.start, sl.stop), world)[rank]
     out = []
     for q in positions:
         i0, j0 = plan.offsets[q]
-        a = arrays[plan.order[q], i0 : i0 + ch, j0 : j0 + cw]
+        k = int(plan.order[q])
+        a = (np.asarray(arrays.read(k, k + 1, i0, i0 + ch))[0, :, j0 : j0 + cw] if stored
+             else arrays[k, i0 : i0 + ch, j0 : j0 + cw])
         out.append(transform(a, group[plan.elements[q]]))
-    return np.ascontiguousarray(np.stack(out)) if out else np.zeros((0, ch, cw) + arrays.shape[3:], arrays.dtype)
+    if out:
+        return np.ascontiguousarray(np.stack(out))
+    return np.zeros((0, ch, cw), np.uint8) if stored else np.zeros((0, ch, cw) + arrays.shape[3:], arrays.dtype)
 
 
 def batch_grids(grids: np.ndarray, plan: EpochPlan, step: int, crop: tuple[int, int] | None,
@@ -287,8 +296,20 @@ def parse_crop(spec: str | int | None) -> tuple[int, int] | None:
 
 
 def marginal_entropy(grids: np.ndarray, n_classes: int) -> float:
-    """Entropy (nats per pixel) of the class frequencies of ``grids``: the NLL of a density-only model."""
-    counts = np.bincount(np.asarray(grids).ravel(), minlength=n_classes).astype(np.float64)
+    """Entropy (nats per pixel) of the class frequencies of ``grids``: the NLL of a density-only model.
+
+    ``grids`` (n, H, W), or a dataset read block by block (``read``; one sample's rows at a time).
+    """
+    if not isinstance(grids, np.ndarray) and hasattr(grids, "read"):
+        H, W = grids.shape
+        rows = max(1, (1 << 20) // W)
+        counts = np.zeros(n_classes, np.int64)
+        for k in range(grids.n_samples):
+            for r0 in range(0, H, rows):
+                counts += np.bincount(np.asarray(grids.read(k, k + 1, r0, r0 + rows)).ravel(), minlength=n_classes)
+        counts = counts.astype(np.float64)
+    else:
+        counts = np.bincount(np.asarray(grids).ravel(), minlength=n_classes).astype(np.float64)
     p = counts / counts.sum()
     p = p[p > 0]
     return float(-(p * np.log(p)).sum())
