@@ -16,26 +16,30 @@ empty beyond an open one), and :class:`BlockStatistics` adds what it holds to pe
 - nearest-neighbour bond sums of the class and of the Hamiltonian's particle/solvent classes (bonds
   inside the block and from its last row to the next), integer counts, so the energy per site is
   the one of the whole sample;
-- cluster sizes: each block is labelled (:func:`scipy.ndimage.label`), clusters touching its
-  first row are joined to those on the previous block's last row (a union-find over the labels
-  of one row, never more), and a cluster is counted when no later row can reach it; a periodic
-  row axis keeps the clusters on the sample's first row open until its last row has been joined
-  to them.  The same partition as :class:`mapsim.analysis.structure.ClusterSizes`;
+- cluster sizes: each block is labelled (:func:`scipy.ndimage.label`), its labels touching its
+  first row are joined to the clusters still open on the previous block's last row (a union-find
+  over the block's labels and those open clusters: at most one row's worth are carried), and a
+  cluster is counted when no later row can reach it; a periodic row axis keeps the clusters on the
+  sample's first row open until its last row has been joined to them.  The same partition as
+  :class:`mapsim.analysis.structure.ClusterSizes`;
 - S(k): whole samples by one 2-D FFT each; a sample larger than a block by two passes of 1-D FFTs
   (rows block by block, each column block's half-transform written to a temporary file, then the
   columns), which needs 16 bytes of temporary disk per pixel of that sample.
 
 Peak memory is a few tens of bytes per pixel of a block (FFT work arrays), plus per-sample sums
-(K × the number of g(r) bins ...), plus, for compare's windows, one entry per cluster.  Every
+(K × the number of g(r) bins ...) and the distinct (sample, cluster size) pairs.  Every
 statistic but S(k) is an integer count and equals the whole-array result exactly; S(k) sums the
 same squares in another order (relative round-off ~1e-15 per term).
+
+:func:`analyze` (``mapsim analyze``) and the windows of :func:`mapsim.analysis.compare.compare_datasets`
+are computed here.
 """
 
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np

@@ -13,7 +13,10 @@ tiled from the top-left corner; every sample of both sides carries the same
 number k of windows (k = the smaller of the two sides' windows per sample; a
 sample with more has k of them drawn at random, seeded).  Windows are open
 (nothing assumed outside them) unless both sides' windows are whole periodic
-samples.
+samples.  Only the windows kept are read, a band of window rows at a time,
+and their statistics are accumulated by :mod:`mapsim.analysis.blockwise`
+(the drift bands likewise), so a zarr store (:func:`mapsim.lattice.open_dataset`)
+on either side is never read whole.
 
 Statistics (computed once per window, pooled per side as sums)
 ---------------------------------------------------------------
