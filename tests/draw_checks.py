@@ -13,10 +13,11 @@ import numba
 from numba.core.dispatcher import Dispatcher
 
 import mapsim.sampling.draw as draw_module
+import mapsim.sampling.pixelcnn3d_fast as pixelcnn3d_fast
 import mapsim.sampling.pixelcnn_fast as pixelcnn_fast
 import mapsim.sampling.rho_eff as rho_eff
 
-BACKENDS = (draw_module, pixelcnn_fast, rho_eff)
+BACKENDS = (draw_module, pixelcnn_fast, pixelcnn3d_fast, rho_eff)
 
 
 def replace_rule(monkeypatch, name: str, fn) -> None:

@@ -183,7 +183,9 @@ def _all_samplers():
     from mapsim.analysis.chain_sampling import sample_rows, sample_table_sequences
     from mapsim.analysis.context_states import random_softmax_table
     from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+    from mapsim.models.pixelcnn3d import GatedPixelCNN3D, PixelCNN3DConfig
     from mapsim.sampling.fast import sample_front
+    from mapsim.sampling.volume import sample_volume
     from mapsim.sampling.pixelcnn_fast import sample_pixelcnn_cached
     from mapsim.sampling.reference import sample_reference
     from mapsim.sampling.rho_eff import hard_core_lattices
@@ -193,6 +195,8 @@ def _all_samplers():
     # and float64 against the reference in test_fast_sampler)
     m = GatedPixelCNN(PixelCNNConfig(n_classes=3, layers=2, kernel=3, filters=4, out_width=4, classes=["a", "b", "c"])).double().eval()
     m32 = GatedPixelCNN(PixelCNNConfig(n_classes=3, layers=2, kernel=3, filters=4, out_width=4, classes=["a", "b", "c"])).eval()
+    m3d = GatedPixelCNN3D(PixelCNN3DConfig(n_classes=3, layers=2, kernel=3, filters=4, out_width=4,
+                                           classes=["a", "b", "c"])).eval()
 
     def cond(canvas):
         return np.log(np.full((canvas.shape[0], 3, 1, 1), 1 / 3))
@@ -203,6 +207,8 @@ def _all_samplers():
         "reference-full": lambda: sample_reference(m, 2, 3, 4, seed=1, window=False).grids,
         "front": lambda: sample_front(m, 2, 4, 5, seed=1).grids,
         "cached-float32": lambda: sample_pixelcnn_cached(m32, 2, 4, 5, seed=1, threads=1).grids,
+        "reference-3d": lambda: sample_volume(m3d, 2, 2, 3, 4, seed=1, evaluation="pixel").grids,
+        "cached-3d": lambda: sample_volume(m3d, 2, 2, 3, 4, seed=1, evaluation="cached", threads=1).grids,
         "rho-eff": lambda: hard_core_lattices(0.3, 1.0, uniforms(1, 2, 6, 6))[1] * 2,
         "chain-rows": lambda: sample_rows(cond, 2, 4, 5, seed=1),
         "chain-table": lambda: sample_table_sequences(random_softmax_table(3, 2, seed=0), 20, 3, seed=1)[:, 2:],

@@ -29,6 +29,12 @@ With ``--positions`` (off-lattice MAP, :mod:`mapsim.models.pixelcnn`) the run ad
 the class-only model of the same size with the same trunk weights, alternating, best of
 ``--repeats`` each, and ``ratio_positions`` = positions / class-only
 (uniform streams included: each run makes its own).
+
+With ``--depth N`` (:func:`run_volume`) the run times the 3D Gated PixelCNN instead
+(12 layers x 32 filters unless ``--layers`` is given): ``voxels_per_s`` of the cached
+3D kernel on one N^3 volume, ``gflops`` and ``gemm_fraction`` as above,
+``ratio_vs_front`` against the batched 3D front on a ``--front-depth`` cube, and the
+2D kernel's ``gemm_fraction_2d`` on about N^3 pixels in the same run.
 """
 
 from __future__ import annotations
@@ -57,8 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--depth", type=int, default=None,
-                        help="time a 3D model instead: one DEPTH^3 volume (12 layers x 32 filters unless --layers "
-                             "is given), voxels per second beside the same-run matrix multiply")
+                        help="time a 3D model instead: one DEPTH^3 volume with the cached 3D kernel (12 layers x 32 "
+                             "filters unless --layers is given), voxels per second and GFLOP/s beside the same-run "
+                             "matrix multiply, the batched 3D front on a --front-depth cube and the 2D kernel on "
+                             "about DEPTH^3 pixels")
+    parser.add_argument("--front-depth", type=int, default=6,
+                        help="with --depth: side of the cube for ratio_vs_front (default 6; the front sampler "
+                             "evaluates an (L+1) x (2L+1)^2 crop per voxel)")
     parser.add_argument("--device", default="cpu",
                         help="cpu (default: the cached numba sampler) or cuda (the batched front sampler on the GPU, "
                              "against a cuda matrix multiply)")
@@ -256,9 +267,18 @@ def volume_flops_per_voxel(layers: int, filters: int, kernel: int, out_width: in
 
 
 def run_volume(args: argparse.Namespace) -> dict:
-    """``--depth N``: one N^3 volume from a 3D Gated PixelCNN through the batched 3D front (no cached 3D kernel yet)."""
+    """``--depth N``: one N^3 volume from a 3D Gated PixelCNN with the cached kernel, against the batched 3D
+    front on a ``--front-depth`` cube and against the 2D cached kernel on as many pixels, same threads.
+
+    ``gflops`` counts the useful work of one pass per voxel (:func:`volume_flops_per_voxel`; the
+    stacks computed on the padding around the volume are not counted) beside ``gemm_gflops``, a
+    2048^3 float32 matrix multiply in the same run; ``gemm_fraction_2d`` is the same ratio for one
+    square 2D sample of about N^3 pixels from a 2D model of the same layers and filters.
+    """
     from mapsim.errors import MapsimError
+    from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
     from mapsim.models.pixelcnn3d import GatedPixelCNN3D, PixelCNN3DConfig
+    from mapsim.sampling.pixelcnn_fast import sample_pixelcnn_cached
     from mapsim.sampling.volume import sample_volume
 
     n = int(args.depth)
@@ -270,17 +290,38 @@ def run_volume(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     cfg = PixelCNN3DConfig(n_classes=2, layers=layers, filters=args.filters, kernel=args.kernel, out_width=64)
     model = GatedPixelCNN3D(cfg).eval()
-    sample_volume(model, 1, 2, 2, 2, seed=0)
-    t = time.perf_counter()
-    sample_volume(model, 1, n, n, n, seed=1)
-    s = time.perf_counter() - t
+
+    def timed(f) -> float:
+        t = time.perf_counter()
+        f()
+        return time.perf_counter() - t
+
+    def cached(side: int, seed: int):
+        return sample_volume(model, 1, side, side, side, seed=seed, evaluation="cached", threads=threads)
+
+    cached(2, 0)  # compile / load the numba cache
+    s = timed(lambda: cached(n, 1))
+    nf = max(1, int(args.front_depth))
+    s_front = timed(lambda: sample_volume(model, 1, nf, nf, nf, seed=2, evaluation="batch"))
+    s_cached_front = min(timed(lambda: cached(nf, 2)) for _ in range(max(1, args.repeats)))
     fpv = volume_flops_per_voxel(cfg.layers, cfg.filters, cfg.kernel, cfg.out_width, cfg.n_classes)
+    # the 2D kernel on a square of about as many pixels, same layers and filters
+    side2d = max(1, round(n ** 1.5))
+    cfg2 = PixelCNNConfig(n_classes=2, layers=layers, filters=args.filters, kernel=args.kernel, out_width=64)
+    model2 = GatedPixelCNN(cfg2).eval()
+    sample_pixelcnn_cached(model2, 1, 4, 4, seed=0, threads=threads)
+    s2 = timed(lambda: sample_pixelcnn_cached(model2, 1, side2d, side2d, seed=1, threads=threads))
+    fpp = model_flops_per_pixel(cfg2.layers, cfg2.filters, cfg2.kernel, cfg2.out_width, cfg2.n_classes)
     gemm = _gemm_gflops()
-    gflops = fpv * n**3 / s / 1e9
+    gflops, gflops2d = fpv * n**3 / s / 1e9, fpp * side2d**2 / s2 / 1e9
     return {"model": f"pixelcnn3d layers={cfg.layers} kernel={cfg.kernel} filters={cfg.filters} L_c={model.context_range}",
-            "sampler": "3D front, batched crops (torch)", "threads": threads, "volume": f"{n}^3",
+            "sampler": "cached 3D kernel (numba)", "threads": threads, "volume": f"{n}^3",
             "seconds": s, "voxels_per_s": n**3 / s, "flops_per_voxel": fpv, "gflops": gflops,
             "gemm_gflops": gemm, "gemm_fraction": gflops / gemm,
+            "front_volume": f"{nf}^3", "seconds_front": s_front, "voxels_per_s_front": nf**3 / s_front,
+            "seconds_cached_front_volume": s_cached_front, "ratio_vs_front": s_front / s_cached_front,
+            "sample_2d": f"{side2d}^2", "seconds_2d": s2, "pixels_per_s_2d": side2d**2 / s2, "gflops_2d": gflops2d,
+            "gemm_fraction_2d": gflops2d / gemm,
             "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 

@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rows above the sample: outside (default), noise:DENSITY, or grid:FILE[:INDEX] (tiled along the width)")
     p.add_argument("--beta", type=float, default=1.0, help="inverse temperature of the softmax (default 1)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default=DEFAULT_SAMPLER,
-                   help="fast (default: exact, every ready pixel at once, cached activations for the PixelCNN) "
-                        "or reference (pixel by pixel; same samples for the same seed)")
+                   help="fast (default: exact, every ready pixel at once, cached activations for the PixelCNN, "
+                        "2D and 3D) or reference (pixel by pixel; same samples for the same seed)")
     add_json_flag(p)
     p.set_defaults(func=cmd_generate)
 
@@ -60,7 +60,7 @@ def _generate_volume(args: argparse.Namespace, model, out, beta: float) -> int:
         raise MapsimError("3D generation writes .npz with the outside boundary (no .zarr, --dask or --boundary yet)")
     with progress(total=args.depth, desc="planes") as bar:
         ds = generate_volume(model, args.samples, args.depth, args.height, args.width, seed=args.seed, beta=beta,
-                             sampler=args.sampler, progress=lambda n: bar.update(n - bar.n))
+                             sampler=args.sampler, progress=lambda n: bar.update(n - bar.n), threads=args.threads)
     ds.metadata["model_path"] = str(args.model)
     save_dataset(out, ds)
     emit({"out": str(out), "n_samples": ds.n_samples, "depth": args.depth, "height": args.height,

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -82,14 +83,7 @@ def _weights(model: GatedPixelCNN, dt):
     w["Wvh"] = np.stack([a(model.v2h[m].weight[:, :, 0, 0].T) for m in range(n)])
     # the horizontal conv bias is folded into the vertical-to-horizontal term
     w["bvh"] = np.stack([a(model.v2h[m].bias + model.h_convs[m].bias) for m in range(n)])
-    w["Wres"] = np.stack([a(model.h_res[m].weight[:, :, 0, 0].T) for m in range(n)])
-    w["bres"] = np.stack([a(model.h_res[m].bias) for m in range(n)])
-    w["Wskip"] = a(torch.cat([model.skips[m].weight[:, :, 0, 0].T for m in range(n)], 0))  # (nF, S)
-    w["bskip"] = a(sum(model.skips[m].bias for m in range(n)))
-    w["W1"] = a(model.out1.weight[:, :, 0, 0].T)
-    w["b1"] = a(model.out1.bias)
-    w["W2"] = a(model.out2.weight[:, :, 0, 0].T)
-    w["b2"] = a(model.out2.bias)
+    w.update(head_weights(model, a))
     # the position head (zero-size stand-ins for class-only models: one kernel signature for both)
     if cfg.positions:
         nb, occ = cfg.position_bins, cfg.n_classes - 1
@@ -109,6 +103,19 @@ def _weights(model: GatedPixelCNN, dt):
         w["E"] = np.zeros((1, S), dt)
         w["Ax"] = np.zeros((S, S), dt)
     return w
+
+
+def head_weights(model, a) -> dict:
+    """The 1x1 layers after the stacks as matrices (2D and 3D models alike): residuals ``Wres`` (n, F, F),
+    skips stacked ``Wskip`` (n F, S) with their biases summed, output layers ``W1`` (S, S), ``W2`` (S, N_c);
+    ``a`` converts a tensor to the kernel's array type."""
+    n = model.config.layers
+    return {"Wres": np.stack([a(model.h_res[m].weight.flatten(1).T) for m in range(n)]),
+            "bres": np.stack([a(model.h_res[m].bias) for m in range(n)]),
+            "Wskip": a(torch.cat([model.skips[m].weight.flatten(1).T for m in range(n)], 0)),
+            "bskip": a(sum(model.skips[m].bias for m in range(n))),
+            "W1": a(model.out1.weight.flatten(1).T), "b1": a(model.out1.bias),
+            "W2": a(model.out2.weight.flatten(1).T), "b2": a(model.out2.bias)}
 
 
 @torch.no_grad()
@@ -220,6 +227,35 @@ def _gate(a, nt, F, out, x, e, sc, approx):
 
 
 @njit(cache=True)
+def gemm_bias(A, nt, Wm, b, out):
+    """out[:nt] = A[:nt] Wm + b (one BLAS product over the lanes of a step)."""
+    np.dot(A[:nt], Wm, out[:nt])
+    for t in range(nt):
+        for c in range(out.shape[1]):
+            out[t, c] += b[c]
+
+
+@njit(cache=True)
+def project_and_gate(pre, nt, Wt, term, gated, g, gx, ge, gsc, approx):
+    """term[:nt] = pre[:nt] Wt (a stack's 1x1 term for the next stack) and, if ``gated``,
+    g[:nt] = gate(pre[:nt]) (the stack's output for the next layer)."""
+    np.dot(pre[:nt], Wt, term[:nt])
+    if gated:
+        _gate(pre, nt, g.shape[1], g, gx, ge, gsc, approx)
+
+
+@njit(cache=True)
+def lane_scratch(maxl, n, F, S, nc, dt):
+    """Work arrays of the gates and the output layers for ``maxl`` lanes (2D and 3D kernels):
+    (gate output, three gate scratch arrays, residual, every layer's gate output G, its gathered
+    rows, skip sum, features, logits, float64 logits of one lane)."""
+    return (np.empty((maxl, F), dt), np.empty((maxl, 2 * F), np.float32), np.empty((maxl, 2 * F), np.float32),
+            np.empty(maxl * 2 * F, np.int32), np.empty((maxl, F), dt), np.empty((maxl, n * F), dt),
+            np.empty((maxl, n * F), dt), np.empty((maxl, S), dt), np.empty((maxl, S), dt),
+            np.empty((maxl, nc), dt), np.empty(nc, np.float64))
+
+
+@njit(cache=True)
 def _scratch(maxl, n, p, k, F, S, nc, nb, nbo, dt):
     """Work arrays of one thread, allocated once per call (not per step: large per-step
     allocations would be fresh pages, i.e. page faults, every step)."""
@@ -228,19 +264,8 @@ def _scratch(maxl, n, p, k, F, S, nc, nb, nbo, dt):
     Av = np.empty((maxl, D), dt)
     vpre = np.empty((maxl, 2 * F), dt)
     vh = np.empty((maxl, 2 * F), dt)
-    gbuf = np.empty((maxl, F), dt)
-    gx = np.empty((maxl, 2 * F), np.float32)
-    ge = np.empty((maxl, 2 * F), np.float32)
-    gsc = np.empty(maxl * 2 * F, np.int32)
     Ah = np.empty((maxl, (p + 1) * F), dt)
     hpre = np.empty((maxl, 2 * F), dt)
-    h = np.empty((maxl, F), dt)
-    G = np.empty((maxl, n * F), dt)
-    Gd = np.empty((maxl, n * F), dt)
-    so = np.empty((maxl, S), dt)
-    o = np.empty((maxl, S), dt)
-    lg = np.empty((maxl, nc), dt)
-    lgd = np.empty(nc, np.float64)
     ly = np.empty(nb, np.float64)
     pidx = np.empty(maxl, np.int64)  # the step's atoms: lane slot, class, bin of y, y, log-density
     pcls = np.empty(maxl, np.int64)
@@ -251,8 +276,25 @@ def _scratch(maxl, n, p, k, F, S, nc, nb, nbo, dt):
     Po = np.empty((maxl, S), dt)
     PL = np.empty((maxl, nbo), dt)
     PX = np.empty((maxl, S), dt)
-    return (idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg, lgd,
+    return (idx, Av, vpre, vh, Ah, hpre, lane_scratch(maxl, n, F, S, nc, dt),
             (ly, pidx, pcls, pyb, py, pld, plc, Po, PL, PX))
+
+
+@njit(cache=True)
+def head_logits(G, idx, nt, Gd, so, o, lg, Wskip, bskip, W1, b1, W2):
+    """Logits without the last bias, lg[:nt] = relu(relu(G[idx] Wskip + bskip) W1 + b1) W2, for the
+    lanes ``idx[:nt]`` (rows of G: every layer's gate output); o[:nt] keeps the features (scratch Gd, so)."""
+    for t in range(nt):
+        Gd[t] = G[idx[t]]
+    np.dot(Gd[:nt], Wskip, so[:nt])
+    for t in range(nt):
+        for c in range(so.shape[1]):
+            so[t, c] = max(so[t, c] + bskip[c], 0.0)
+    np.dot(so[:nt], W1, o[:nt])
+    for t in range(nt):
+        for c in range(o.shape[1]):
+            o[t, c] = max(o[t, c] + b1[c], 0.0)
+    np.dot(o[:nt], W2, lg[:nt])
 
 
 @njit(cache=True)
@@ -313,7 +355,8 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
      T1vo, T1ho, Wy, by, E, Wx, bx, Ax) = weights
     with_pos, OC, VP, pos_out = pos_state
     n, p, L, W, RB, RV, CW = geometry
-    idx, Av, vpre, vh, gbuf, gx, ge, gsc, Ah, hpre, h, G, Gd, so, o, lg, lgd, pscr = scratch
+    idx, Av, vpre, vh, Ah, hpre, common, pscr = scratch
+    gbuf, gx, ge, gsc, h, G, Gd, so, o, lg, lgd = common
     nl = lk.shape[0]
     k = 2 * p + 1
     F = Wres.shape[1]
@@ -362,13 +405,8 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
                         for f in range(F):
                             Av[t, q] = src[f]
                             q += 1
-            np.dot(Av[:nt], Wv[m - 2], vpre[:nt])
-            for t in range(nt):
-                for c in range(2 * F):
-                    vpre[t, c] += bv[m - 2, c]
-        np.dot(vpre[:nt], Wvh[m - 1], vh[:nt])
-        if m < n:
-            _gate(vpre, nt, F, gbuf, gx, ge, gsc, approx)
+            gemm_bias(Av, nt, Wv[m - 2], bv[m - 2], vpre)
+        project_and_gate(vpre, nt, Wvh[m - 1], vh, m < n, gbuf, gx, ge, gsc, approx)
         for t in range(nt):
             i = idx[t]
             kk, slot, cv = lk[i], lR[i] % RB, lC[i] + (n - m) * p
@@ -444,17 +482,7 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
             nt += 1
     if nt == 0:
         return
-    for t in range(nt):
-        Gd[t] = G[idx[t]]
-    np.dot(Gd[:nt], Wskip, so[:nt])
-    for t in range(nt):
-        for c in range(so.shape[1]):
-            so[t, c] = max(so[t, c] + bskip[c], 0.0)
-    np.dot(so[:nt], W1, o[:nt])
-    for t in range(nt):
-        for c in range(o.shape[1]):
-            o[t, c] = max(o[t, c] + b1[c], 0.0)
-    np.dot(o[:nt], W2, lg[:nt])
+    head_logits(G, idx, nt, Gd, so, o, lg, Wskip, bskip, W1, b1, W2)
     nc = lg.shape[1]
     pidx, pcls, plc, Po = pscr[1], pscr[2], pscr[6], pscr[7]
     nocc = 0
@@ -523,6 +551,20 @@ WEIGHT_NAMES = ("T1v", "b1v", "T1h", "Wv", "bv", "Wh", "Wvh", "bvh", "Wres", "br
 
 STEPS_PER_CALL = 64
 """Front steps per compiled call (progress is reported between calls)."""
+
+
+@contextmanager
+def kernel_threads(nthreads: int):
+    """Run a cached kernel's lanes on ``nthreads`` numba threads with one-thread BLAS inside them
+    (the lanes are already split across threads: threaded BLAS inside them oversubscribes the cores)."""
+    old = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(nthreads, numba.config.NUMBA_NUM_THREADS)))
+    blas_limit = threadpool_limits(1, user_api="blas")
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+        blas_limit.restore_original_limits()
 
 
 def vertical_window(context_range: int, p: int) -> int:
@@ -597,11 +639,7 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
     chunk = max(1, min(T, STEPS_PER_CALL))
     weights = tuple(w[name] for name in WEIGHT_NAMES)
     geometry = (n, p, L, W, RB, RV, CW)
-    old = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(nthreads, numba.config.NUMBA_NUM_THREADS)))
-    # the lanes are already split across threads: threaded BLAS inside them oversubscribes the cores
-    blas_limit = threadpool_limits(1, user_api="blas")
-    try:
+    with kernel_threads(nthreads):
         for t0 in range(0, T, chunk):
             t1 = min(T, t0 + chunk)
             _run_steps(t0, t1, K, H, canvas, u, logp, (V, VH, HS, Vb), weights, geometry, float(beta), nthreads,
@@ -609,8 +647,5 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
             if progress is not None:
                 # lanes start 2L - 2p steps before the front of the other samplers
                 progress(rows_done(t1 - 1 - (2 * L - 2 * p), H, W, L))
-    finally:
-        numba.set_num_threads(old)
-        blas_limit.restore_original_limits()
     grids = canvas[:, L:, L : L + W].copy()
     return SampleResult(grids, logp, top, offsets_of(pos) if model.positions else None)
