@@ -464,7 +464,7 @@ class _ColumnSpill:
     def __init__(self, H: int, W: int, block_pixels: int | None) -> None:
         bp = DEFAULT_BLOCK_PIXELS if block_pixels is None else max(1, int(block_pixels))
         self.H, self.W = H, W
-        self.step = max(1, bp // H)
+        self.step = max(64, bp // H)  # columns per file: at least 64, so a tiny block does not make W files
         self.dir = tempfile.TemporaryDirectory(prefix="mapsim-sk-")
         self.files = [Path(self.dir.name) / f"{c0}.bin" for c0 in range(0, W, self.step)]
 
