@@ -23,6 +23,7 @@ from mapsim.errors import MapsimError
 from mapsim.lattice import Dataset, load_dataset, save_dataset
 from mapsim.models.base import causal_offsets
 from mapsim.models.io import build_model, load_model, read_checkpoint, save_model
+from mapsim.models.pair_term import PairTerm
 from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig, offset_canvas
 from mapsim.models.score import score_grids
 from mapsim.sampling.common import Boundary
@@ -39,15 +40,18 @@ DATA = Path(__file__).parent / "data"
 
 
 
-def _model(n_classes=3, layers=2, kernel=3, bins=8, seed=0, scale=0.6, dtype=torch.float64, filters=6, out_width=8):
+def _model(n_classes=3, layers=2, kernel=3, bins=8, seed=0, scale=0.6, dtype=torch.float64, filters=6, out_width=8,
+           pairs=0, pixel_size=(0.5, 0.5)):
     torch.manual_seed(seed)
     cfg = PixelCNNConfig(n_classes=n_classes, layers=layers, kernel=kernel, filters=filters, out_width=out_width,
                          classes=[f"c{i}" for i in range(n_classes)], positions=True, position_bins=bins,
-                         pixel_size=[0.5, 0.5], length_unit="sigma")
+                         position_pairs=pairs, pixel_size=list(pixel_size), length_unit="sigma")
     m = GatedPixelCNN(cfg).to(dtype).eval()
     with torch.no_grad():
         for prm in m.parameters():
             prm.normal_(0.0, scale)  # strong, varied conditionals
+        if pairs:
+            m.pos_pair.normal_(0.0, 3.0)  # a pair factor that moves the draws
     return m
 
 
@@ -199,10 +203,12 @@ CASES = [  # n_classes, layers, kernel, K, H, W
 ]
 
 
+@pytest.mark.parametrize("pairs", [0, 2])
 @pytest.mark.parametrize("case", CASES)
-def test_cached_and_front_samplers_draw_positions_exactly_like_the_reference(case):
+def test_cached_and_front_samplers_draw_positions_exactly_like_the_reference(case, pairs):
     nc, layers, kernel, K, H, W = case
-    model = _model(nc, layers, kernel, seed=layers * 10 + kernel + 2, scale=0.5)
+    model = _model(nc, layers, kernel, seed=layers * 10 + kernel + 2 + pairs, scale=0.5,
+                   pairs=min(pairs, layers * (kernel // 2)), pixel_size=(0.5, 0.6) if pairs else (0.5, 0.5))
     atoms = 0
     for bi, beta in [(0, 1.0), (1, 0.5), (2, 2.5)]:
         b = BOUNDARIES[bi]
@@ -231,10 +237,11 @@ def test_positions_use_their_own_stream_and_leave_class_uniforms_alone():
     assert not np.array_equal(a.offsets[occ], c.offsets[c.grids > 0]) or not np.array_equal(a.grids, c.grids)
 
 
+@pytest.mark.parametrize("pairs", [0, 2])
 @pytest.mark.parametrize("sampler", ["reference", "cached"])
-def test_rows_drawn_in_two_blocks_equal_one_pass(sampler):
+def test_rows_drawn_in_two_blocks_equal_one_pass(sampler, pairs):
     """A block of rows given the rows above (classes and positions) and its uniforms continues exactly."""
-    model = _model(seed=8, scale=0.5)
+    model = _model(seed=8, scale=0.5, pairs=pairs)
     L = model.context_range
     K, H, W, r0 = 2, 6, 5, 3
     f = (sample_reference if sampler == "reference"
@@ -268,6 +275,63 @@ def test_every_sampler_draws_positions_through_the_one_position_rule(monkeypatch
         res = f()
         occ = res.grids > 0
         assert occ.any() and np.all(res.offsets[occ] == 0.25), name
+
+
+# -- the pair term of the position density ----------------------------------------------------
+
+def test_pair_term_is_the_table_interpolated_at_the_cell_centres_and_its_gradient_is_exact():
+    rng = np.random.default_rng(0)
+    knots, nb, ratio = 32, 8, 1.2
+    table = torch.as_tensor(rng.normal(size=(2, knots + 2)))
+    table[:, -2:] = 0.0
+    atom, row = torch.tensor([0, 1, 1]), torch.tensor([1, 0, 1])
+    ny, nx = torch.tensor([-1.8, 0.3, -1.6], dtype=torch.float64), torch.tensor([1.5, -0.2, 0.9], dtype=torch.float64)
+    out = PairTerm.apply(table, 2, nb, atom, row, ny, nx, ratio, 16.0).numpy()
+    centres = (np.arange(nb) + 0.5) / nb
+    expected = np.zeros((2, nb, nb))
+    for p in range(3):
+        d = np.hypot(centres[:, None] - float(ny[p]), (centres[None, :] - float(nx[p])) * ratio)
+        expected[int(atom[p])] += np.interp(d * 16, np.arange(knots + 2), table[int(row[p])].numpy())
+    np.testing.assert_allclose(out, expected, atol=1e-12)
+    assert 0 < np.count_nonzero(out[0]) < nb * nb  # atom 0's neighbour reaches part of the pixel
+    tab = table.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: PairTerm.apply(t, 2, nb, atom, row, ny, nx, ratio, 16.0), (tab,))
+
+
+def test_with_a_pair_term_the_density_is_normalised_and_later_pixels_change_nothing_earlier():
+    model = _model(bins=4, pairs=2, seed=3)
+    B, H, W = 4, 3, 4
+    rng = np.random.default_rng(2)
+    grids = torch.as_tensor(rng.integers(1, 3, (1, H, W)))  # all occupied: every slot holds an atom
+    off = torch.as_tensor(_offsets_for(grids.numpy(), seed=1)).double()
+    centres = (np.arange(B) + 0.5) / B
+    with torch.no_grad():
+        total = 0.0
+        for y in centres:
+            for x in centres:
+                o = off.clone()
+                o[0, H - 1, W - 1] = torch.tensor([y, x])
+                total += math.exp(float(model.log_prob_parts(grids, o)[1][0, H - 1, W - 1])) / B**2
+        assert total == pytest.approx(1.0, abs=1e-12)
+        _, ld = model.log_prob_parts(grids, off)
+        for k in (2, 5, 9):  # raster index: everything after it drawn anew
+            g2, o2 = grids.clone().view(-1), off.clone().view(-1, 2)
+            g2[k + 1 :] = torch.as_tensor(rng.integers(0, 3, g2.numel() - k - 1))
+            o2[k + 1 :] = torch.as_tensor(rng.random((g2.numel() - k - 1, 2)))
+            o2[g2 == 0] = float("nan")
+            _, ld2 = model.log_prob_parts(g2.view(1, H, W), o2.view(1, H, W, 2))
+            torch.testing.assert_close(ld2.view(-1)[: k + 1], ld.view(-1)[: k + 1], rtol=0, atol=1e-12)
+        # the pair factor matters: without it the densities differ
+        model.pos_pair.zero_()
+        assert not torch.allclose(model.log_prob_parts(grids, off)[1], ld)
+
+
+def test_pair_term_settings_are_checked():
+    base = dict(n_classes=2, layers=2, kernel=3, classes=["e", "a"], positions=True, pixel_size=[0.5, 0.5])
+    with pytest.raises(MapsimError, match="position_pairs must be an integer in 0..2"):
+        PixelCNNConfig(**base, position_pairs=3)
+    with pytest.raises(MapsimError, match="needs a model with positions"):
+        PixelCNNConfig(**{**base, "positions": False}, position_pairs=1)
 
 
 # -- training, scoring, generation and the CLI ------------------------------------------------

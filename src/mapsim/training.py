@@ -128,6 +128,9 @@ class TrainConfig:
         The NLL then adds, per atom, the position's negative log-density per unit pixel area.
     position_bins : int
         Bins per axis of the position density.
+    position_pairs : int
+        Reach in pixels of the pair term of the position density (0 = none;
+        :mod:`mapsim.models.pixelcnn`).
     ema : float
         Exponential moving average of the weights (0 = off): after every optimiser
         step the average moves towards the weights by 1 - d, d = min(ema, (1 + t) /
@@ -154,6 +157,7 @@ class TrainConfig:
     patience: int = 10
     positions: bool | None = None
     position_bins: int = 32
+    position_pairs: int = 0
     ema: float = 0.0
 
     def validate(self) -> None:
@@ -189,7 +193,8 @@ class TrainConfig:
         px = pixel_size_of(meta)
         return PixelCNNConfig(n_classes=len(classes), layers=self.layers, filters=self.filters, kernel=self.kernel,
                               out_width=self.out_width, classes=list(classes), positions=bool(self.positions),
-                              position_bins=self.position_bins, pixel_size=list(px) if px else None,
+                              position_bins=self.position_bins, position_pairs=self.position_pairs,
+                              pixel_size=list(px) if px else None,
                               length_unit=length_unit_of(meta), species_map=meta.get("species_map"))
 
 
@@ -399,7 +404,7 @@ def density_only_nll(train_grids: np.ndarray, val_grids: np.ndarray, n_classes: 
 
 
 # what runs saved before a field existed trained with
-_BEFORE_FIELD = {"positions": False, "position_bins": 32, "ema": 0.0}
+_BEFORE_FIELD = {"positions": False, "position_bins": 32, "position_pairs": 0, "ema": 0.0}
 
 
 def _compare_configs(saved: dict[str, Any], given: TrainConfig, where: Path) -> None:

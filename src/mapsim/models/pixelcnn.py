@@ -60,6 +60,25 @@ features (the input of ``out2``, width S):
 
 log p(y, x | c, ctx) per unit pixel area = log P(bin y) + log P(bin x | bin y) + 2 log B.
 
+*Pair term* (``position_pairs`` = R > 0).  The heads above, read from the trunk's features,
+put about twice the data's probability on positions closer than the liquid's 1st-percentile
+distance to an atom already drawn (teacher-forced on held-out Lennard-Jones samples: 6.4 % of
+the mass against 3.3 % of the atoms), although the class head's occupancy matches the data at
+every free area of the pixel: the features do not resolve a neighbour's exact position
+sharply enough to cut its core out of the pixel.  With R > 0 the density over the B x B cells
+is the heads' joint density times a learned pair factor of the atoms already drawn within R
+pixels (the causal pixels ``pair_slots(R)``, read from the input canvas, so the support is
+unchanged), renormalised over the cells:
+
+    log p(cell) = log P(bin y) + log P(bin x | bin y) + sum_j w[c, c_j](d_j) - log Z,
+
+with d_j the distance (in y-pixel units) from the cell's centre to atom j and w a piecewise
+linear function per class pair on knots 1/16 pixel apart, zero from R pixels on (initialised
+to zero, so training starts from the factorised heads).  Draws go through the same rule:
+the y bin from the joint's row sums, then x from the chosen row
+(:func:`mapsim.sampling.draw.draw_position_joint`), still exactly normalised.  The cost is the x
+head for all B rows and the pair sum over B^2 cells per atom.
+
 Why bins and not truncated logistic mixtures: the density is exactly normalised
 by construction (a softmax, no truncation constants), its inverse CDF is closed
 form and cheap in the compiled sampler (one cumulative sum, one division:
@@ -85,6 +104,10 @@ from torch import nn
 
 from mapsim.errors import MapsimError
 from mapsim.models.base import MapModel, register_model
+from mapsim.models.pair_term import PairTerm
+
+PAIR_KNOTS_PER_PIXEL = 16
+"""Knots of the pair term per pixel of distance (module docstring)."""
 
 MAX_POSITION_BINS = 1024
 """Most bins per axis: the draw rule keeps positions 2^-12 of a bin from its edges, which float32
@@ -113,6 +136,9 @@ class PixelCNNConfig:
         Off-lattice MAP: offset input channels and a position head (module docstring).
     position_bins : int
         B, bins per axis of the position density (2 .. 1024).
+    position_pairs : int
+        R, reach in pixels of the pair term of the position density (module docstring); 0 = none.
+        At most the context range L_c.
     pixel_size : list of float or None
         ``[a_y, a_x]`` of the training data in ``length_unit`` (copied into generated datasets;
         required with ``positions``).
@@ -130,6 +156,7 @@ class PixelCNNConfig:
     classes: list = field(default_factory=lambda: ["empty", "particle"])
     positions: bool = False
     position_bins: int = 32
+    position_pairs: int = 0
     pixel_size: list | None = None
     length_unit: str | None = None
     species_map: dict | None = None
@@ -139,6 +166,13 @@ class PixelCNNConfig:
         if isinstance(self.position_bins, bool) or not isinstance(self.position_bins, int) \
                 or not 2 <= self.position_bins <= MAX_POSITION_BINS:
             raise MapsimError(f"position_bins must be an integer in 2..{MAX_POSITION_BINS}, found {self.position_bins!r}")
+        reach = self.layers * (self.kernel // 2)
+        if isinstance(self.position_pairs, bool) or not isinstance(self.position_pairs, int) \
+                or not 0 <= self.position_pairs <= reach:
+            raise MapsimError(f"position_pairs must be an integer in 0..{reach} (the context range), "
+                              f"found {self.position_pairs!r}")
+        if self.position_pairs and not self.positions:
+            raise MapsimError("position_pairs needs a model with positions")
         if self.pixel_size is not None:
             if isinstance(self.pixel_size, (int, float)):
                 self.pixel_size = [float(self.pixel_size)] * 2
@@ -203,6 +237,9 @@ class GatedPixelCNN(MapModel):
             self.pos_embed = nn.Embedding(nb, s)
             self.pos_x_in = nn.Linear(s, s)
             self.pos_x = nn.Linear(s, occupied * nb)
+            if config.position_pairs:
+                knots = PAIR_KNOTS_PER_PIXEL * config.position_pairs
+                self.pos_pair = nn.Parameter(torch.zeros(occupied, occupied, knots))
 
     @property
     def positions(self) -> bool:
@@ -257,7 +294,7 @@ class GatedPixelCNN(MapModel):
         logits = self.out2(hidden)
         if targets is None:
             return logits
-        return logits, self.position_log_density(hidden, *targets)
+        return logits, self.position_log_density(hidden, *targets, canvas=canvas, offsets=offsets)
 
     def features(self, canvas: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
         """The trunk's last features (input of ``out2`` and of the position head), (B, S, H, W)."""
@@ -309,12 +346,55 @@ class GatedPixelCNN(MapModel):
         h = F.relu(self.pos_x_in(hidden) + self.pos_embed(y_bins.long()))
         return self._class_block(self.pos_x(h), classes)
 
+    def pair_neighbours(self, canvas: torch.Tensor, offsets: torch.Tensor, b: torch.Tensor, r: torch.Tensor,
+                        c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The atoms in the pair slots of canvas pixels (b, r, c) (each (N,), canvas coordinates).
+
+        Returns classes (N, M), 0 where a slot holds no atom (empty or outside), and positions
+        (N, M, 2) in pixel units relative to the corner of pixel (r, c) (offset channel + 0.5 plus
+        the slot's displacement), M = ``len(pair_slots(position_pairs))``.
+        """
+        slots = torch.as_tensor(pair_slots(self.config.position_pairs), device=canvas.device)  # (M, 2)
+        rr, cc = r[:, None] + slots[:, 0], c[:, None] + slots[:, 1]  # (N, M)
+        bb = b[:, None].expand_as(rr)
+        cls = canvas[bb, rr, cc]
+        cls = torch.where(cls < self.n_classes, cls, torch.zeros_like(cls))  # outside holds no atom
+        pos = torch.stack([offsets[bb, 0, rr, cc], offsets[bb, 1, rr, cc]], -1) + 0.5 + slots.to(offsets.dtype)
+        return cls, pos
+
+    def position_joint_log_probs(self, hidden: torch.Tensor, classes: torch.Tensor, n_classes: torch.Tensor,
+                                 n_pos: torch.Tensor) -> torch.Tensor:
+        """Normalised log-probabilities of the B x B cells (y bin, x bin), (N, B, B), with the pair term.
+
+        ``hidden`` (N, S) and ``classes`` (N,) as for the heads; ``n_classes`` (N, M) and
+        ``n_pos`` (N, M, 2) from :meth:`pair_neighbours`.
+        """
+        nb, occ = self.config.position_bins, self.n_classes - 1
+        ly = torch.log_softmax(self.position_logits_y(hidden, classes), 1)  # (N, B)
+        hx = F.relu(self.pos_x_in(hidden)[:, None, :] + self.pos_embed.weight[None])  # (N, B y, S)
+        N = hidden.shape[0]
+        lx = self.pos_x(hx).view(N, nb, occ, nb)
+        lx = lx.gather(2, (classes.long() - 1).view(N, 1, 1, 1).expand(N, nb, 1, nb))[:, :, 0]  # (N, B y, B x)
+        joint = ly[:, :, None] + torch.log_softmax(lx, 2) + self.pair_term(classes, n_classes, n_pos)
+        return (joint.view(N, -1) - torch.logsumexp(joint.view(N, -1), 1, keepdim=True)).view(N, nb, nb)
+
+    def pair_term(self, classes: torch.Tensor, n_classes: torch.Tensor, n_pos: torch.Tensor) -> torch.Tensor:
+        """Sum over the neighbours of w[c, c_j](d_j) at every cell centre, (N, B, B) (module docstring)."""
+        nb, occ = self.config.position_bins, self.n_classes - 1
+        atom, slot = torch.nonzero(n_classes > 0, as_tuple=True)  # (P,) pairs
+        row = (classes[atom].long() - 1) * occ + (n_classes[atom, slot].long() - 1)
+        table = F.pad(self.pos_pair.reshape(occ * occ, -1), (0, 2))  # two zero knots: w = 0 from R pixels on
+        ratio = self.config.pixel_size[1] / self.config.pixel_size[0]
+        return PairTerm.apply(table, classes.shape[0], nb, atom, row, n_pos[atom, slot, 0], n_pos[atom, slot, 1],
+                              ratio, float(PAIR_KNOTS_PER_PIXEL))
+
     def position_bins_of(self, pos: torch.Tensor) -> torch.Tensor:
         """Bin index (long, same shape) of positions in [0, 1), computed in float64 (exact for float32 inputs)."""
         nb = self.config.position_bins
         return torch.clamp(torch.floor(pos.double() * nb), 0, nb - 1).long()
 
-    def position_log_density(self, hidden: torch.Tensor, grids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def position_log_density(self, hidden: torch.Tensor, grids: torch.Tensor, pos: torch.Tensor,
+                             canvas: torch.Tensor | None = None, offsets: torch.Tensor | None = None) -> torch.Tensor:
         """log p(position | class, context) per unit pixel area of every pixel; 0 where empty.
 
         Parameters
@@ -324,6 +404,8 @@ class GatedPixelCNN(MapModel):
         grids : LongTensor, shape (B, H, W)
         pos : Tensor, shape (B, H, W, 2)
             (y, x) in pixel units in [0, 1); ignored (may be NaN) where empty.
+        canvas, offsets : Tensor, shapes (B, H + L, W + 2L) and (B, 2, H + L, W + 2L)
+            The input canvas and offset channels, needed with the pair term (``position_pairs``).
 
         Returns
         -------
@@ -336,6 +418,15 @@ class GatedPixelCNN(MapModel):
         h = hidden.permute(0, 2, 3, 1)[occ]  # (N, S): occupied pixels only
         c = grids[occ]
         bins = self.position_bins_of(pos[occ])  # (N, 2)
+        if self.config.position_pairs:
+            if canvas is None or offsets is None:
+                raise MapsimError("a position density with a pair term needs the canvas and its offset channels")
+            L = self.context_range
+            b, r, cc = torch.nonzero(occ, as_tuple=True)
+            joint = self.position_joint_log_probs(h, c, *self.pair_neighbours(canvas, offsets, b, r + L, cc + L))
+            out = hidden.new_zeros(grids.shape)
+            out[occ] = joint[torch.arange(len(c), device=joint.device), bins[:, 0], bins[:, 1]] + 2.0 * math.log(nb)
+            return out
         ly = torch.log_softmax(self.position_logits_y(h, c), 1).gather(1, bins[:, :1])[:, 0]
         lx = torch.log_softmax(self.position_logits_x(h, c, bins[:, 0]), 1).gather(1, bins[:, 1:])[:, 0]
         out = hidden.new_zeros(grids.shape)
@@ -385,6 +476,11 @@ class GatedPixelCNN(MapModel):
                        offsets: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample log-likelihood (nats; positions per unit pixel area), shape (B,)."""
         return self.log_prob_pixels(grids, beta, top, offsets).flatten(1).sum(1)
+
+
+def pair_slots(reach: int) -> list[tuple[int, int]]:
+    """The causal pixels (dr, dc) of the pair term: rows -reach..0, columns -reach..reach, raster-earlier."""
+    return [(dr, dc) for dr in range(-reach, 1) for dc in range(-reach, reach + 1) if dr < 0 or dc < 0]
 
 
 def offset_channels(offsets: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,9 @@ Positions inside a pixel (models with a position head) have their own rule,
 :func:`draw_position`, used by compiled backends the same way: one coordinate from B bin logits and one
 uniform v of the ``POSITION`` stream by the inverse CDF of the piecewise
 uniform density (bin b chosen like a class, then the position inside it from
-the same v), so a coordinate costs one uniform and its density is exact.
+the same v), so a coordinate costs one uniform and its density is exact.  A joint density over
+B x B cells (a position density with a pair term) is drawn by :func:`draw_position_joint`: the y bin
+from the row sums, then x from the chosen row, each by :func:`draw_position`.
 """
 
 from __future__ import annotations
@@ -150,6 +152,68 @@ def _draw_position_rows(logits, v):
         logd[i] = ld
     return bins, t, logd
 
+
+
+@njit(cache=True)
+def draw_position_joint(joint, vy, vx, rows):
+    """Draw (y, x) in [0, 1)^2 from log-weights ``joint`` (B, B) of the cells (y bin, x bin).
+
+    y is drawn by :func:`draw_position` from the row log-sums (``rows``, (B,) float64 scratch)
+    with ``vy``, then x from the chosen row with ``vx``.  Returns (y bin, y, x bin, x, log-density
+    per unit pixel area) = log p(cell) + 2 log B with p = the normalised ``exp(joint)``.
+    """
+    nb = joint.shape[0]
+    for b in range(nb):
+        mx = -np.inf
+        for q in range(nb):
+            z = np.float64(joint[b, q])
+            if z > mx:
+                mx = z
+        if mx == -np.inf:
+            rows[b] = -np.inf
+            continue
+        tot = 0.0
+        for q in range(nb):
+            tot += math.exp(np.float64(joint[b, q]) - mx)
+        rows[b] = mx + math.log(tot)
+    by, y, ldy = draw_position(rows, vy)
+    bx, x, ldx = draw_position(joint[by], vx)
+    return by, y, bx, x, ldy + ldx
+
+
+@njit(cache=True)
+def _draw_joint_rows(joint, v):
+    n = joint.shape[0]
+    out = np.empty((n, 2), np.float64)
+    logd = np.empty(n, np.float64)
+    rows = np.empty(joint.shape[1], np.float64)
+    for i in range(n):
+        _, y, _, x, ld = draw_position_joint(joint[i], v[i, 0], v[i, 1], rows)
+        out[i, 0] = y
+        out[i, 1] = x
+        logd[i] = ld
+    return out, logd
+
+
+def draw_positions_joint(joint: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Draw many positions with :func:`draw_position_joint`.
+
+    Parameters
+    ----------
+    joint : ndarray, shape (n, B, B)
+        Log-weights of the cells (y bin, x bin).
+    v : ndarray, shape (n, 2)
+        Uniforms for y and x.
+
+    Returns
+    -------
+    positions : ndarray of float64, shape (n, 2)
+        (y, x) in [0, 1), pixel units (float32 values).
+    log_density : ndarray of float64, shape (n,)
+        Per unit pixel area.
+    """
+    joint = np.ascontiguousarray(np.asarray(joint, dtype=np.float64))
+    return _draw_joint_rows(joint, np.ascontiguousarray(np.asarray(v, dtype=np.float64).reshape(-1, 2)))
 
 
 def draw_positions(logits: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

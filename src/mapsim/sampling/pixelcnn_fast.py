@@ -44,9 +44,10 @@ from numba import njit, prange
 import scipy.linalg.cython_blas  # noqa: F401,E402
 from threadpoolctl import threadpool_limits
 
-from mapsim.models.pixelcnn import GatedPixelCNN, gate
+from mapsim.models.pair_term import add_pair
+from mapsim.models.pixelcnn import PAIR_KNOTS_PER_PIXEL, GatedPixelCNN, gate, pair_slots
 from mapsim.sampling.common import Boundary, check_beta
-from mapsim.sampling.draw import draw_pixel, draw_position
+from mapsim.sampling.draw import draw_pixel, draw_position, draw_position_joint
 from mapsim.sampling.front import n_steps, rows_done
 from mapsim.sampling.providers import top_offset_channels
 from mapsim.sampling.reference import SampleResult, offsets_of, prepare
@@ -103,6 +104,19 @@ def _weights(model: GatedPixelCNN, dt):
         w["E"] = np.zeros((1, S), dt)
         w["Ax"] = np.zeros((S, S), dt)
     return w
+
+
+def _pair_weights(model: GatedPixelCNN) -> tuple:
+    """(pair flag, W, slots, a_x / a_y, knots per pixel) for :func:`_pair_positions`; float64 table
+    (pairs of classes, knots + 2) ending in two zero knots; stand-ins of the same types without a pair term."""
+    cfg = model.config
+    if not getattr(cfg, "position_pairs", 0):
+        return False, np.zeros((1, 2)), np.zeros((0, 2), np.int64), 1.0, 1.0
+    occ = cfg.n_classes - 1
+    table = model.pos_pair.detach().double().cpu().numpy().reshape(occ * occ, -1)
+    table = np.ascontiguousarray(np.pad(table, ((0, 0), (0, 2))))
+    slots = np.array(pair_slots(cfg.position_pairs), np.int64).reshape(-1, 2)
+    return True, table, slots, cfg.pixel_size[1] / cfg.pixel_size[0], float(PAIR_KNOTS_PER_PIXEL)
 
 
 def head_weights(model, a) -> dict:
@@ -308,6 +322,73 @@ def _draw_coordinate(logits_row, bias, c, ly, v):
 
 
 @njit(cache=True)
+def _log_softmax_into(src, off, nb, out):
+    """out[b] = log-softmax of src[off : off + nb] in float64."""
+    mx = -np.inf
+    for b in range(nb):
+        mx = max(mx, np.float64(src[off + b]))
+    tot = 0.0
+    for b in range(nb):
+        tot += math.exp(np.float64(src[off + b]) - mx)
+    lse = mx + math.log(tot)
+    for b in range(nb):
+        out[b] = np.float64(src[off + b]) - lse
+
+
+@njit(cache=True)
+def _pair_positions(nocc, pscr, pos_w, idx, lk, lR, lC, L, VP, pos_out, OC, logp_out, canvas, pairs):
+    """The step's atoms for a position density with a pair term (``position_pairs`` of
+    :mod:`mapsim.models.pixelcnn`): per atom the joint log-weights of the B x B cells (y head,
+    x head for every y bin, pair sum over the atoms in the pair slots), drawn by
+    :func:`mapsim.sampling.draw.draw_position_joint`.  ``pairs`` = (W (pairs of classes,
+    knots + 2) with two zero knots, slots (M, 2), aspect a_x / a_y, knots per pixel)."""
+    ly, pidx, pcls, pyb, py, pld, plc, Po, PL, PX = pscr
+    Wy, by, E, Ax, Wx, bx = pos_w
+    Wp, slots, ratio, kpp = pairs
+    S = Po.shape[1]
+    nb = E.shape[0]
+    occ = Wx.shape[1] // nb
+    J = np.empty((nb, nb), np.float64)
+    row = np.empty(nb, np.float64)
+    hx = np.empty((nb, S), Po.dtype)
+    ox = np.empty((nb, Wx.shape[1]), Po.dtype)
+    ax = np.empty((1, S), Po.dtype)
+    np.dot(Po[:nocc], Wy, PL[:nocc])
+    for a in range(nocc):
+        i = idx[pidx[a]]
+        kk, R, C = lk[i], lR[i], lC[i]
+        c = pcls[a]
+        for q in range(PL.shape[1]):
+            PL[a, q] += by[q]
+        _log_softmax_into(PL[a], (c - 1) * nb, nb, ly)
+        np.dot(Po[a : a + 1], Ax, ax)
+        for b in range(nb):
+            for q in range(S):
+                hx[b, q] = max(ax[0, q] + E[b, q], 0.0)
+        np.dot(hx, Wx, ox)
+        for b in range(nb):
+            for q in range(ox.shape[1]):
+                ox[b, q] += bx[q]
+            _log_softmax_into(ox[b], (c - 1) * nb, nb, row)
+            for q in range(nb):
+                J[b, q] = ly[b] + row[q]
+        for s in range(slots.shape[0]):
+            rr, cc = R + slots[s, 0], C + slots[s, 1]
+            cn = np.int64(canvas[kk, rr, cc])
+            if cn < 1 or cn > occ:
+                continue
+            ny = slots[s, 0] + np.float64(OC[kk, rr, cc, 0]) + 0.5
+            nx = slots[s, 1] + np.float64(OC[kk, rr, cc, 1]) + 0.5
+            add_pair(J, Wp[(c - 1) * occ + cn - 1], ny, nx, ratio, kpp)
+        _, y, _, x, ld = draw_position_joint(J, VP[kk, R - L, C - L, 0], VP[kk, R - L, C - L, 1], row)
+        pos_out[kk, R - L, C - L, 0] = y
+        pos_out[kk, R - L, C - L, 1] = x
+        OC[kk, R, C, 0] = y - 0.5
+        OC[kk, R, C, 1] = x - 0.5
+        logp_out[kk, R - L, C - L] = plc[a] + ld
+
+
+@njit(cache=True)
 def _position_heads(nocc, pscr, pos_w, idx, lk, lR, lC, L, VP, pos_out, OC, logp_out):
     """Draw the positions of the step's ``nocc`` new atoms: y, then x given y (the head of
     :mod:`mapsim.models.pixelcnn`), with one BLAS product per layer of the head over all atoms.
@@ -347,13 +428,15 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
     ``caches`` = (V, VH, HS, Vb), ``weights`` as :data:`WEIGHT_NAMES`, ``geometry`` =
     (n, p, L, W, RB, RV, CW).  Classes are drawn by :func:`mapsim.sampling.draw.draw_pixel`.
     ``pos_state`` = (positions flag, offset canvas OC (K, H + L, W + 2L, 2) holding offset - 0.5
-    of drawn atoms and 0 elsewhere, position uniforms (K, H, W, 2), positions out (K, H, W, 2));
+    of drawn atoms and 0 elsewhere, position uniforms (K, H, W, 2), positions out (K, H, W, 2),
+    pair flag and the four pair weights of :func:`_pair_positions`, flat: numba's parallel loops
+    take no nested tuples);
     positions by :func:`mapsim.sampling.draw.draw_position`.
     """
     V, VH, HS, Vb = caches
     (T1v, b1v, T1h, Wv, bv, Wh, Wvh, bvh, Wres, bres, Wskip, bskip, W1, b1, W2, b2,
      T1vo, T1ho, Wy, by, E, Wx, bx, Ax) = weights
-    with_pos, OC, VP, pos_out = pos_state
+    with_pos, OC, VP, pos_out, with_pairs, Wp, slots, ratio, kpp = pos_state
     n, p, L, W, RB, RV, CW = geometry
     idx, Av, vpre, vh, Ah, hpre, common, pscr = scratch
     gbuf, gx, ge, gsc, h, G, Gd, so, o, lg, lgd = common
@@ -499,7 +582,10 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
             for q in range(o.shape[1]):
                 Po[nocc, q] = o[t, q]
             nocc += 1
-    if nocc > 0:
+    if nocc > 0 and with_pairs:
+        _pair_positions(nocc, pscr, (Wy, by, E, Ax, Wx, bx), idx, lk, lR, lC, L, VP, pos_out, OC, logp_out,
+                        canvas, (Wp, slots, ratio, kpp))
+    elif nocc > 0:
         _position_heads(nocc, pscr, (Wy, by, E, Ax, Wx, bx), idx, lk, lR, lC, L, VP, pos_out, OC, logp_out)
 
 
@@ -633,7 +719,7 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
         pos = np.full((K, H, W, 2), np.nan)
     else:  # stand-ins of the same types: class-only models never make the position stream
         OC, VP, pos = np.zeros((1, 1, 1, 2), dt), np.zeros((1, 1, 1, 2)), np.zeros((1, 1, 1, 2))
-    pos_state = (bool(model.positions), OC, VP, pos)
+    pos_state = (bool(model.positions), OC, VP, pos) + _pair_weights(model)
     T = total_steps(H, W, L, p)
     nthreads = threads or numba.get_num_threads()
     chunk = max(1, min(T, STEPS_PER_CALL))

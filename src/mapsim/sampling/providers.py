@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from mapsim.sampling.draw import draw_positions
+from mapsim.sampling.draw import draw_positions, draw_positions_joint
 
 Evaluator = Callable[[np.ndarray], np.ndarray]
 
@@ -212,7 +212,20 @@ class PositionCropProvider(CropProvider):
         pos = np.full((K, n, 2), np.nan)
         logd = np.zeros((K, n))
         occ = classes > 0
-        if occ.any():
+        if occ.any() and m.config.position_pairs:
+            dt = m.out2.weight.dtype
+            kk, qq = np.nonzero(occ)
+            h = torch.as_tensor(self._step_hidden[occ], dtype=dt, device=m.device)
+            c = torch.as_tensor(classes[occ], device=m.device)
+            t = lambda a: torch.as_tensor(a, device=m.device)  # noqa: E731
+            with torch.no_grad():
+                nbrs = m.pair_neighbours(t(self.canvas), t(self.offs).to(dt), t(kk), t(rows[qq] + self.L),
+                                         t(cols[qq] + self.L))
+                joint = m.position_joint_log_probs(h, c, *nbrs).double().cpu().numpy()
+            xy, ld = draw_positions_joint(joint, v[occ])
+            pos[occ] = xy
+            logd[occ] = ld
+        elif occ.any():
             dt = m.out2.weight.dtype
             h = torch.as_tensor(self._step_hidden[occ], dtype=dt, device=m.device)
             c = torch.as_tensor(classes[occ], device=m.device)
