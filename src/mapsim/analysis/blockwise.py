@@ -568,7 +568,9 @@ def preview(source, k: int, max_side: int = 1024, block_pixels: int | None = Non
     step = max(1, -(-max(H, W) // max_side))
     bp = DEFAULT_BLOCK_PIXELS if block_pixels is None else max(1, int(block_pixels))
     rows = max(1, bp // W // step) * step  # a multiple of step, so the rows kept are global multiples
-    parts = [np.asarray(source.read(k, k + 1, r0, min(H, r0 + rows)))[0, ::step, ::step] for r0 in range(0, H, rows)]
+    # copies: a strided view would keep every block it was cut from alive
+    parts = [np.asarray(source.read(k, k + 1, r0, min(H, r0 + rows)))[0, ::step, ::step].copy()
+             for r0 in range(0, H, rows)]
     return np.concatenate(parts), step
 
 
