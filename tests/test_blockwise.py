@@ -206,3 +206,22 @@ def test_training_batches_and_entropy_read_a_zarr_store_crop_by_crop(stores):
                               D.batch_grids(whole.grids, plan, 0, (8, 8), group, rank, 2))
     assert max(lazy._grids.reads) == 8 * 28  # one crop's rows
     assert D.marginal_entropy(lazy, 3) == D.marginal_entropy(whole.grids, 3)
+
+
+@pytest.mark.parametrize("mode", ["rows", "pixels"])
+def test_convergence_of_a_zarr_store_reads_its_row_sums(tmp_path, mode):
+    from mapsim.cli import main
+    from mapsim.zarrstore import ZarrWriter
+
+    rng = np.random.default_rng(3)
+    grids = _grids(rng, 5, 20, 9, 0.2)
+    lp = np.log(rng.uniform(0.2, 1.0, grids.shape)).astype(np.float32)
+    meta = {"context_range": 2}
+    save_dataset(tmp_path / "g.npz", Dataset(grids, MC_CLASSES, meta, {"log_probs": lp}))
+    w = ZarrWriter(tmp_path / "g.zarr", grids.shape, MC_CLASSES, meta, {"test": 1}, log_probs=mode, block_rows=3)
+    w.write(0, 0, grids, lp)
+    w.finish()
+    for name in ("npz", "zarr"):
+        assert main(["convergence", str(tmp_path / f"g.{name}"), "--out", str(tmp_path / name), "--json"]) == 0
+    a, b = (json.loads((tmp_path / n / "convergence.json").read_text()) for n in ("npz", "zarr"))
+    assert {k for k in a if a[k] != b[k]} <= {"dataset", "files"}

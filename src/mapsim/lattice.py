@@ -176,6 +176,7 @@ class StoredDataset(_Classes):
         from mapsim.zarrstore import open_zarr
 
         root, classes, metadata = open_zarr(path)
+        self._root = root
         self._grids = root["grids"]
         self._source = str(path)
         self.classes = tuple(classes)
@@ -205,6 +206,12 @@ class StoredDataset(_Classes):
             raise MapsimError(f"{self._source}: 'grids' holds class id {int(block.max())} but 'classes' names only "
                               f"{self.n_classes} classes {list(self.classes)}")
         return block
+
+    def read_extra(self, name: str, k0: int = 0, k1: int | None = None) -> np.ndarray:
+        """Samples ``k0 .. k1 - 1`` of one of :attr:`extra_names` (e.g. ``row_log_probs``, (K, H) float64)."""
+        if name not in self.extra_names:
+            raise MapsimError(f"{self._source}: no array {name!r} (the store has {list(self.extra_names)})")
+        return np.asarray(self._root[name][k0:k1])
 
 
 def open_dataset(path: str | Path) -> "Dataset | StoredDataset":

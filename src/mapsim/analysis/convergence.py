@@ -131,12 +131,33 @@ class RowConvergence:
         lp = np.asarray(log_probs, dtype=np.float64)
         if lp.ndim != 3:
             raise MapsimError(f"log_probs must have shape (K, H, W), found shape {lp.shape}")
+        if not np.all(np.isfinite(lp)):
+            raise MapsimError("log_probs holds non-finite values (a drawn pixel of probability 0?)")
+        return self.compute_rows(lp.sum(axis=2), lp.shape[2])
+
+    def compute_rows(self, row_log_probs: np.ndarray, width: int) -> "RowConvergence":
+        """Analyse the log-probabilities summed over each row (what a zarr store keeps as ``row_log_probs``).
+
+        Parameters
+        ----------
+        row_log_probs : ndarray, shape (K, H)
+            Σ over the row's pixels of the log-probability of each drawn pixel, K >= 2 samples.
+        width : int
+            Pixels per row W (for the per-pixel figures).
+
+        Returns
+        -------
+        self
+        """
+        r = np.asarray(row_log_probs, dtype=np.float64)
+        if r.ndim != 2:
+            raise MapsimError(f"row log-probabilities must have shape (K, H), found shape {r.shape}")
         from scipy.stats import t as student_t
 
-        K, H, W = lp.shape
+        (K, H), W = r.shape, int(width)
         if K < 2:
             raise MapsimError(f"row convergence needs at least 2 samples for standard errors, found {K}")
-        if not np.all(np.isfinite(lp)):
+        if not np.all(np.isfinite(r)):
             raise MapsimError("log_probs holds non-finite values (a drawn pixel of probability 0?)")
         if not (0.0 < self.alpha < 1.0) or not (0.0 < self.tail_fraction < 1.0):
             raise MapsimError(f"alpha and tail_fraction must lie in (0, 1), found {self.alpha}, {self.tail_fraction}")
@@ -148,7 +169,6 @@ class RowConvergence:
         self.tail_start_ = tail_start
         self.z_ = float(student_t.ppf(1.0 - self.alpha / (2.0 * H), K - 1))
 
-        r = lp.sum(axis=2)  # (K, H)
         self.row_logp_ = r
         self.row_mean_ = r.mean(axis=0)
         self.row_sem_ = r.std(axis=0, ddof=1) / math.sqrt(K)

@@ -257,6 +257,37 @@ def _is_dataset(path: Path) -> bool:
         return "grids.npy" in z.namelist()
 
 
+def _dataset_context_range(metadata: dict, given: int | None, src: Path) -> int:
+    """L_c from the generated dataset's metadata, else ``--context-range``; they must agree."""
+    from mapsim.analysis.compare import model_context_range
+
+    L = model_context_range(metadata)
+    if L is None:
+        L = given
+    elif given is not None and given != L:
+        raise MapsimError(f"--context-range {given} contradicts {src}'s metadata context_range {L}")
+    if L is None:
+        raise MapsimError(f"{src}: metadata has no context_range; pass --context-range L_c")
+    return L
+
+
+def _zarr_row_log_probs(src: Path):
+    """A zarr store (opened lazily) and its row log-probabilities (K, H): ``row_log_probs``, or the
+    ``log_probs`` of one sample at a time summed over each row."""
+    import numpy as np
+
+    from mapsim.lattice import open_dataset
+
+    ds = open_dataset(src)
+    if "row_log_probs" in ds.extra_names:
+        return ds, ds.read_extra("row_log_probs")
+    if "log_probs" in ds.extra_names:
+        return ds, np.concatenate([ds.read_extra("log_probs", k, k + 1).astype(np.float64).sum(axis=2)
+                                   for k in range(ds.n_samples)])
+    raise MapsimError(f"{src}: store has neither 'row_log_probs' nor 'log_probs'; generate it with "
+                      "mapsim generate --log-probs rows (or pixels)")
+
+
 def cmd_convergence(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -271,7 +302,12 @@ def cmd_convergence(args: argparse.Namespace) -> int:
         raise MapsimError(f"{src}: file not found (expected a generated dataset .npz or a model file)")
     out = _prepare_out(args.out)
     files = {"report": out / "convergence.json", "plot": out / "convergence.png", "arrays": out / "convergence.npz"}
-    if _is_dataset(src):
+    rows = None  # (K, H) row sums, when only those are read
+    if src.suffix == ".zarr" and src.is_dir():  # a zarr store: its row sums, never its grids
+        ds, rows = _zarr_row_log_probs(src)
+        L = _dataset_context_range(ds.metadata, args.context_range, src)
+        origin = {"dataset": str(src)}
+    elif _is_dataset(src):
         ds = load_dataset(src)
         if "log_probs" not in ds.extras:
             raise MapsimError(f"{src}: dataset has no 'log_probs' array; generate it with mapsim generate "
@@ -279,15 +315,7 @@ def cmd_convergence(args: argparse.Namespace) -> int:
         lp = ds.extras["log_probs"]
         if lp.shape != ds.grids.shape:
             raise MapsimError(f"{src}: 'log_probs' has shape {lp.shape}, expected the grids' shape {ds.grids.shape}")
-        from mapsim.analysis.compare import model_context_range
-
-        L = model_context_range(ds.metadata)
-        if L is None:
-            L = args.context_range
-        elif args.context_range is not None and args.context_range != L:
-            raise MapsimError(f"--context-range {args.context_range} contradicts {src}'s metadata context_range {L}")
-        if L is None:
-            raise MapsimError(f"{src}: metadata has no context_range; pass --context-range L_c")
+        L = _dataset_context_range(ds.metadata, args.context_range, src)
         origin = {"dataset": str(src)}
     else:
         from mapsim.models.io import load_model
@@ -317,12 +345,13 @@ def cmd_convergence(args: argparse.Namespace) -> int:
         lp = ds.extras["log_probs"]
         origin = {"model": str(src), "kind": model.kind, "beta": beta, "boundary": args.boundary, "seed": args.seed,
                   "sampler": sampler}
-    planes = lp.ndim == 4  # generated volumes: convergence by plane
+    planes = rows is None and lp.ndim == 4  # generated volumes: convergence by plane
     if planes:
         from mapsim.analysis.convergence import plane_log_probs
 
         lp = plane_log_probs(lp)
-    rc = RowConvergence(L, alpha=args.alpha).compute(lp)
+    rc = RowConvergence(L, alpha=args.alpha)
+    rc = rc.compute(lp) if rows is None else rc.compute_rows(rows, ds.shape[1])
     summary = {**origin, **rc.summary()}
     if planes:  # every "row" below is a plane (flattened); skip_planes is what compare --skip-planes takes
         summary.update({"unit": "plane", "skip_planes": summary["skip_rows"], "volume_shape": list(ds.spatial_shape)})
