@@ -51,7 +51,7 @@ def _model(n_classes=3, layers=2, kernel=3, bins=8, seed=0, scale=0.6, dtype=tor
         for prm in m.parameters():
             prm.normal_(0.0, scale)  # strong, varied conditionals
         if pairs:
-            m.pos_pair.normal_(0.0, 3.0)  # a pair factor that moves the draws
+            m.pos_pair.normal_(0.0, 0.4)  # a pair factor that moves the draws (3 nats: PAIR_SCALE 8)
     return m
 
 

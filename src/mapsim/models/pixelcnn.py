@@ -74,7 +74,7 @@ unchanged), renormalised over the cells:
 
 with d_j the distance (in y-pixel units) from the cell's centre to atom j and w a piecewise
 linear function per class pair on knots 1/16 pixel apart, zero from R pixels on (initialised
-to zero, so training starts from the factorised heads).  Draws go through the same rule:
+to zero, so training starts from the factorised heads; stored in units of ``PAIR_SCALE`` nats).  Draws go through the same rule:
 the y bin from the joint's row sums, then x from the chosen row
 (:func:`mapsim.sampling.draw.draw_position_joint`), still exactly normalised.  The cost is the x
 head for all B rows and the pair sum over B^2 cells per atom.
@@ -108,6 +108,11 @@ from mapsim.models.pair_term import PairTerm
 
 PAIR_KNOTS_PER_PIXEL = 16
 """Knots of the pair term per pixel of distance (module docstring)."""
+
+PAIR_SCALE = 8.0
+"""The pair table is learnt in units of 8 nats: Adam moves a weight by about the learning rate per
+step, and a core takes several nats (LJ liquid: the unscaled table had reached -1 nat at 0.9 sigma
+after 1100 steps, the Boltzmann factor there is about -6.6)."""
 
 MAX_POSITION_BINS = 1024
 """Most bins per axis: the draw rule keeps positions 2^-12 of a bin from its edges, which float32
@@ -383,7 +388,7 @@ class GatedPixelCNN(MapModel):
         nb, occ = self.config.position_bins, self.n_classes - 1
         atom, slot = torch.nonzero(n_classes > 0, as_tuple=True)  # (P,) pairs
         row = (classes[atom].long() - 1) * occ + (n_classes[atom, slot].long() - 1)
-        table = F.pad(self.pos_pair.reshape(occ * occ, -1), (0, 2))  # two zero knots: w = 0 from R pixels on
+        table = F.pad(PAIR_SCALE * self.pos_pair.reshape(occ * occ, -1), (0, 2))  # two zero knots: 0 from R pixels on
         ratio = self.config.pixel_size[1] / self.config.pixel_size[0]
         return PairTerm.apply(table, classes.shape[0], nb, atom, row, n_pos[atom, slot, 0], n_pos[atom, slot, 1],
                               ratio, float(PAIR_KNOTS_PER_PIXEL))
