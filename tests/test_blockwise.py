@@ -225,3 +225,31 @@ def test_convergence_of_a_zarr_store_reads_its_row_sums(tmp_path, mode):
         assert main(["convergence", str(tmp_path / f"g.{name}"), "--out", str(tmp_path / name), "--json"]) == 0
     a, b = (json.loads((tmp_path / n / "convergence.json").read_text()) for n in ("npz", "zarr"))
     assert {k for k in a if a[k] != b[k]} <= {"dataset", "files"}
+
+
+def test_training_on_a_zarr_store_equals_training_on_the_npz(tmp_path):
+    # the same model, history and data fingerprint, while no read asks for more than one sample
+    torch = pytest.importorskip("torch")
+    from mapsim.training import TrainConfig, train
+
+    rng = np.random.default_rng(5)
+    ds = Dataset(_grids(rng, 10, 12, 10, 0.3), MC_CLASSES, {"generator": "test"})
+    lazy_path = _to_zarr(ds, tmp_path / "d.zarr")
+    cfg = TrainConfig(layers=2, filters=8, out_width=16, kernel=3, batch=4, lr=5e-3, epochs=2, seed=1, crop=(8, 8))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        whole = train(ds, cfg, tmp_path / "a", device="cpu")
+        lazy_ds = _open_recorded(lazy_path)
+        lazy = train(lazy_ds, cfg, tmp_path / "b", device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["train_nll"] for r in whole.history] == [r["train_nll"] for r in lazy.history]
+    assert [r["val_nll"] for r in whole.history] == [r["val_nll"] for r in lazy.history]
+    assert whole.density_only_nll == lazy.density_only_nll
+    a, b = whole.model.state_dict(), lazy.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert max(lazy_ds._grids.reads) <= 12 * 10  # one sample (crops read 8 of its rows)
+    from mapsim.training import data_fingerprint
+
+    assert data_fingerprint(lazy_ds) == data_fingerprint(ds)

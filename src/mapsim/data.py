@@ -210,8 +210,8 @@ def _batch(arrays: np.ndarray, plan: EpochPlan, step: int, crop: tuple[int, int]
     ``arrays`` may also be a dataset read block by block (``read(k0, k1, r0, r1)``, e.g. a zarr store opened
     with :func:`mapsim.lattice.open_dataset`): then each crop reads only its own rows.
     """
-    stored = not isinstance(arrays, np.ndarray) and hasattr(arrays, "read")
-    H, W = arrays.shape if stored else arrays.shape[1:3]
+    lazy = stored(arrays)
+    H, W = arrays.shape if lazy else arrays.shape[1:3]
     ch, cw = crop if crop is not None else (H, W)
     sl = slice(step * plan.batch, (step + 1) * plan.batch)
     positions = np.array_split(np.arange(sl.start, sl.stop), world)[rank]
@@ -219,12 +219,12 @@ def _batch(arrays: np.ndarray, plan: EpochPlan, step: int, crop: tuple[int, int]
     for q in positions:
         i0, j0 = plan.offsets[q]
         k = int(plan.order[q])
-        a = (np.asarray(arrays.read(k, k + 1, i0, i0 + ch))[0, :, j0 : j0 + cw] if stored
+        a = (np.asarray(arrays.read(k, k + 1, i0, i0 + ch))[0, :, j0 : j0 + cw] if lazy
              else arrays[k, i0 : i0 + ch, j0 : j0 + cw])
         out.append(transform(a, group[plan.elements[q]]))
     if out:
         return np.ascontiguousarray(np.stack(out))
-    return np.zeros((0, ch, cw), np.uint8) if stored else np.zeros((0, ch, cw) + arrays.shape[3:], arrays.dtype)
+    return np.zeros((0, ch, cw), np.uint8) if lazy else np.zeros((0, ch, cw) + arrays.shape[3:], arrays.dtype)
 
 
 def batch_grids(grids: np.ndarray, plan: EpochPlan, step: int, crop: tuple[int, int] | None,
@@ -295,21 +295,56 @@ def parse_crop(spec: str | int | None) -> tuple[int, int] | None:
     return (h, w)
 
 
+def stored(grids) -> bool:
+    """Whether ``grids`` is a dataset read block by block (``read(k0, k1, r0, r1)``, e.g. a zarr store
+    from :func:`mapsim.lattice.open_dataset`) rather than an array (n, ...)."""
+    return not isinstance(grids, np.ndarray) and hasattr(grids, "read")
+
+
+def class_counts(grids, n_classes: int) -> np.ndarray:
+    """Sites of each class per sample, shape (n, n_classes), int64.
+
+    ``grids`` (n, ...) or a dataset read block by block (:func:`stored`: one sample's rows, about
+    1 Mi pixels, at a time).
+    """
+    n = grids.n_samples if stored(grids) else len(grids)
+    out = np.zeros((n, n_classes), np.int64)
+    for k in range(n):
+        if stored(grids):
+            H, W = grids.shape
+            rows = max(1, (1 << 20) // W)
+            for r0 in range(0, H, rows):
+                out[k] += np.bincount(np.asarray(grids.read(k, k + 1, r0, r0 + rows)).ravel(), minlength=n_classes)
+        else:
+            out[k] = np.bincount(np.asarray(grids[k]).ravel(), minlength=n_classes)
+    return out
+
+
+class Samples:
+    """Samples ``index`` of a dataset read block by block, indexable by slices like an array (n', H, W):
+    each slice reads only its own samples (what :func:`take` gives for a stored dataset)."""
+
+    def __init__(self, source, index: np.ndarray) -> None:
+        self.source, self.index = source, np.asarray(index, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.index.size)
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        return np.stack([np.asarray(self.source.read(int(k), int(k) + 1))[0] for k in self.index[sl]])
+
+
+def take(grids, index: np.ndarray):
+    """``grids[index]``; for a stored dataset (:func:`stored`) a :class:`Samples` view read on demand."""
+    return Samples(grids, index) if stored(grids) else grids[index]
+
+
 def marginal_entropy(grids: np.ndarray, n_classes: int) -> float:
     """Entropy (nats per pixel) of the class frequencies of ``grids``: the NLL of a density-only model.
 
-    ``grids`` (n, H, W), or a dataset read block by block (``read``; one sample's rows at a time).
+    ``grids`` (n, H, W), or a dataset read block by block (:func:`stored`).
     """
-    if not isinstance(grids, np.ndarray) and hasattr(grids, "read"):
-        H, W = grids.shape
-        rows = max(1, (1 << 20) // W)
-        counts = np.zeros(n_classes, np.int64)
-        for k in range(grids.n_samples):
-            for r0 in range(0, H, rows):
-                counts += np.bincount(np.asarray(grids.read(k, k + 1, r0, r0 + rows)).ravel(), minlength=n_classes)
-        counts = counts.astype(np.float64)
-    else:
-        counts = np.bincount(np.asarray(grids).ravel(), minlength=n_classes).astype(np.float64)
+    counts = class_counts(grids, n_classes).sum(axis=0).astype(np.float64)
     p = counts / counts.sum()
     p = p[p > 0]
     return float(-(p * np.log(p)).sum())

@@ -207,6 +207,14 @@ class StoredDataset(_Classes):
                               f"{self.n_classes} classes {list(self.classes)}")
         return block
 
+    @property
+    def offsets(self) -> None:
+        """None: positions inside the pixels are read whole (:func:`load_dataset`); a store with them refuses."""
+        if "offsets" in self.extra_names:
+            raise MapsimError(f"{self._source}: holds positions (offsets), which are not read block by block; "
+                              "load it with load_dataset")
+        return None
+
     def read_extra(self, name: str, k0: int = 0, k1: int | None = None) -> np.ndarray:
         """Samples ``k0 .. k1 - 1`` of one of :attr:`extra_names` (e.g. ``row_log_probs``, (K, H) float64)."""
         if name not in self.extra_names:

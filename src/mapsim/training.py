@@ -81,7 +81,7 @@ import torch.nn.functional as F
 from mapsim import data as D
 from mapsim.errors import MapsimError
 from mapsim.fileio import write_text_atomic
-from mapsim.lattice import Dataset
+from mapsim.lattice import Dataset, StoredDataset
 from mapsim.models.io import read_checkpoint, save_model
 from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig, offset_canvas
 
@@ -250,11 +250,18 @@ class TrainResult:
 # helpers
 
 
-def data_fingerprint(dataset: Dataset, positions: bool = False) -> str:
-    """SHA-256 of the grids, their shape and the class names (and the offsets, for ``positions``)."""
+def data_fingerprint(dataset: Dataset | StoredDataset, positions: bool = False) -> str:
+    """SHA-256 of the grids, their shape and the class names (and the offsets, for ``positions``).
+
+    A zarr store (:class:`mapsim.lattice.StoredDataset`) is hashed one sample at a time, to the same digest.
+    """
     h = hashlib.sha256()
-    h.update(json.dumps([list(dataset.grids.shape), list(dataset.classes)]).encode())
-    h.update(np.ascontiguousarray(dataset.grids).tobytes())
+    h.update(json.dumps([[dataset.n_samples, *dataset.spatial_shape], list(dataset.classes)]).encode())
+    if isinstance(dataset, Dataset):
+        h.update(np.ascontiguousarray(dataset.grids).tobytes())
+    else:
+        for k in range(dataset.n_samples):
+            h.update(np.ascontiguousarray(dataset.read(k, k + 1)).tobytes())
     if positions:
         h.update(np.ascontiguousarray(dataset.offsets).tobytes())
     return h.hexdigest()
@@ -357,15 +364,16 @@ def build_model(config: TrainConfig, classes: tuple[str, ...] | list[str], metad
 
 
 @torch.no_grad()
-def init_output_bias(model: GatedPixelCNN, train_grids: np.ndarray) -> None:
-    """Start the output bias at the log class frequencies of the training samples.
+def init_output_bias(model: GatedPixelCNN, train_counts: np.ndarray) -> None:
+    """Start the output bias at the log class frequencies of the training samples (``train_counts``:
+    sites of each class, (n_classes,)).
 
     The untrained model then predicts about the density-only distribution
     instead of uniform classes, which spares the first epochs of a short run
     from learning the density (large for dilute systems: ln 2 against 0.056
     nats/pixel at 1 % density).
     """
-    counts = np.bincount(train_grids.ravel(), minlength=model.n_classes).astype(np.float64) + 0.5
+    counts = np.asarray(train_counts).astype(np.float64) + 0.5
     logp = np.log(counts / counts.sum())
     model.out2.bias.copy_(torch.as_tensor(logp - logp.mean(), dtype=model.out2.bias.dtype))
 
@@ -395,11 +403,12 @@ def nll_sums(model: GatedPixelCNN, grids: np.ndarray, device: torch.device, batc
     return total, pixels
 
 
-def density_only_nll(train_grids: np.ndarray, val_grids: np.ndarray, n_classes: int) -> float:
-    """NLL (nats/pixel) of ``val_grids`` under the class frequencies of ``train_grids``."""
-    counts = np.bincount(train_grids.ravel(), minlength=n_classes).astype(np.float64) + 0.5  # no log(0)
+def density_only_nll(train_counts: np.ndarray, val_counts: np.ndarray) -> float:
+    """NLL (nats/pixel) of validation samples under the class frequencies of the training samples, from
+    the sites of each class of each side, (n_classes,)."""
+    counts = np.asarray(train_counts).astype(np.float64) + 0.5  # no log(0)
     logp = np.log(counts / counts.sum())
-    vc = np.bincount(val_grids.ravel(), minlength=n_classes).astype(np.float64)
+    vc = np.asarray(val_counts).astype(np.float64)
     return float(-(vc * logp).sum() / vc.sum())
 
 
@@ -490,8 +499,9 @@ class _Run:
         return [{**r, **self.timings.get(r["epoch"], {})} for r in self.state["history"]]
 
     @property
-    def grids(self) -> np.ndarray:
-        return self.dataset.grids
+    def grids(self):
+        """The grids (n, ...), or the zarr store itself, read a crop or sample at a time (:func:`data.stored`)."""
+        return self.dataset.grids if isinstance(self.dataset, Dataset) else self.dataset
 
     @property
     def pixels_per_batch(self) -> int:
@@ -548,8 +558,9 @@ def _plan(dataset: Dataset, config: TrainConfig, out: Path, resume: bool, max_mi
 
     train_idx, val_idx = D.split_indices(dataset.n_samples, config.val_fraction, config.seed)
     batch = D.effective_batch(config.batch, len(train_idx))
-    grids = dataset.grids
-    dens_nll = density_only_nll(grids[train_idx], grids[val_idx] if len(val_idx) else grids[train_idx], dataset.n_classes)
+    counts = D.class_counts(dataset.grids if isinstance(dataset, Dataset) else dataset, dataset.n_classes)
+    dens_nll = density_only_nll(counts[train_idx].sum(axis=0),
+                                counts[val_idx if len(val_idx) else train_idx].sum(axis=0))
     data_info = {"path": data_path, "sha256": fingerprint, "n_samples": dataset.n_samples, "shape": list(spatial),
                  "n_train": len(train_idx), "n_val": len(val_idx)}
     return _Run(out, config, dataset, crop, sample_shape, group, train_idx, val_idx, batch, data_info, dens_nll,
@@ -564,7 +575,7 @@ def _setup(run: _Run, dist: _Dist, dev: torch.device) -> None:
     run.dist, run.device = dist, dev
     model = build_model(config, run.dataset.classes, run.dataset.metadata, run.dataset.ndim)
     if payload is None:
-        init_output_bias(model, run.grids[run.train_idx])
+        init_output_bias(model, D.class_counts(run.grids, model.n_classes)[run.train_idx].sum(axis=0))
     run.model = model = model.to(dev)
     run.opt = opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     run.state = {"epoch": 0, "best_val_nll": math.inf, "best_epoch": 0, "epochs_since_best": 0, "stopped": None,
@@ -676,7 +687,8 @@ def _validate(run: _Run) -> float | None:
     mine = run.val_idx[run.dist.rank :: run.dist.world]
     offs = run.dataset.offsets[mine] if run.model.positions else None
     with _averaged(run):
-        s, n = nll_sums(run.model, run.grids[mine], run.device, max(run.batch, 1), offs) if len(mine) else (0.0, 0)
+        s, n = nll_sums(run.model, D.take(run.grids, mine), run.device, max(run.batch, 1), offs) if len(mine) \
+            else (0.0, 0)
     s, n = run.dist.all_sum([s, n], run.device)
     return s / n
 

@@ -528,16 +528,6 @@ class WindowSource:
         return out
 
 
-def class_counts(source, n_classes: int, block_pixels: int | None = None) -> np.ndarray:
-    """Sites of each class per sample, shape (n, n_classes), int64, read block by block."""
-    out = np.zeros((source.n_samples, n_classes), np.int64)
-    for k0, k1, r0, r1 in plan_blocks(source.n_samples, source.shape, block_pixels):
-        g = np.asarray(source.read(k0, k1, r0, r1)).reshape(k1 - k0, -1).astype(np.int64)
-        offs = np.arange(k1 - k0)[:, None] * n_classes
-        out[k0:k1] += np.bincount((g + offs).ravel(), minlength=(k1 - k0) * n_classes).reshape(k1 - k0, n_classes)
-    return out
-
-
 def blockwise_pieces(source, band_rows: int, col0: int, width: int,
                      piece_fn: Callable[[np.ndarray], dict[str, np.ndarray]],
                      block_pixels: int | None = None) -> dict[str, np.ndarray]:

@@ -527,7 +527,8 @@ def compare_datasets(ref: Dataset | StoredDataset, gen: Dataset | StoredDataset,
     -------
     Comparison
     """
-    from mapsim.analysis.blockwise import WindowSource, class_counts
+    from mapsim.analysis.blockwise import WindowSource
+    from mapsim.data import class_counts
 
     check_compatible(ref, gen)
     alpha = check_alpha(alpha)
@@ -536,7 +537,7 @@ def compare_datasets(ref: Dataset | StoredDataset, gen: Dataset | StoredDataset,
     name = ref.classes[cid]
     if ref.n_samples < 2:
         raise MapsimError(f"reference: a permutation test needs at least 2 samples, found {ref.n_samples}")
-    counts = class_counts(ref, ref.n_classes, block_pixels)[:, cid]  # (n_ref,) sites of the class per sample
+    counts = class_counts(ref, ref.n_classes)[:, cid]  # read block by block  # (n_ref,) sites of the class per sample
     if not counts.any():
         raise MapsimError(f"reference: no site holds the compared class {name!r}; nothing to compare against")
     skip = resolve_skip_rows(gen, skip_rows)

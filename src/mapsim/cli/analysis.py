@@ -453,7 +453,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise MapsimError("--skip-planes applies to 3-D datasets; these hold 2-D samples")
     check_compatible(ref, gen, args.reference, args.generated)
     check_length_units(length_unit_of(ref.metadata), length_unit_of(gen.metadata), args.reference, args.generated)
-    note = majority_note(ref, resolve_class(ref, args.class_name), args.block_pixels)
+    note = majority_note(ref, resolve_class(ref, args.class_name))
     resolve_skip_rows(gen, args.skip_rows, args.generated)
     resolve_skip_cols(gen, args.skip_cols, args.generated)
     comp = compare_datasets(
@@ -528,12 +528,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def majority_note(ref, class_id: int, block_pixels: int | None = None) -> str | None:
+def majority_note(ref, class_id: int) -> str | None:
     """A note when the compared class fills more than half of the reference's pixels (its statistics then
     describe the background; the other class is usually the structure), else None."""
-    from mapsim.analysis.blockwise import class_counts
+    from mapsim.data import class_counts
 
-    counts = class_counts(ref, ref.n_classes, block_pixels)
+    counts = class_counts(ref, ref.n_classes)  # read block by block
     frac = float(counts[:, class_id].sum() / counts.sum())
     if frac <= 0.5:
         return None

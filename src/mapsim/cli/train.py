@@ -102,7 +102,7 @@ def _config_from_args(args: argparse.Namespace, saved: dict | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from mapsim.lattice import load_dataset
+    from mapsim.lattice import load_dataset, open_dataset
     from mapsim.training import LAST, check_run_dir, restore_global_rng_state, train
 
     if args.epochs is not None and args.epochs <= 0:
@@ -113,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    ds = load_dataset(args.data)
+    ds = open_dataset(args.data)  # a zarr store is read a crop or a sample at a time
+    if getattr(ds, "extra_names", None) and "offsets" in ds.extra_names:
+        ds = load_dataset(args.data)  # positions are read whole
     out = Path(args.out)
     payload = check_run_dir(out, args.resume)
     config = _config_from_args(args, payload["train_config"] if payload else None)
