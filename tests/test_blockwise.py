@@ -253,3 +253,19 @@ def test_training_on_a_zarr_store_equals_training_on_the_npz(tmp_path):
     from mapsim.training import data_fingerprint
 
     assert data_fingerprint(lazy_ds) == data_fingerprint(ds)
+
+
+def test_a_stored_dataset_checks_what_it_reads(tmp_path):
+    from mapsim.errors import MapsimError
+
+    grids = np.zeros((2, 6, 5), np.uint8)
+    grids[1, 4, 2] = 7  # no such class
+    path = _to_zarr(Dataset(np.zeros((2, 6, 5), np.uint8), MC_CLASSES), tmp_path / "bad.zarr")
+    import zarr
+
+    zarr.open_group(str(path), mode="r+")["grids"][...] = grids
+    ds = open_dataset(path)
+    assert ds.read(0, 2, 0, 4).shape == (2, 4, 5)  # the bad id lies in row 4
+    with pytest.raises(MapsimError, match=r"bad\.zarr: 'grids' holds class id 7"):
+        analyze(ds)
+    assert ds.offsets is None and ds.extra_names == ()
