@@ -259,18 +259,27 @@ def test_rows_drawn_in_two_blocks_equal_one_pass(sampler, pairs):
     assert np.array_equal(np.concatenate([first.offsets, second.offsets], 1), full.offsets, equal_nan=True)
 
 
-def test_every_sampler_draws_positions_through_the_one_position_rule(monkeypatch):
+@pytest.mark.parametrize("pairs", [0, 2])
+def test_every_sampler_draws_positions_through_the_one_position_rule(monkeypatch, pairs):
+    """Heads only: draw_position; with a pair term: draw_position_joint (which calls draw_position)."""
     from numba import njit
 
     @njit(cache=False)
     def _quarter(logits, v):
         return 0, 0.25, 0.0
 
-    model = _model(seed=6)
+    @njit(cache=False)
+    def _quarter_joint(joint, vy, vx, rows):
+        return 0, 0.25, 0, 0.25, 0.0
+
+    model = _model(seed=6, pairs=pairs)
     run = {"reference": lambda: sample_reference(model, 2, 3, 4, seed=1),
            "front": lambda: sample_front(model, 2, 3, 4, seed=1),
            "cached": lambda: sample_pixelcnn_cached(model, 2, 3, 4, seed=1, threads=1)}
-    replace_rule(monkeypatch, "draw_position", _quarter)
+    if pairs:
+        replace_rule(monkeypatch, "draw_position_joint", _quarter_joint)
+    else:
+        replace_rule(monkeypatch, "draw_position", _quarter)
     for name, f in run.items():
         res = f()
         occ = res.grids > 0
