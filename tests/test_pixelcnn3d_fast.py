@@ -61,14 +61,17 @@ def test_cached_float32_volumes_follow_the_draw_rule(case):
         _assert_draws_follow_the_rule(m, res, u, beta)
 
 
-@pytest.mark.parametrize("steps_per_call", [5, 64])
-def test_cached_volumes_cross_the_chunk_boundary_and_threads_change_nothing(monkeypatch, steps_per_call):
+@pytest.mark.parametrize("steps_per_call, substeps", [(5, 1), (64, 1), (7, 3), (64, 16)])
+def test_cached_volumes_cross_the_chunk_boundary_and_threads_change_nothing(monkeypatch, steps_per_call, substeps):
+    """Any number of steps per compiled call and of sub-steps per macro-step (S = 1: one step at a time),
+    one or two threads: the same volumes."""
     import mapsim.sampling.pixelcnn3d_fast as pf
 
     monkeypatch.setattr(pf, "STEPS_PER_CALL", steps_per_call)
+    monkeypatch.setattr(pf, "SUBSTEPS", substeps)
     m = _model(2, 3, n_classes=3, seed=12)
     K, shape = 2, (6, 5, 6)
-    assert total_steps(*shape, m.context_range, m.p) > 64
+    assert total_steps(*shape, m.context_range, m.p, substeps) > 64
     planes = []
     ref = sample_volume(m, K, *shape, seed=6, evaluation="batch")
     one = sample_volume(m, K, *shape, seed=6, evaluation="cached", threads=1)
@@ -78,13 +81,14 @@ def test_cached_volumes_cross_the_chunk_boundary_and_threads_change_nothing(monk
     assert planes[-1] == shape[0] and planes == sorted(planes)
 
 
-def test_planes_done_counts_the_planes_whose_last_voxel_is_drawn():
+@pytest.mark.parametrize("S", [1, 4])
+def test_planes_done_counts_the_planes_whose_last_voxel_is_drawn(S):
     D, H, W, L, p = 3, 4, 5, 2, 1
-    lag = L + 1
-    last = [lag * lag * z + lag * (H + 2 * L - 2 * p - 1) + W + 2 * L - 2 * p - 1 for z in range(D)]
-    assert last[-1] == total_steps(D, H, W, L, p) - 1
-    for t in range(total_steps(D, H, W, L, p)):
-        assert planes_done(t, D, H, W, L, p) == sum(s <= t for s in last)
+    lag, plag = L + S, (L + S) * (L + 1)
+    last = [plag * z + lag * (H + 2 * L - 2 * p - 1) + W + 2 * L - 2 * p - 1 for z in range(D)]
+    assert last[-1] == total_steps(D, H, W, L, p, S) - 1
+    for t in range(total_steps(D, H, W, L, p, S)):
+        assert planes_done(t, D, H, W, L, p, S) == sum(s <= t for s in last)
 
 
 def test_generate_volume_uses_the_cached_kernel_by_default_and_keeps_the_others():
@@ -119,5 +123,5 @@ def test_bench_generate_depth_reports_the_cached_kernel_beside_the_front_and_2d(
     out = json.loads(capsys.readouterr().out)
     assert out["sampler"].startswith("cached") and out["volume"] == "3^3"
     for key in ("voxels_per_s", "gflops", "gemm_gflops", "gemm_fraction", "voxels_per_s_front", "ratio_vs_front",
-                "gemm_fraction_2d"):
+                "gemm_fraction_2d", "gemm_fraction_cpu", "gemm_fraction_2d_cpu"):
         assert out[key] > 0, key

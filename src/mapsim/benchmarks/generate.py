@@ -141,16 +141,16 @@ def gemm_shapes_gflops(layers: int, filters: int, kernel: int, out_width: int, n
     return flops_per_rep * reps / elapsed / 1e9
 
 
-def _gemm_gflops() -> float:
+def _gemm_gflops(clock=time.perf_counter) -> float:
     n = 2048
     a = torch.rand(n, n)
     b = torch.rand(n, n)
     a @ b
     reps = 5
-    t = time.perf_counter()
+    t = clock()
     for _ in range(reps):
         a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+    return 2 * n**3 * reps / (clock() - t) / 1e9
 
 
 def position_overhead(layers: int, filters: int, kernel: int, out_width: int, bins: int, n_samples: int, size: int,
@@ -291,16 +291,18 @@ def run_volume(args: argparse.Namespace) -> dict:
     cfg = PixelCNN3DConfig(n_classes=2, layers=layers, filters=args.filters, kernel=args.kernel, out_width=64)
     model = GatedPixelCNN3D(cfg).eval()
 
-    def timed(f) -> float:
-        t = time.perf_counter()
+    def timed(f, clock=time.perf_counter) -> float:
+        t = clock()
         f()
-        return time.perf_counter() - t
+        return clock() - t
 
     def cached(side: int, seed: int):
         return sample_volume(model, 1, side, side, side, seed=seed, evaluation="cached", threads=threads)
 
     cached(2, 0)  # compile / load the numba cache
+    c0 = time.process_time()
     s = timed(lambda: cached(n, 1))
+    cpu = time.process_time() - c0
     nf = max(1, int(args.front_depth))
     s_front = timed(lambda: sample_volume(model, 1, nf, nf, nf, seed=2, evaluation="batch"))
     s_cached_front = min(timed(lambda: cached(nf, 2)) for _ in range(max(1, args.repeats)))
@@ -310,10 +312,17 @@ def run_volume(args: argparse.Namespace) -> dict:
     cfg2 = PixelCNNConfig(n_classes=2, layers=layers, filters=args.filters, kernel=args.kernel, out_width=64)
     model2 = GatedPixelCNN(cfg2).eval()
     sample_pixelcnn_cached(model2, 1, 4, 4, seed=0, threads=threads)
+    c0 = time.process_time()
     s2 = timed(lambda: sample_pixelcnn_cached(model2, 1, side2d, side2d, seed=1, threads=threads))
+    cpu2 = time.process_time() - c0
     fpp = model_flops_per_pixel(cfg2.layers, cfg2.filters, cfg2.kernel, cfg2.out_width, cfg2.n_classes)
     gemm = _gemm_gflops()
+    gemm_cpu = _gemm_gflops(time.process_time)  # per CPU-second
     gflops, gflops2d = fpv * n**3 / s / 1e9, fpp * side2d**2 / s2 / 1e9
+    # on a shared machine: the same fractions per CPU-second (work / process CPU time against the matrix
+    # multiply's), which load from other processes changes less than wall time
+    cpu_fractions = {"gemm_fraction_cpu": fpv * n**3 / cpu / 1e9 / gemm_cpu,
+                     "gemm_fraction_2d_cpu": fpp * side2d**2 / cpu2 / 1e9 / gemm_cpu}
     return {"model": f"pixelcnn3d layers={cfg.layers} kernel={cfg.kernel} filters={cfg.filters} L_c={model.context_range}",
             "sampler": "cached 3D kernel (numba)", "threads": threads, "volume": f"{n}^3",
             "seconds": s, "voxels_per_s": n**3 / s, "flops_per_voxel": fpv, "gflops": gflops,
@@ -321,7 +330,7 @@ def run_volume(args: argparse.Namespace) -> dict:
             "front_volume": f"{nf}^3", "seconds_front": s_front, "voxels_per_s_front": nf**3 / s_front,
             "seconds_cached_front_volume": s_cached_front, "ratio_vs_front": s_front / s_cached_front,
             "sample_2d": f"{side2d}^2", "seconds_2d": s2, "pixels_per_s_2d": side2d**2 / s2, "gflops_2d": gflops2d,
-            "gemm_fraction_2d": gflops2d / gemm,
+            "gemm_fraction_2d": gflops2d / gemm, **cpu_fractions,
             "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 

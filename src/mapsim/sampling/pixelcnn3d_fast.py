@@ -1,25 +1,27 @@
 """Cached, front-parallel exact sampler for the 3D Gated PixelCNN (CPU, numba).
 
 The 3D counterpart of :mod:`mapsim.sampling.pixelcnn_fast`: every layer's
-activation at a canvas position is computed exactly once, every voxel whose
-causal box is complete is drawn at the same step, and each layer is one BLAS
-product over all lanes of a step (all samples, all planes and rows in flight).
+activation at a canvas position is computed exactly once, voxels are drawn
+along a front (every row and plane in flight at once, each voxel once its
+causal box is drawn), and each layer is one BLAS product over all lanes of a
+macro-step (all samples, all planes and rows in flight, S steps).
 
 Schedule.  A *lane* is one row of one plane of one sample: canvas plane P
 (L <= P < L + D), canvas row Y (2p - L <= Y < L + H; rows outside the sample
 only compute stacks that later rows read).  At step t lane (P, Y) sits at
 canvas column
 
-    C = t - (L+1)^2 (P - L) - (L+1) (Y - 2p + L) + 2p - L,
+    C = t - (L+S)(L+1) (P - L) - (L+S) (Y - 2p + L) + 2p - L,
 
-so a row lags the row above by L + 1 columns and a plane lags the plane before
-by (L + 1)^2 (the 3D front of :mod:`mapsim.sampling.core`).  For every layer
-m = 1..n (p = kernel // 2, L = n p) the lane computes, in this order:
+so a row lags the row above by L + S columns and a plane lags the plane before
+by (L + S)(L + 1) (with S = 1 the 3D front of :mod:`mapsim.sampling.core`).
+For every layer m = 1..n (p = kernel // 2, L = n p) the lane computes, in this
+order:
 
 * the depth stack z_m at row Y + (n - m) p, column C + (n - m) p (it runs
   ahead in rows and columns: z_m needs z_{m-1} up to p rows below and p
   columns right, and the plane before up to row Y + L, column C + L, which
-  the lane of that plane, L + 1 columns ahead, has drawn), with its
+  the lane of that plane, L + S columns ahead, has drawn), with its
   depth-to-vertical term;
 * the vertical stack v_m at row Y, column C + (n - m) p (it reads the
   depth-to-vertical term written (n - m) p rows earlier, by lane Y - (n - m) p);
@@ -27,13 +29,20 @@ m = 1..n (p = kernel // 2, L = n p) the lane computes, in this order:
 * when (Y, C) is a sample voxel, the output layers and the draw
   (:func:`mapsim.sampling.draw.draw_pixel`) with the voxel's uniform.
 
-Every read of another lane is of a value written at an earlier step, so the
-lanes of a step are independent and are split across threads.  Caches hold
-one plane of rows and columns per layer (the depth stack p + 1 planes): a
-value is read for the last time before the lane of the next plane (or, for
-the depth stack, of the plane p + 1 later) overwrites it (tested against the
-reference sampler for n = 1..4, p = 1, 2).  Cache memory per sample is about
-(H + 2L)(W + 2L) F (4 + p) n floats, independent of the depth.
+*Macro-steps.*  S consecutive steps (:data:`SUBSTEPS`) run together: the depth
+and vertical stacks of all lanes and all S steps layer by layer (each layer
+one BLAS product over S times as many rows: the weights, 3 MB at 12 layers x 32
+filters, are read once per S steps), then the horizontal stacks and the draws
+step by step (h_1 reads the voxel drawn the step before).  The lags of L + S
+make every value a lane reads from another lane come from an earlier
+macro-step, so the lanes of a macro-step (each with all its steps) are
+independent and are split across threads.  Caches hold one plane of rows and
+columns per layer (the depth stack p + 1 planes): a value is read for the last
+time at least S steps before the lane of the next plane (or, for the depth
+stack, of the plane p + 1 later) overwrites it (tested against the reference
+sampler for n = 1..4, p = 1, 2 at S = 16, and for S = 1 and 3).  Cache memory per sample is
+(H + 2L)(W + 2L) F ((p + 3)(n - 1) + 4n) floats, independent of the depth
+(87 MiB for 64^3 at 12 layers x 32 filters in float32).
 """
 
 from __future__ import annotations
@@ -119,6 +128,11 @@ WEIGHT_NAMES = ("T1z", "b1z", "T1v", "T1h", "Wz", "bz", "Wv", "Wh", "Wzv", "bzv"
 STEPS_PER_CALL = 64
 """Front steps per compiled call (progress is reported between calls)."""
 
+SUBSTEPS = 16
+"""S: front steps whose depth and vertical stacks are computed together (each layer one BLAS product over
+S times as many lanes; the 12-layer x 32-filter weights, 3 MB, then stream through the cache S times less
+often).  The row and plane lags grow to L + S and (L + S)(L + 1) steps (:func:`row_lag`, :func:`plane_lag`)."""
+
 
 @njit(cache=True)
 def _scratch(maxl, n, p, k, F, S, nc, dt):
@@ -130,29 +144,32 @@ def _scratch(maxl, n, p, k, F, S, nc, dt):
 
 
 @njit(cache=True)
-def _select(idx, lY, lC, a, rlo, rhi, clo, chi):
-    """Put the lanes whose row lY + a lies in [rlo, rhi) and column lC + a in [clo, chi) into idx; their count."""
+def _select(idx, lS, s, lY, lC, a, rlo, rhi, clo, chi):
+    """Put the entries of sub-step ``s`` (any if s < 0) whose row lY + a lies in [rlo, rhi) and column
+    lC + a in [clo, chi) into idx; their count."""
     nt = 0
     for i in range(lY.shape[0]):
         r, c = lY[i] + a, lC[i] + a
-        if r >= rlo and r < rhi and c >= clo and c < chi:
+        if (s < 0 or lS[i] == s) and r >= rlo and r < rhi and c >= clo and c < chi:
             idx[nt] = i
             nt += 1
     return nt
 
 
 @njit(cache=True)
-def _lanes_step3d(lk, lP, lY, lC, canvas, U, logp_out, caches, weights, geometry, beta, approx, scratch):
-    """Advance the given lanes by one step (see the module docstring).
+def _lanes_step3d(lk, lS, lP, lY, lC, canvas, U, logp_out, caches, weights, geometry, beta, approx, scratch):
+    """Advance the given lanes by the S sub-steps of one macro-step (see the module docstring): the depth and
+    vertical stacks of every entry (lane, sub-step) layer by layer, then the horizontal stack and the draws
+    sub-step by sub-step.  Every sub-step of a lane is in the same call.
 
     ``caches`` = (Z (n-1, p+1, Hc, Wc, K, F), ZV (n, Hc, Wc, K, 2F), V (n-1, Hc, Wc, K, F),
     VH (n, Hc, Wc, K, 2F), HS (n-1, Hc, Wc, K, F)), ``weights`` as :data:`WEIGHT_NAMES`,
-    ``geometry`` = (n, p, L, H, W).
+    ``geometry`` = (n, p, L, H, W, S).
     """
     Z, ZV, V, VH, HS = caches
     (T1z, b1z, T1v, T1h, Wz, bz, Wv, Wh, Wzv, bzv, Wvh, bvh,
      Wres, bres, Wskip, bskip, W1, b1, W2, b2) = weights
-    n, p, L, H, W = geometry
+    n, p, L, H, W, S = geometry
     idx, Az, Av, Ah, pre, term, common = scratch
     g, gx, ge, gsc, h, G, Gd, so, o, lg, lgd = common
     k = 2 * p + 1
@@ -162,7 +179,7 @@ def _lanes_step3d(lk, lP, lY, lC, canvas, U, logp_out, caches, weights, geometry
     # ---- depth stack, running ahead by (n - m) p rows and columns
     for m in range(1, n + 1):
         a = (n - m) * p
-        nt = _select(idx, lY, lC, a, m * p, Hc - m * p, m * p, Wc - m * p)
+        nt = _select(idx, lS, -1, lY, lC, a, m * p, Hc - m * p, m * p, Wc - m * p)
         if nt == 0:
             continue
         if m == 1:
@@ -204,7 +221,7 @@ def _lanes_step3d(lk, lP, lY, lC, canvas, U, logp_out, caches, weights, geometry
     # ---- vertical stack at row Y, running ahead by (n - m) p columns
     for m in range(1, n + 1):
         a = (n - m) * p
-        nt = _select(idx, lY, lC, a, m * p + a, Hc + a, m * p, Wc - m * p)  # rows lY >= m p
+        nt = _select(idx, lS, -1, lY, lC, a, m * p + a, Hc + a, m * p, Wc - m * p)  # rows lY >= m p
         if nt == 0:
             continue
         if m == 1:
@@ -246,9 +263,27 @@ def _lanes_step3d(lk, lP, lY, lC, canvas, U, logp_out, caches, weights, geometry
             if m < n:
                 for f in range(F):
                     V[m - 1, Y, c, kk, f] = g[t, f]
+    for sub in range(S):
+        _horizontal_and_draw(sub, lk, lS, lP, lY, lC, canvas, U, logp_out, caches, weights, geometry, beta, approx,
+                             scratch)
+
+
+@njit(cache=True)
+def _horizontal_and_draw(sub, lk, lS, lP, lY, lC, canvas, U, logp_out, caches, weights, geometry, beta, approx,
+                         scratch):
+    """The horizontal stack and the draws of the entries of sub-step ``sub`` (in order: h_1 reads the
+    voxel its lane drew at the sub-step before)."""
+    VH, HS = caches[3], caches[4]
+    T1h, Wh = weights[3], weights[7]  # positions in WEIGHT_NAMES
+    Wres, bres, Wskip, bskip, W1, b1, W2, b2 = weights[12:]
+    n, p, L, H, W = geometry[:5]
+    idx, Ah, pre, common = scratch[0], scratch[3], scratch[4], scratch[6]
+    g, gx, ge, gsc, h, G, Gd, so, o, lg, lgd = common
+    F = Wres.shape[1]
+    Hc = canvas.shape[2]
     # ---- horizontal stack at column C (sample rows only)
     for m in range(1, n + 1):
-        nt = _select(idx, lY, lC, 0, L, Hc, m * p, L + W)
+        nt = _select(idx, lS, sub, lY, lC, 0, L, Hc, m * p, L + W)
         if nt == 0:
             continue
         if m == 1:
@@ -295,7 +330,7 @@ def _lanes_step3d(lk, lP, lY, lC, canvas, U, logp_out, caches, weights, geometry
             for f in range(F):
                 G[i, (m - 1) * F + f] = g[t, f]
     # ---- output layers and draws for lanes on sample voxels
-    nt = _select(idx, lY, lC, 0, L, Hc, L, L + W)
+    nt = _select(idx, lS, sub, lY, lC, 0, L, Hc, L, L + W)
     if nt == 0:
         return
     head_logits(G, idx, nt, Gd, so, o, lg, Wskip, bskip, W1, b1, W2)
@@ -311,65 +346,91 @@ def _lanes_step3d(lk, lP, lY, lC, canvas, U, logp_out, caches, weights, geometry
 
 
 @njit(cache=True, parallel=True)
-def _run_steps3d(t0, t1, K, D, canvas, U, logp_out, caches, weights, geometry, beta, nchunks, approx):
-    n, p, L, H, W = geometry
+def _run_steps3d(m0, m1, K, D, canvas, U, logp_out, caches, weights, geometry, beta, nchunks, approx):
+    """Macro-steps m0 .. m1 - 1 (steps S m0 .. S m1 - 1)."""
+    n, p, L, H, W, S = geometry
     Wres, W1, W2 = weights[12], weights[16], weights[18]
     ymin = cmin = 2 * p - L
     ny = L + H - ymin  # rows a plane's lanes visit
     span = L + W - cmin  # columns a lane visits
-    lag = L + 1
-    plag = lag * lag
+    lag, plag = row_lag(L, S), plane_lag(L, S)
     k = 2 * p + 1
     F = Wres.shape[1]
-    S = W1.shape[0]
+    So = W1.shape[0]
     nc = W2.shape[1]
-    planes = min(D, (span + lag * (ny - 1)) // plag + 2)
-    lanes = K * planes * (-(-span // lag) + 1)  # at most in flight at a step
-    maxl = lanes // nchunks + 2
-    scratches = [_scratch(maxl, n, p, k, F, S, nc, caches[1].dtype) for _ in range(nchunks)]
-    lk = np.empty(lanes, np.int64)
-    lP = np.empty(lanes, np.int64)
-    lY = np.empty(lanes, np.int64)
-    lC = np.empty(lanes, np.int64)
-    for t in range(t0, t1):
+    planes = min(D, (span + S + lag * (ny - 1)) // plag + 2)
+    lanes = K * planes * (-(-(span + S) // lag) + 1)  # lanes active in a macro-step, at most
+    maxl = (lanes // nchunks + 2) * S
+    scratches = [_scratch(maxl, n, p, k, F, So, nc, caches[1].dtype) for _ in range(nchunks)]
+    lk = np.empty(lanes * S, np.int64)
+    lS = np.empty(lanes * S, np.int64)
+    lP = np.empty(lanes * S, np.int64)
+    lY = np.empty(lanes * S, np.int64)
+    lC = np.empty(lanes * S, np.int64)
+    first = np.empty(lanes + 1, np.int64)  # entries of lane j: first[j] .. first[j + 1] - 1
+    for mstep in range(m0, m1):
+        t0 = mstep * S
         q = 0
+        nl = 0
         for z in range(D):
-            tt = t - plag * z
-            if tt < 0:
+            tt = t0 - plag * z  # step of the plane's first lane at sub-step 0
+            if tt + S - 1 < 0:
                 break
-            y1 = min(ny, tt // lag + 1)
+            y1 = min(ny, (tt + S - 1) // lag + 1)
             y0 = max(0, -((span - 1 - tt) // lag))
             for y in range(y0, y1):
                 for kk in range(K):
-                    lk[q] = kk
-                    lP[q] = L + z
-                    lY[q] = ymin + y
-                    lC[q] = tt - lag * y + cmin
-                    q += 1
-        nl = q
+                    first[nl] = q
+                    for sub in range(S):
+                        c = tt + sub - lag * y
+                        if c >= 0 and c < span:
+                            lk[q] = kk
+                            lS[q] = sub
+                            lP[q] = L + z
+                            lY[q] = ymin + y
+                            lC[q] = c + cmin
+                            q += 1
+                    if q > first[nl]:
+                        nl += 1
+        first[nl] = q
         if nl == 0:
             continue
         nch = min(nchunks, nl)
         for ch in prange(nch):
-            lo = ch * nl // nch
-            hi = (ch + 1) * nl // nch
-            _lanes_step3d(lk[lo:hi], lP[lo:hi], lY[lo:hi], lC[lo:hi], canvas, U, logp_out, caches, weights,
-                          geometry, beta, approx, scratches[ch])
+            lo = first[ch * nl // nch]
+            hi = first[(ch + 1) * nl // nch]
+            _lanes_step3d(lk[lo:hi], lS[lo:hi], lP[lo:hi], lY[lo:hi], lC[lo:hi], canvas, U, logp_out, caches,
+                          weights, geometry, beta, approx, scratches[ch])
 
 
-def total_steps(depth: int, height: int, width: int, context_range: int, p: int) -> int:
-    """Steps of the cached 3D sampler (see the module docstring)."""
-    lag = context_range + 1
+@njit(cache=True)
+def row_lag(context_range, substeps):
+    """Steps between a row's lanes and the row above's: L + S (S sub-steps of a macro-step are batched, so a
+    lane reads only what the row above drew S steps before)."""
+    return context_range + substeps
+
+
+@njit(cache=True)
+def plane_lag(context_range, substeps):
+    """Steps between a plane's lanes and the plane before's: (L + S)(L + 1) (the depth stack at row Y + L,
+    column C + L of the plane before is drawn S steps before)."""
+    return (context_range + substeps) * (context_range + 1)
+
+
+def total_steps(depth: int, height: int, width: int, context_range: int, p: int, substeps: int | None = None) -> int:
+    """Steps of the cached 3D sampler (see the module docstring); macro-steps are ceil(steps / S)."""
+    S = SUBSTEPS if substeps is None else substeps
     ny = height + 2 * context_range - 2 * p
     span = width + 2 * context_range - 2 * p
-    return lag * lag * (depth - 1) + lag * (ny - 1) + span
+    return plane_lag(context_range, S) * (depth - 1) + row_lag(context_range, S) * (ny - 1) + span
 
 
-def planes_done(t: int, depth: int, height: int, width: int, context_range: int, p: int) -> int:
+def planes_done(t: int, depth: int, height: int, width: int, context_range: int, p: int,
+                substeps: int | None = None) -> int:
     """Planes completely drawn once steps 0..t are done."""
-    lag = context_range + 1
-    last0 = total_steps(1, height, width, context_range, p) - 1  # the step of plane 0's last voxel
-    return max(0, min(depth, (t - last0) // (lag * lag) + 1))
+    S = SUBSTEPS if substeps is None else substeps
+    last0 = total_steps(1, height, width, context_range, p, S) - 1  # the step of plane 0's last voxel
+    return max(0, min(depth, (t - last0) // plane_lag(context_range, S) + 1))
 
 
 def sample_pixelcnn3d_cached(model: GatedPixelCNN3D, n_samples: int, depth: int, height: int, width: int, *,
@@ -420,14 +481,16 @@ def sample_pixelcnn3d_cached(model: GatedPixelCNN3D, n_samples: int, depth: int,
     canvas[:, L:, L : L + H, L : L + W] = 0
     u = np.ascontiguousarray(u, dtype=np.float64)
     logp = np.zeros((K, D, H, W), np.float32)
-    T = total_steps(D, H, W, L, p)
+    S = SUBSTEPS
+    T = -(-total_steps(D, H, W, L, p, S) // S)  # macro-steps
+    per_call = max(1, STEPS_PER_CALL // S)
     nthreads = threads or numba.get_num_threads()
     weights = tuple(w[name] for name in WEIGHT_NAMES)
     with kernel_threads(nthreads):
-        for t0 in range(0, T, STEPS_PER_CALL):
-            t1 = min(T, t0 + STEPS_PER_CALL)
-            _run_steps3d(t0, t1, K, D, canvas, u, logp, caches, weights, (n, p, L, H, W), float(beta), nthreads,
+        for m0 in range(0, T, per_call):
+            m1 = min(T, m0 + per_call)
+            _run_steps3d(m0, m1, K, D, canvas, u, logp, caches, weights, (n, p, L, H, W, S), float(beta), nthreads,
                          dt == np.float32)
             if progress is not None:
-                progress(planes_done(t1 - 1, D, H, W, L, p))
+                progress(planes_done(m1 * S - 1, D, H, W, L, p, S))
     return SampleResult(canvas[:, L:, L : L + H, L : L + W].copy(), logp, np.asarray(top))
