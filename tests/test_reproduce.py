@@ -212,7 +212,7 @@ def _contents(path):
 def test_same_config_seed_and_threads_give_the_same_bytes(tmp_path):
     """Two runs of one configuration: byte-identical models, samples and report.json (timings apart)."""
     text = "seed = 1\nthreads = 1\n" + TINY[TINY.index("[systems.drying]"):].replace(
-        "train_samples = 6", "train_samples = 5\nextra_scales = [3]")
+        "train_samples = 6", "train_samples = 5\nextra_scales = [3]\nheldout_box = 2")
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
@@ -236,6 +236,33 @@ def test_same_config_seed_and_threads_give_the_same_bytes(tmp_path):
         (24, "generated size"), (24, "training size, with drift"), (36, "generated size"),
         (36, "training size, with drift")}
     assert (a / "systems/drying/gen_pixelcnn_x3.npz").exists() and (a / "figures/drift_drying_x3.png").exists()
+
+
+def test_heldout_box_keeps_the_top_left_window_of_a_larger_periodic_box(tmp_path):
+    """heldout_box = 3: the reference is the window of the box simulated with the same seed, recorded as open."""
+    import numpy as np
+
+    from mapsim.lattice import load_dataset, periodic_axes
+    from mapsim.montecarlo import preset_params, simulate
+
+    cfg = from_toml(TINY.replace("heldout_train_samples = 3", "heldout_train_samples = 3\nheldout_box = 3"))
+    s = cfg.systems["drying"]
+    assert s.heldout_box == 3 and cfg.systems["fluid-cold-repulsive"].heldout_box == 1
+    assert from_toml(to_toml(cfg)).systems["drying"].heldout_box == 3
+    run = Run(cfg, tmp_path / "run", log=lambda _: None)
+    info = run._simulate(s, 2, 8, 5, tmp_path / "w.npz", box=3)
+    assert info["box"] == 24
+    win = load_dataset(tmp_path / "w.npz")
+    box = simulate(preset_params(s.preset, s.overrides), 2, 24, 24, seed=5)
+    assert win.grids.shape == (2, 8, 8) and np.array_equal(win.grids, box.grids[:, :8, :8])
+    assert periodic_axes(win.metadata) == (False, False) and periodic_axes(box.metadata) == (True, True)
+    assert win.metadata["window_of_box"]["box"] == [24, 24] and win.metadata["height"] == 8
+
+
+@pytest.mark.parametrize("bad", ["heldout_box = 0", "heldout_box = 1.5"])
+def test_bad_heldout_box_is_named(bad):
+    with pytest.raises(MapsimError, match="heldout_box"):
+        from_toml(TINY.replace("heldout_train_samples = 3", "heldout_train_samples = 3\n" + bad))
 
 
 def test_drying_sparse_is_drying_at_1_5_percent():

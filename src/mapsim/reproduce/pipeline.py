@@ -140,17 +140,18 @@ class Run:
         mc_code = stage_code("simulate")
         fp_train = fingerprint("train", seed, {k: scfg[k] for k in mc_fields}, s.train_samples, s.train_size, mc_code)
         fp_hgen = fingerprint("heldout_gen", seed, {k: scfg[k] for k in mc_fields}, s.heldout_samples, s.gen_size,
-                              mc_code)
+                              s.heldout_box, mc_code)
         fp_htr = fingerprint("heldout_train", seed, {k: scfg[k] for k in mc_fields}, s.heldout_train_samples,
-                             s.train_size, mc_code)
+                             s.train_size, s.heldout_box, mc_code)
         # three disjoint seed streams: 3 seed + 0/1/2
         self.stage(f"{name}/simulate train", fp_train, [d / "train.npz"],
                    lambda: self._simulate(s, s.train_samples, s.train_size, 3 * seed, d / "train.npz"))
         self.stage(f"{name}/simulate held-out (generated size)", fp_hgen, [d / "heldout_gen.npz"],
-                   lambda: self._simulate(s, s.heldout_samples, s.gen_size, 3 * seed + 1, d / "heldout_gen.npz"))
+                   lambda: self._simulate(s, s.heldout_samples, s.gen_size, 3 * seed + 1, d / "heldout_gen.npz",
+                                          s.heldout_box))
         self.stage(f"{name}/simulate held-out (training size)", fp_htr, [d / "heldout_train.npz"],
                    lambda: self._simulate(s, s.heldout_train_samples, s.train_size, 3 * seed + 2,
-                                          d / "heldout_train.npz"))
+                                          d / "heldout_train.npz", s.heldout_box))
         train = load_dataset(d / "train.npz")
         res["train_density"] = float(np.mean(train.grids == train.class_id("particle")))
 
@@ -212,9 +213,9 @@ class Run:
         ref = d / f"heldout_x{k}.npz"
         mc_seed = 3 * (seed + 1_000_003 * k) + 1  # a stream of its own (disjoint from 3 seed + 0/1/2 below 10^6)
         fp_ref = fingerprint("heldout_scale", seed, k, {f: scfg[f] for f in ("preset", "overrides")},
-                             s.heldout_samples, size, stage_code("simulate"))
+                             s.heldout_samples, size, s.heldout_box, stage_code("simulate"))
         self.stage(f"{name}/simulate held-out ({size}^2)", fp_ref, [ref],
-                   lambda: self._simulate(s, s.heldout_samples, size, mc_seed, ref))
+                   lambda: self._simulate(s, s.heldout_samples, size, mc_seed, ref, s.heldout_box))
         path, fp_model = model
         gen = d / f"gen_pixelcnn_x{k}.npz"
         fp_gen = fingerprint("generate", fp_model, s.gen_samples, size, seed, self.cfg.threads, stage_code("generate"))
@@ -230,18 +231,27 @@ class Run:
         return {"size": size, "generate": info, "compare": comparison, "nll": nll}
 
     # -- stage bodies ------------------------------------------------------------------------
-    def _simulate(self, s: SystemConfig, n: int, size: int, seed: int, path: Path) -> dict[str, Any]:
+    def _simulate(self, s: SystemConfig, n: int, size: int, seed: int, path: Path, box: int = 1) -> dict[str, Any]:
+        """``n`` Monte Carlo samples of ``size``²: whole periodic boxes, or (``box`` > 1) the top-left
+        ``size``² window of boxes ``box`` times larger, recorded as open windows of those boxes."""
         from mapsim.montecarlo import preset_params, simulate
 
         params = preset_params(s.preset, s.overrides)
-        bar = self.bar(total=n, desc=f"MC {s.preset} {size}^2") if self.bar else None
+        side = size * box
+        bar = self.bar(total=n, desc=f"MC {s.preset} {side}^2") if self.bar else None
         try:
-            ds = simulate(params, n, size, size, seed=seed, progress=(bar.update if bar else None))
+            ds = simulate(params, n, side, side, seed=seed, progress=(bar.update if bar else None))
         finally:
             if bar:
                 bar.close()
+        if box > 1:
+            meta = dict(ds.metadata, height=size, width=size,
+                        params={**ds.metadata["params"], "periodic": False},
+                        window_of_box={"box": [side, side], "box_periodic": bool(ds.metadata["params"].get(
+                            "periodic", True)), "rows": [0, size], "cols": [0, size]})
+            ds = Dataset(np.ascontiguousarray(ds.grids[:, :size, :size]), ds.classes, meta)
         save_dataset(path, ds)
-        return {"samples": n, "size": size, "seed": seed}
+        return {"samples": n, "size": size, "box": side, "seed": seed}
 
     def _fit_expansion(self, s: SystemConfig, train: Dataset, path: Path) -> dict[str, Any]:
         from mapsim.models.expansion import Expansion, ExpansionConfig, ExpansionFitter

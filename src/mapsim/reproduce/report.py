@@ -454,7 +454,9 @@ def _markdown(out: Path, quick: bool, seed: int, threads: int, timings: dict[str
               f"{s['train_samples']} samples of {s['train_size']}²; generated {s['gen_samples']} samples of "
               f"{s['train_size'] * s['gen_scale']}² (area ×{s['gen_scale'] ** 2}) with the fast exact sampler; "
               f"held-out Monte Carlo: {s['heldout_samples']} samples of the generated size and "
-              f"{s['heldout_train_samples']} of the training size.",
+              f"{s['heldout_train_samples']} of the training size"
+              + (f", each the top-left window of its own periodic box {s['heldout_box']}× that side (the preset "
+                 "conserves its particles, which fixes a box's density)." if s.get("heldout_box", 1) > 1 else "."),
               f"PixelCNN: {s['layers']} layers, {s['filters']} filters, kernel {s['kernel']}, trained "
               f"{tr.get('epochs_done', '?')} epochs (stopped: {tr.get('stopped', '?')}), best validation NLL "
               f"{_fmt(tr.get('best_val_nll'), 4)} nats/pixel vs density-only {_fmt(tr.get('density_only_nll'), 4)}.",
