@@ -72,14 +72,15 @@ def test_reference_full_and_front_sampling_agree_draw_for_draw(shape):
     np.testing.assert_allclose(ref.log_probs, tf, atol=1e-6, rtol=0)
 
 
-def test_sampled_2x2x2_volumes_follow_the_model_probabilities():
+@pytest.mark.parametrize("evaluation", ["batch", "cached"])
+def test_sampled_2x2x2_volumes_follow_the_model_probabilities(evaluation):
     m = _model(1, 3, seed=5)
     grids = np.array(list(itertools.product([0, 1], repeat=8))).reshape(-1, 2, 2, 2)
     with torch.no_grad():
         p = np.exp(m.log_likelihood(torch.as_tensor(grids)).numpy())
     assert abs(p.sum() - 1) < 1e-9
     n = 20000
-    res = sample_volume(m, n, 2, 2, 2, seed=123)
+    res = sample_volume(m, n, 2, 2, 2, seed=123, evaluation=evaluation)
     codes = (res.grids.reshape(n, -1).astype(np.int64) * (2 ** np.arange(8)[::-1])).sum(1)
     counts = np.bincount(codes, minlength=256)
     keep = p * n >= 5  # pool the rare outcomes into one cell (chi-squared validity)
