@@ -102,6 +102,25 @@ def test_generate_volume_uses_the_cached_kernel_by_default_and_keeps_the_others(
         generate_volume(m, 1, 2, 2, 2, sampler="cached")
 
 
+def test_generate_volume_draws_groups_of_volumes_with_the_samples_uniforms(monkeypatch):
+    """Groups bound the caches' memory; each volume keeps its own uniform lines, so a float64 model gives the
+    same volumes whatever the group."""
+    import mapsim.sampling.volume as volume
+
+    m = _model(2, 3, seed=7)
+    whole = generate_volume(m, 5, 2, 3, 4, seed=3)
+    assert whole.metadata["samples_per_group"] == volume.volume_group(m, 3, 4) >= 5
+    L, n, p, F = 2, 2, 1, 4
+    per_volume = (3 + 2 * L) * (4 + 2 * L) * F * ((p + 3) * (n - 1) + 4 * n) * 8  # bytes of one volume's caches
+    monkeypatch.setattr(volume, "GROUP_BYTES", 2 * per_volume + 1)
+    planes = []
+    grouped = generate_volume(m, 5, 2, 3, 4, seed=3, progress=planes.append)
+    assert grouped.metadata["samples_per_group"] == 2
+    assert np.array_equal(whole.grids, grouped.grids)
+    np.testing.assert_allclose(grouped.extras["log_probs"], whole.extras["log_probs"], atol=1e-6, rtol=0)
+    assert planes[-1] == 2 * 3 and planes == sorted(planes)  # 3 groups of 2 planes
+
+
 def test_the_cached_kernel_refuses_other_models():
     from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 

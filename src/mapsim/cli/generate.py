@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _generate_volume(args: argparse.Namespace, model, out, beta: float) -> int:
     """``mapsim generate`` for a 3D model (``--depth``): volumes in one .npz."""
     from mapsim.lattice import save_dataset
-    from mapsim.sampling.volume import generate_volume
+    from mapsim.sampling.volume import generate_volume, volume_group
 
     if getattr(model, "ndim", 2) != 3:
         raise MapsimError(f"{args.model}: --depth needs a 3D model; this {model.kind} model makes 2D samples")
@@ -58,7 +58,8 @@ def _generate_volume(args: argparse.Namespace, model, out, beta: float) -> int:
         raise MapsimError(f"--depth must be a positive integer, found {args.depth}")
     if str(out).endswith(".zarr") or args.dask is not None or args.boundary != "outside":
         raise MapsimError("3D generation writes .npz with the outside boundary (no .zarr, --dask or --boundary yet)")
-    with progress(total=args.depth, desc="planes") as bar:
+    groups = -(-args.samples // volume_group(model, args.height, args.width))
+    with progress(total=args.depth * groups, desc="planes") as bar:
         ds = generate_volume(model, args.samples, args.depth, args.height, args.width, seed=args.seed, beta=beta,
                              sampler=args.sampler, progress=lambda n: bar.update(n - bar.n), threads=args.threads)
     ds.metadata["model_path"] = str(args.model)
