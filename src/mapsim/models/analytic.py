@@ -50,16 +50,21 @@ class IdealGasConfig:
         class takes the rest); each > 0, sum < 1.
     classes : tuple of str
         Class names, index = class id; ``len(classes) == len(densities) + 1``.
+    ndim : int
+        2: samples (H, W); 3: volumes (D, H, W) (the density-only control of 3D data).
     """
 
     densities: tuple[float, ...] = (0.05,)
     classes: tuple[str, ...] = BINARY_CLASSES
+    ndim: int = 2
 
     def __post_init__(self) -> None:
         if isinstance(self.densities, (int, float)):
             self.densities = (self.densities,)
         self.densities = tuple(float(d) for d in self.densities)
         self.classes = _check_classes(self.classes, len(self.densities) + 1, "ideal gas classes")
+        if isinstance(self.ndim, bool) or self.ndim not in (2, 3):
+            raise MapsimError(f"ideal gas ndim must be 2 (samples) or 3 (volumes), found {self.ndim!r}")
         for d in self.densities:
             if not (math.isfinite(d) and 0.0 < d < 1.0):
                 raise MapsimError(f"ideal gas density must lie strictly between 0 and 1, found {d}")
@@ -72,7 +77,8 @@ class IdealGas(MapModel):
     """Ideal gas (Eqs. 6-7): logits are the density bias alone, L_c = 0.
 
     ``logits[k] = ln(rho_k / rho_0)`` with rho_0 = 1 - sum(rho_k), so the
-    probability of class k is exactly rho_k whatever the context.
+    probability of class k is exactly rho_k whatever the context.  With
+    ``config.ndim == 3`` it is a model of volumes (canvases (B, D, H, W)).
     """
 
     kind = "ideal-gas"
@@ -81,14 +87,22 @@ class IdealGas(MapModel):
     def __init__(self, config: IdealGasConfig) -> None:
         super().__init__(len(config.classes), 0)
         self.config = config
+        self.ndim = config.ndim  # the class default (2) unless the config says volumes
         rho = np.array(config.densities, dtype=np.float64)
         bias = np.concatenate([[0.0], np.log(rho / (1.0 - rho.sum()))])
         # derived from the config, so not part of the state dict
         self.register_buffer("bias", torch.tensor(bias, dtype=torch.float64), persistent=False)
 
+    def make_canvas(self, grids: torch.Tensor, top: torch.Tensor | None = None) -> torch.Tensor:
+        """L = 0: the canvas is the sample itself (no boundary to place), in 2D and 3D."""
+        return grids.long()
+
     def forward(self, canvas: torch.Tensor) -> torch.Tensor:
-        B, H, W = canvas.shape  # L = 0: the canvas is the sample
-        return self.bias.view(1, -1, 1, 1).expand(B, self.n_classes, H, W).clone()
+        if canvas.dim() != self.ndim + 1:
+            raise MapsimError(f"a {self.ndim}D ideal gas needs canvases of {self.ndim + 1} dimensions, found shape "
+                              f"{tuple(canvas.shape)}")
+        B, *spatial = canvas.shape  # L = 0: the canvas is the sample
+        return self.bias.view(1, -1, *[1] * self.ndim).expand(B, self.n_classes, *spatial).clone()
 
 
 # ---------------------------------------------------------------------------

@@ -105,10 +105,15 @@ class SystemConfig:
     ema: float = 0.0
     crop: int = 0
     heldout_box: int = 1
+    ndim: int = 2
 
     @property
     def gen_size(self) -> int:
         return self.train_size * self.gen_scale
+
+    def shape(self, side: int) -> tuple[int, ...]:
+        """Sample shape of side ``side``: (side, side), or (side, side, side) for volumes."""
+        return (side,) * self.ndim
 
 
 @dataclass
@@ -149,6 +154,9 @@ class RunConfig:
 # Table 1 of the paper: (range L_c, maximum order) of the expansion for the three fluids.
 TABLE1 = {"fluid-cold-repulsive": (1, 2), "fluid-hot-repulsive": (2, 3), "fluid-hot-attractive": (3, 3)}
 SYSTEMS = ("fluid-cold-repulsive", "fluid-hot-repulsive", "fluid-hot-attractive", "drying", "drying-sparse")
+SYSTEMS_3D = {"fluid-hot-repulsive-3d": "fluid-hot-repulsive"}
+"""Volume systems of the full run (name -> Monte Carlo preset on the simple cubic lattice); quick mode leaves
+them out: the smallest one that still has bulk windows costs more than the quick run's spare minute (README)."""
 
 LEGACY_KEYS = {"train_minutes": "ignored: PixelCNN training now runs exactly `epochs` epochs (a wall-clock cap made "
                                 "the result depend on the machine's load)"}
@@ -203,7 +211,17 @@ def default_config(quick: bool) -> RunConfig:
                 s.layers, s.filters, s.out_width, s.epochs = 30, 20, 64, 40
                 s.heldout_box = 2
         systems[name] = s
+    if not quick:
+        for name, preset in SYSTEMS_3D.items():
+            systems[name] = volume_system(preset)
     return RunConfig(seed=0, quick=quick, systems=systems)
+
+
+def volume_system(preset: str) -> SystemConfig:
+    """The 3D fluid of the full run: cubes of 16³ for training, generated at 32³ (8x the volume)."""
+    return SystemConfig(preset=preset, ndim=3, train_samples=400, train_size=16, gen_scale=2, gen_samples=40,
+                        heldout_samples=40, heldout_train_samples=100, layers=4, filters=32, out_width=32,
+                        epochs=30, batch=8, lr=3e-3)
 
 
 QUICK_EPOCHS = {"fluid-cold-repulsive": 30, "fluid-hot-repulsive": 30, "fluid-hot-attractive": 30, "drying": 80,
@@ -318,6 +336,19 @@ def check_system(s: SystemConfig, where: str) -> None:
                                                     or k == s.gen_scale for k in s.extra_scales):
         raise MapsimError(f"{where}.extra_scales must be a list of integers >= 2 other than gen_scale, "
                           f"found {s.extra_scales!r}")
+    if isinstance(s.ndim, bool) or s.ndim not in (2, 3):
+        raise MapsimError(f"{where}.ndim must be 2 (squares) or 3 (cubes), found {s.ndim!r}")
+    if s.ndim == 3:
+        from mapsim.montecarlo import preset_params
+
+        if s.expansion_range:
+            raise MapsimError(f"{where}.expansion_range must be 0 for ndim = 3 (the cluster expansion is 2D), "
+                              f"found {s.expansion_range}")
+        if s.crop:
+            raise MapsimError(f"{where}.crop must be 0 for ndim = 3 (volumes are trained whole), found {s.crop}")
+        if preset_params(s.preset, s.overrides).solvent:
+            raise MapsimError(f"{where}.preset: {s.preset!r} has solvent, which the cubic lattice (ndim = 3) does "
+                              "not simulate; use a particle-only preset (lattice-gas or a fluid)")
     if not 0 <= s.ema < 1:
         raise MapsimError(f"{where}.ema must lie in [0, 1) (0 = no weight averaging), found {s.ema!r}")
     for name in ("lr", "expansion_lr"):

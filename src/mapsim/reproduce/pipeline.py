@@ -138,11 +138,12 @@ class Run:
         # every fingerprint carries a hash of the code the stage runs (stage_code): the version string
         # never changes, and a fix must recompute what it fixes
         mc_code = stage_code("simulate")
-        fp_train = fingerprint("train", seed, {k: scfg[k] for k in mc_fields}, s.train_samples, s.train_size, mc_code)
+        fp_train = fingerprint("train", seed, {k: scfg[k] for k in mc_fields}, s.train_samples, s.train_size, s.ndim,
+                               mc_code)
         fp_hgen = fingerprint("heldout_gen", seed, {k: scfg[k] for k in mc_fields}, s.heldout_samples, s.gen_size,
-                              s.heldout_box, mc_code)
+                              s.heldout_box, s.ndim, mc_code)
         fp_htr = fingerprint("heldout_train", seed, {k: scfg[k] for k in mc_fields}, s.heldout_train_samples,
-                             s.train_size, s.heldout_box, mc_code)
+                             s.train_size, s.heldout_box, s.ndim, mc_code)
         # three disjoint seed streams: 3 seed + 0/1/2
         self.stage(f"{name}/simulate train", fp_train, [d / "train.npz"],
                    lambda: self._simulate(s, s.train_samples, s.train_size, 3 * seed, d / "train.npz"))
@@ -182,7 +183,7 @@ class Run:
             gen = d / f"gen_{label}.npz"
             fp_gen = fingerprint("generate", fp_model, s.gen_samples, s.gen_size, seed, self.cfg.threads,
                                  stage_code("generate"))
-            info = self.stage(f"{name}/generate {label} ({s.gen_samples} x {s.gen_size}^2)", fp_gen, [gen],
+            info = self.stage(f"{name}/generate {label} ({s.gen_samples} x {_side(s.gen_size, s.ndim)})", fp_gen, [gen],
                               lambda: self._generate(path, s.gen_samples, s.gen_size, gen, seed))
             cmp_path = d / f"compare_{label}.json"
             fp_cmp = fingerprint("compare", fp_gen, fp_hgen, fp_htr, seed, 3, self.cfg.permutations,
@@ -196,7 +197,8 @@ class Run:
                                                      lambda: self._nll(path, d, d / f"nll_{label}.json"))
             if label == "pixelcnn":
                 fp_conv = fingerprint("convergence", fp_gen, stage_code("convergence"))
-                res["convergence"] = self.stage(f"{name}/row convergence of the PixelCNN samples", fp_conv,
+                res["convergence"] = self.stage(f"{name}/{'plane' if s.ndim == 3 else 'row'} convergence of the "
+                                                f"PixelCNN samples", fp_conv,
                                                 [d / "convergence.json"],
                                                 lambda: self._convergence(gen, d / "convergence.json"))
         res["scales"] = {}
@@ -213,43 +215,48 @@ class Run:
         ref = d / f"heldout_x{k}.npz"
         mc_seed = 3 * (seed + 1_000_003 * k) + 1  # a stream of its own (disjoint from 3 seed + 0/1/2 below 10^6)
         fp_ref = fingerprint("heldout_scale", seed, k, {f: scfg[f] for f in ("preset", "overrides")},
-                             s.heldout_samples, size, s.heldout_box, stage_code("simulate"))
-        self.stage(f"{name}/simulate held-out ({size}^2)", fp_ref, [ref],
+                             s.heldout_samples, size, s.heldout_box, s.ndim, stage_code("simulate"))
+        self.stage(f"{name}/simulate held-out ({_side(size, s.ndim)})", fp_ref, [ref],
                    lambda: self._simulate(s, s.heldout_samples, size, mc_seed, ref, s.heldout_box))
         path, fp_model = model
         gen = d / f"gen_pixelcnn_x{k}.npz"
         fp_gen = fingerprint("generate", fp_model, s.gen_samples, size, seed, self.cfg.threads, stage_code("generate"))
-        info = self.stage(f"{name}/generate pixelcnn ({s.gen_samples} x {size}^2)", fp_gen, [gen],
+        info = self.stage(f"{name}/generate pixelcnn ({s.gen_samples} x {_side(size, s.ndim)})", fp_gen, [gen],
                           lambda: self._generate(path, s.gen_samples, size, gen, seed))
         out = d / f"compare_pixelcnn_x{k}.json"
         fp_cmp = fingerprint("compare", fp_gen, fp_ref, fp_htr, seed, 3, self.cfg.permutations, stage_code("compare"))
-        comparison = self.stage(f"{name}/compare pixelcnn at {size}^2 with held-out Monte Carlo", fp_cmp, [out],
+        comparison = self.stage(f"{name}/compare pixelcnn at {_side(size, s.ndim)} with held-out Monte Carlo", fp_cmp,
+                                [out],
                                 lambda: self._compare(d, gen, out, seed, refs={"heldout_gen": ref.name}))
         fp_nll = fingerprint("nll", fp_model, fp_ref, fp_htr, stage_code("nll"))
-        nll = self.stage(f"{name}/held-out NLL of the pixelcnn model at {size}^2", fp_nll, [d / f"nll_pixelcnn_x{k}.json"],
+        nll = self.stage(f"{name}/held-out NLL of the pixelcnn model at {_side(size, s.ndim)}", fp_nll,
+                         [d / f"nll_pixelcnn_x{k}.json"],
                          lambda: self._nll(path, d, d / f"nll_pixelcnn_x{k}.json", big=ref.name))
         return {"size": size, "generate": info, "compare": comparison, "nll": nll}
 
     # -- stage bodies ------------------------------------------------------------------------
     def _simulate(self, s: SystemConfig, n: int, size: int, seed: int, path: Path, box: int = 1) -> dict[str, Any]:
-        """``n`` Monte Carlo samples of ``size``²: whole periodic boxes, or (``box`` > 1) the top-left
-        ``size``² window of boxes ``box`` times larger, recorded as open windows of those boxes."""
+        """``n`` Monte Carlo samples of side ``size`` (squares, or cubes for ``s.ndim`` 3): whole periodic
+        boxes, or (``box`` > 1) the top-left window of that side of boxes ``box`` times larger, recorded as
+        open windows of those boxes."""
         from mapsim.montecarlo import preset_params, simulate
 
         params = preset_params(s.preset, s.overrides)
         side = size * box
-        bar = self.bar(total=n, desc=f"MC {s.preset} {side}^2") if self.bar else None
+        bar = self.bar(total=n, desc=f"MC {s.preset} {_side(side, s.ndim)}") if self.bar else None
         try:
-            ds = simulate(params, n, side, side, seed=seed, progress=(bar.update if bar else None))
+            ds = simulate(params, n, side, side, seed=seed, progress=(bar.update if bar else None),
+                          depth=side if s.ndim == 3 else None)
         finally:
             if bar:
                 bar.close()
         if box > 1:
-            meta = dict(ds.metadata, height=size, width=size,
+            meta = dict(ds.metadata, height=size, width=size, **({"depth": size} if s.ndim == 3 else {}),
                         params={**ds.metadata["params"], "periodic": False},
-                        window_of_box={"box": [side, side], "box_periodic": bool(ds.metadata["params"].get(
-                            "periodic", True)), "rows": [0, size], "cols": [0, size]})
-            ds = Dataset(np.ascontiguousarray(ds.grids[:, :size, :size]), ds.classes, meta)
+                        window_of_box={"box": list(s.shape(side)), "box_periodic": bool(ds.metadata["params"].get(
+                            "periodic", True)), "rows": [0, size], "cols": [0, size],
+                            **({"planes": [0, size]} if s.ndim == 3 else {})})
+            ds = Dataset(np.ascontiguousarray(ds.grids[(slice(None),) + (slice(0, size),) * s.ndim]), ds.classes, meta)
         save_dataset(path, ds)
         return {"samples": n, "size": size, "box": side, "seed": seed}
 
@@ -271,7 +278,7 @@ class Run:
 
         freq = np.bincount(train.grids.ravel(), minlength=train.n_classes) / train.grids.size
         dens = tuple(float(max(f, 1e-9)) for f in freq[1:])
-        save_model(path, IdealGas(IdealGasConfig(densities=dens, classes=train.classes)))
+        save_model(path, IdealGas(IdealGasConfig(densities=dens, classes=train.classes, ndim=train.ndim)))
         return {"densities": dens}
 
     def _train_pixelcnn(self, s: SystemConfig, train: Dataset, run_dir: Path, fp: str) -> dict[str, Any]:
@@ -301,7 +308,12 @@ class Run:
         from mapsim.sampling.generate import generate
 
         model = load_model(model_path)
-        ds = generate(model, n, size, size, seed=seed, sampler="fast", threads=self.cfg.threads)
+        if model.ndim == 3:  # cubes; the cached 3D kernel for the Gated PixelCNN, the 3D front for the ideal gas
+            from mapsim.sampling.volume import generate_volume
+
+            ds = generate_volume(model, n, size, size, size, seed=seed, sampler="fast", threads=self.cfg.threads)
+        else:
+            ds = generate(model, n, size, size, seed=seed, sampler="fast", threads=self.cfg.threads)
         save_dataset(out, ds)
         return {"context_range": model.context_range, "samples": n, "size": size,
                 "density": float(np.mean(ds.grids == 1)), "mean_log_prob_per_pixel": float(ds.extras["log_probs"].mean())}
@@ -309,15 +321,19 @@ class Run:
     def _compare(self, d: Path, gen_path: Path, out: Path, seed: int,
                  refs: dict[str, str] | None = None) -> dict[str, Any]:
         from mapsim.analysis.compare import compare_datasets
+        from mapsim.analysis.compare3d import compare_volumes
 
         gen = load_dataset(gen_path)
         result = {}
         curves = {}
         files = {"heldout_gen": "heldout_gen.npz", "heldout_train": "heldout_train.npz", **(refs or {})}
+        # volumes: the 3D verdict on the interior (2 L_c planes, L_c rows and columns at each side dropped);
+        # it has no drift tests, so its training-size family is the verdict on smaller windows only
+        verdict = compare_volumes if gen.ndim == 3 else compare_datasets
         for ref_name in ("heldout_gen", "heldout_train"):
             ref = load_dataset(d / files[ref_name])
             # the family verdict at alpha = 0.05
-            c = compare_datasets(ref, gen, "particle", seed=seed, n_permutations=self.cfg.permutations)
+            c = verdict(ref, gen, "particle", seed=seed, n_permutations=self.cfg.permutations)
             # the drift profile (bands from the top boundary) when generated samples are taller than this reference
             result[ref_name] = {**c.summary, "drift": c.drift or None}
             curves[ref_name] = {"r": c.r, "reference": c.reference, "generated": c.generated}
@@ -332,31 +348,46 @@ class Run:
         On the Monte Carlo samples of the training size (whole, as in training) and on
         the interior windows of the larger held-out samples: rows from 2 L_c and L_c
         columns in from each side, the pixels whose whole context lies inside the
-        sample, i.e. the bulk the model's stationary state must reproduce.
+        sample, i.e. the bulk the model's stationary state must reproduce.  Volumes:
+        voxels from plane 2 L_c, L_c rows and L_c columns in from each side (a voxel's
+        causal box reaches L_c rows below it in earlier planes).
         """
         from mapsim.models.io import load_model
-        from mapsim.models.score import score_grids
+        from mapsim.models.score import score_grids, score_volumes
 
         model = load_model(model_path)
         lc = int(model.context_range)
         result = {"context_range": lc}
-        for key, file, rows, cols in (("training_size", "heldout_train.npz", 0, 0), ("generated_size_interior", big,
-                                                                                     2 * lc, lc)):
+        for key, file, skip in (("training_size", "heldout_train.npz", 0), ("generated_size_interior", big, lc)):
             ds = load_dataset(d / file)
-            sc = score_grids(model, ds.grids, skip_rows=rows, skip_cols=cols)
+            if model.ndim == 3:
+                sc = score_volumes(model, ds.grids, skip_planes=2 * skip, skip_rows=skip, skip_cols=skip)
+                where = {"skip_planes": 2 * skip, "skip_rows": skip, "skip_cols": skip}
+            else:
+                sc = score_grids(model, ds.grids, skip_rows=2 * skip, skip_cols=skip)
+                where = {"skip_rows": 2 * skip, "skip_cols": skip}
             result[key] = {"nll_nats": sc.nll_nats, "nll_nats_se": sc.nll_nats_se, "samples": sc.n_samples,
-                           "shape": list(ds.shape), "skip_rows": rows, "skip_cols": cols}
+                           "shape": list(ds.spatial_shape), **where}
         write_text_atomic(out, json.dumps(result, indent=1, default=json_default))
         return result
 
     def _convergence(self, gen_path: Path, out: Path) -> dict[str, Any]:
-        from mapsim.analysis.convergence import RowConvergence
+        from mapsim.analysis.convergence import RowConvergence, plane_log_probs
 
         gen = load_dataset(gen_path)
-        rc = RowConvergence(int(gen.metadata["context_range"])).compute(gen.extras["log_probs"])
+        lp = gen.extras["log_probs"]
+        volumes = lp.ndim == 4  # convergence by plane: every plane flattened into one row
+        rc = RowConvergence(int(gen.metadata["context_range"])).compute(plane_log_probs(lp) if volumes else lp)
         summary = rc.summary()
+        if volumes:
+            summary.update({"unit": "plane", "skip_planes": summary["skip_rows"], "volume_shape": list(lp.shape[1:])})
         write_text_atomic(out, json.dumps(summary, indent=1, default=json_default))
         return summary
+
+
+def _side(size: int, ndim: int) -> str:
+    """``24^2`` or ``24^3``: a sample side in the progress lines."""
+    return f"{size}^{ndim}"
 
 
 def set_threads(n: int) -> None:

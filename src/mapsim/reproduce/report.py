@@ -26,12 +26,15 @@ from mapsim.lattice import load_dataset
 from mapsim.reproduce.config import TABLE1
 from mapsim.reproduce.common import json_default
 
-ALL_STATS = ("g_r", "neighbours4", "neighbours8", "clusters4", "clusters8", "density", "S_k", "energy",
-             "trend_density", "trend_contacts", "trend_energy")
-"""Every statistic a comparison can test, in table order; the family verdict covers those tested."""
-SHORT = {"g_r": "g(r)", "neighbours4": "nbrs4", "neighbours8": "nbrs8", "clusters4": "cl4", "clusters8": "cl8",
+ALL_STATS = ("g_r", "neighbours4", "neighbours8", "neighbours6", "neighbours26", "clusters4", "clusters8",
+             "clusters6", "clusters26", "density", "S_k", "energy", "trend_density", "trend_contacts", "trend_energy")
+"""Every statistic a comparison can test (2D and 3D), in table order; the family verdict covers those tested."""
+SHORT = {"g_r": "g(r)", "neighbours4": "nbrs4", "neighbours8": "nbrs8", "neighbours6": "nbrs6",
+         "neighbours26": "nbrs26", "clusters4": "cl4", "clusters8": "cl8", "clusters6": "cl6", "clusters26": "cl26",
          "density": "density", "S_k": "S(k)", "energy": "energy", "trend_density": "drift ρ",
          "trend_contacts": "drift contacts", "trend_energy": "drift E"}
+NEIGHBOURS = {2: (4, 8), 3: (6, 26)}
+"""The two neighbourhoods of the neighbour histograms: square lattice, simple cubic lattice."""
 LABELS = {"mc": "Monte Carlo (held-out)", "expansion": "cluster expansion", "pixelcnn": "Gated PixelCNN",
           "density": "density only (ideal gas)"}
 COLOURS = {"mc": "#1f1f1f", "expansion": "#1f77b4", "pixelcnn": "#d62728", "density": "#2ca02c"}
@@ -42,6 +45,16 @@ def _min_p(summary: dict[str, Any]) -> float:
     vals = [0.0 if summary.get(f"{s}_p_adjusted") is None else summary[f"{s}_p_adjusted"]
             for s in summary.get("statistics", [])]
     return min(vals) if vals else math.nan
+
+
+def _ndim(res: dict[str, Any]) -> int:
+    """2 for a system of squares, 3 for one of cubes (configurations of earlier versions: 2)."""
+    return int(res["config"].get("ndim", 2))
+
+
+def _side(size: int, ndim: int) -> str:
+    """A sample side as the text shows it: 24² or 24³."""
+    return f"{size}{'³' if ndim == 3 else '²'}"
 
 
 def _fmt(v: Any, nd: int = 2) -> str:
@@ -79,10 +92,39 @@ def _fig_examples(out: Path, systems: list[str]) -> Figure:
                 continue
             ds = load_dataset(path)
             g = ds.grids[0]
-            draw_grid(ax, g, ds.classes, f"{titles[col]} {g.shape[0]}x{g.shape[1]}" if i == 0 or j < 2 else None)
+            what = "x".join(map(str, g.shape))
+            if g.ndim == 3:  # a volume: its middle plane (the slice figure of the system has more)
+                what += f", plane {g.shape[0] // 2}"
+                g = g[g.shape[0] // 2]
+            draw_grid(ax, g, ds.classes, f"{titles[col]} {what}" if i == 0 or j < 2 or ds.ndim == 3 else None)
             if j == 0:
                 ax.set_ylabel(name, fontsize=9)
     fig.suptitle("Examples (Figs. 9-11 a,b): particles black; the first sample of each set", fontsize=10)
+    return fig
+
+
+def _fig_slices(out: Path, name: str) -> Figure:
+    """Volumes: the middle plane z = D/2 and the section y = H/2 (z downward, the generation order) of the
+    first sample of the Monte Carlo training and held-out data and of each model's samples."""
+    from mapsim.analysis.plots import draw_grid
+
+    d = out / "systems" / name
+    sets = [("MC training", d / "train.npz"), ("MC held-out", d / "heldout_gen.npz"),
+            ("PixelCNN", d / "gen_pixelcnn.npz"), ("density only", d / "gen_density.npz")]
+    sets = [(t, p) for t, p in sets if p.exists()]
+    fig = Figure(figsize=(2.6 * len(sets), 5.6), dpi=100, layout="constrained")
+    axes = np.atleast_2d(fig.subplots(2, len(sets)).reshape(2, -1))
+    for j, (title, path) in enumerate(sets):
+        ds = load_dataset(path)
+        g = ds.grids[0]
+        D, H, W = g.shape
+        lc = int(ds.metadata.get("context_range") or 0)
+        draw_grid(axes[0, j], g[D // 2], ds.classes, f"{title} {D}x{H}x{W}\nplane z = {D // 2}")
+        draw_grid(axes[1, j], g[:, H // 2, :], ds.classes, f"section y = {H // 2} (z down)")
+        if lc and "generator" in ds.metadata:  # the start-up planes the verdict drops
+            axes[1, j].axhline(2 * lc - 0.5, color="#d62728", lw=1)
+    fig.suptitle(f"{name}: slices of the first volume of each set (red: the 2 L_c start-up planes dropped by the "
+                 "verdict)", fontsize=10)
     return fig
 
 
@@ -110,8 +152,9 @@ def _fig_gr(out: Path, name: str, labels: list[str], results: dict[str, Any]) ->
     return fig
 
 
-def _fig_neighbours(out: Path, name: str, labels: list[str], results: dict[str, Any]) -> Figure:
+def _fig_neighbours(out: Path, name: str, labels: list[str], results: dict[str, Any], ndim: int = 2) -> Figure:
     d = out / "systems" / name
+    small, big = NEIGHBOURS[ndim]
     fig = Figure(figsize=(9, 3.6), dpi=100, layout="constrained")
     axes = fig.subplots(1, 2)
     series = []
@@ -121,17 +164,19 @@ def _fig_neighbours(out: Path, name: str, labels: list[str], results: dict[str, 
         if not c:
             continue
         if not series:
-            series.append(("mc", c["heldout_gen/reference/neighbours4"], c["heldout_gen/reference/neighbours8"]))
-        series.append((label, c["heldout_gen/generated/neighbours4"], c["heldout_gen/generated/neighbours8"]))
-        labels_p[label] = (results[label].get("neighbours4_p_adjusted"), results[label].get("neighbours8_p_adjusted"))
+            series.append(("mc", c[f"heldout_gen/reference/neighbours{small}"],
+                           c[f"heldout_gen/reference/neighbours{big}"]))
+        series.append((label, c[f"heldout_gen/generated/neighbours{small}"], c[f"heldout_gen/generated/neighbours{big}"]))
+        labels_p[label] = (results[label].get(f"neighbours{small}_p_adjusted"),
+                           results[label].get(f"neighbours{big}_p_adjusted"))
     width = 0.8 / max(1, len(series))
-    for ax, which, n in ((axes[0], 1, 5), (axes[1], 2, 9)):
+    for ax, which, n in ((axes[0], 1, small + 1), (axes[1], 2, big + 1)):
         for i, s in enumerate(series):
             h = np.asarray(s[which], float)[:n]
             p = labels_p.get(s[0], (None, None))[which - 1]
             ax.bar(np.arange(h.size) + (i - (len(series) - 1) / 2) * width, h, width, color=COLOURS[s[0]],
                    label=LABELS[s[0]] + ("" if s[0] == "mc" else f" (p_adj {_fmt(p, 3)})"))
-        ax.set_xlabel(f"particles among the {4 if which == 1 else 8} neighbours of a particle")
+        ax.set_xlabel(f"particles among the {small if which == 1 else big} neighbours of a particle")
         ax.set_ylabel("fraction of particles")
         ax.set_yscale("log")
     for ax in axes:
@@ -141,17 +186,22 @@ def _fig_neighbours(out: Path, name: str, labels: list[str], results: dict[str, 
 
 
 def _fig_convergence(out: Path, name: str) -> Figure | None:
-    from mapsim.analysis.convergence import RowConvergence
+    from mapsim.analysis.convergence import RowConvergence, plane_log_probs
 
     gen = out / "systems" / name / "gen_pixelcnn.npz"
     if not gen.exists():
         return None
     ds = load_dataset(gen)
-    rc = RowConvergence(int(ds.metadata["context_range"])).compute(ds.extras["log_probs"])
+    lp = ds.extras["log_probs"]
+    volumes = lp.ndim == 4
+    rc = RowConvergence(int(ds.metadata["context_range"])).compute(plane_log_probs(lp) if volumes else lp)
     fig = Figure(figsize=(6, 4), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    rc.plot(ax=ax, title=f"{name}: row-wise log-probability, PixelCNN L_c={rc.context_range}, "
-                         f"{ds.n_samples} samples (Fig. 11 d)")
+    rc.plot(ax=ax, title=f"{name}: {'plane' if volumes else 'row'}-wise log-probability, PixelCNN "
+                         f"L_c={rc.context_range}, {ds.n_samples} samples (Fig. 11 d)")
+    if volumes:
+        ax.set_xlabel("plane (from the first; a row of this analysis is a whole plane)")
+        ax.set_ylabel("mean log-probability per voxel (nats)")
     return fig
 
 
@@ -178,21 +228,24 @@ def _families(results: dict[str, Any]) -> list[dict[str, Any]]:
     fams = []
     for name, res in results.items():
         fluid = name in TABLE1
+        ndim = _ndim(res)
         gen_side = res["config"]["train_size"] * res["config"]["gen_scale"]
+        # the training-size family holds the drift trend tests (2D): a drifting model is a miss; the 3D
+        # verdict has no drift tests, so there it is the verdict on windows of the training size
+        train_ref = "training size, with drift" if ndim == 2 else "training size"
         for label in ("expansion", "pixelcnn", "density"):
             m = res["models"].get(label)
             if m is None or (label == "expansion" and not fluid):
                 continue
-            fams.append({"system": name, "model": label, "size": gen_side, "reference": "generated size",
+            fams.append({"system": name, "model": label, "size": gen_side, "ndim": ndim, "reference": "generated size",
                          "summary": m["compare"]["heldout_gen"]})
             if label == "pixelcnn":
-                # the training-size family holds the drift trend tests: a drifting model is a miss
-                fams.append({"system": name, "model": label, "size": gen_side,
-                             "reference": "training size, with drift", "summary": m["compare"]["heldout_train"]})
+                fams.append({"system": name, "model": label, "size": gen_side, "ndim": ndim, "reference": train_ref,
+                             "summary": m["compare"]["heldout_train"]})
         for k, sc in (res.get("scales") or {}).items():
-            for ref_name, ref_text in (("heldout_gen", "generated size"), ("heldout_train", "training size, with drift")):
-                fams.append({"system": name, "model": "pixelcnn", "size": sc["size"], "reference": ref_text,
-                             "summary": sc["compare"][ref_name]})
+            for ref_name, ref_text in (("heldout_gen", "generated size"), ("heldout_train", train_ref)):
+                fams.append({"system": name, "model": "pixelcnn", "size": sc["size"], "ndim": ndim,
+                             "reference": ref_text, "summary": sc["compare"][ref_name]})
     return fams
 
 
@@ -227,7 +280,9 @@ def write_report(out: str | Path, results: dict[str, Any], *, seed: int, quick: 
         labels = [m for m in ("expansion", "pixelcnn", "density") if m in res["models"]]
         verdicts = {m: res["models"][m]["compare"]["heldout_gen"] for m in labels}
         save_figure_atomic(_fig_gr(out, name, labels, verdicts), figs / f"g_r_{name}.png")
-        save_figure_atomic(_fig_neighbours(out, name, labels, verdicts), figs / f"neighbours_{name}.png")
+        save_figure_atomic(_fig_neighbours(out, name, labels, verdicts, _ndim(res)), figs / f"neighbours_{name}.png")
+        if _ndim(res) == 3:
+            save_figure_atomic(_fig_slices(out, name), figs / f"slices_{name}.png")
         fc = _fig_convergence(out, name)
         if fc is not None:
             save_figure_atomic(fc, figs / f"convergence_{name}.png")
@@ -273,7 +328,7 @@ def write_report(out: str | Path, results: dict[str, Any], *, seed: int, quick: 
             summ = res["models"][label]["compare"]["heldout_gen"]
             row = next(r for r in table if r["system"] == name and r["model"] == label)
             rejected = sorted({f"{s}" + ("" if f["reference"] == "generated size" and f["size"] == mine[0]["size"]
-                                          else f" ({f['size']}², {f['reference']})")
+                                          else f" ({_side(f['size'], f['ndim'])}, {f['reference']})")
                                for f in mine if f["holm_reject"] for s in f["summary"]["rejected"]})
             worst = min(f["holm_p"] for f in mine)
             if label == "density":
@@ -289,8 +344,10 @@ def write_report(out: str | Path, results: dict[str, Any], *, seed: int, quick: 
                     continue
                 ok = not any(f["holm_reject"] for f in mine)
                 sizes = sorted({f["size"] for f in mine})
-                what = ("at " + " and ".join(f"{z}²" for z in sizes) + ", against held-out Monte Carlo of that size"
-                        + (" and of the training size with the drift tests" if label == "pixelcnn" else ""))
+                ndim = _ndim(res)
+                what = ("at " + " and ".join(_side(z, ndim) for z in sizes) + ", against held-out Monte Carlo of "
+                        "that size" + ("" if label != "pixelcnn" else " and of the training size with the drift tests"
+                                       if ndim == 2 else " and of the training size"))
                 targets.append({"system": name, "model": label,
                                 "target": f"within noise {what}: no family rejected (Holm across the report's "
                                           f"families at alpha {alpha:g})",
@@ -318,7 +375,8 @@ def _miss_reason(out: Path, name: str, label: str, res: dict[str, Any], summ: di
         for f in failed:
             listed = ", ".join(f"{st} (p_adj {_fmt(f['summary'].get(f'{st}_p_adjusted'), 3)})"
                                for st in f["summary"]["rejected"])
-            parts.append(f"at {f['size']}² against held-out Monte Carlo of the {f['reference']}: {listed}")
+            parts.append(f"at {_side(f['size'], f['ndim'])} against held-out Monte Carlo of the {f['reference']}: "
+                         f"{listed}")
         drift = any(st.startswith("trend_") for f in failed for st in f["summary"]["rejected"])
         return ("rejected " + "; ".join(parts) + (
             "; the statistics drift with the distance from the top boundary (drift figure): the chain's "
@@ -397,23 +455,29 @@ def _markdown(out: Path, quick: bool, seed: int, threads: int, timings: dict[str
           "| system | model | size | reference | family p (smallest adjusted) | Holm p | rejected |",
           "|---|---|---|---|---|---|---|"]
     for f in families:
-        L.append(f"| {f['system']} | {LABELS[f['model']]} | {f['size']}² | {f['reference']} | {_fmt(f['family_p'], 3)} "
+        L.append(f"| {f['system']} | {LABELS[f['model']]} | {_side(f['size'], f['ndim'])} | {f['reference']} | "
+                 f"{_fmt(f['family_p'], 3)} "
                  f"| {_fmt(f['holm_p'], 3)} | {'**' + ', '.join(f['rejected']) + '**' if f['holm_reject'] else 'none'} |")
     L += ["", "## Held-out NLL per pixel", "",
           "Teacher-forced negative log-likelihood (nats per pixel, ± one standard error over samples) on held-out "
           "Monte Carlo samples of the training size (whole samples, as in training) and on the interior windows of "
-          "held-out samples of the generated size (rows from 2 L_c, L_c columns in from each side: the bulk).", "",
+          "held-out samples of the generated size (rows from 2 L_c, L_c columns in from each side: the bulk; "
+          "volumes: voxels from plane 2 L_c, L_c rows and L_c columns in from each side).", "",
           "| system | model | training size | generated size, interior |", "|---|---|---|---|"]
     for name, res in results.items():
         rows = [(LABELS[m], res["models"][m].get("nll")) for m in ("expansion", "pixelcnn", "density")
                 if m in res["models"]]
-        rows += [(f"{LABELS['pixelcnn']} ({sc['size']}²)", sc.get("nll")) for sc in (res.get("scales") or {}).values()]
+        ndim = _ndim(res)
+        rows += [(f"{LABELS['pixelcnn']} ({_side(sc['size'], ndim)})", sc.get("nll"))
+                 for sc in (res.get("scales") or {}).values()]
         for label, nll in rows:
             if not nll:
                 continue
             a, b = nll["training_size"], nll["generated_size_interior"]
-            L.append(f"| {name} | {label} | {a['nll_nats']:.5f} ± {a['nll_nats_se']:.5f} ({a['shape'][0]}²) | "
-                     f"{b['nll_nats']:.5f} ± {b['nll_nats_se']:.5f} ({b['shape'][0]}², from row {b['skip_rows']}) |")
+            start = (f"from plane {b['skip_planes']}, {b['skip_rows']} rows and columns in" if ndim == 3 else
+                     f"from row {b['skip_rows']}")
+            L.append(f"| {name} | {label} | {a['nll_nats']:.5f} ± {a['nll_nats_se']:.5f} ({_side(a['shape'][0], ndim)}) | "
+                     f"{b['nll_nats']:.5f} ± {b['nll_nats_se']:.5f} ({_side(b['shape'][0], ndim)}, {start}) |")
     L += ["", "## Table 1: systems and cluster-expansion sizes", "",
           "| system | T | e_nn | density | L_c | max order | # coefficients (ours) | fitted val NLL (nats/px) |",
           "|---|---|---|---|---|---|---|---|"]
@@ -428,7 +492,8 @@ def _markdown(out: Path, quick: bool, seed: int, threads: int, timings: dict[str
             L.append(f"| {name} | {p.T:g} | {p.e_nn:g} | {p.density:g} | {s['expansion_range']} | "
                      f"{s['expansion_order']} | {n} | {_fmt(fit.get('val_nll'), 4)} |")
         else:
-            L.append(f"| {name} | {p.T:g} | {p.e_nn:g} | {p.density:g} | — | — | — (PixelCNN only) | — |")
+            what = "— (PixelCNN only" + ("; cubic lattice, 6 neighbours)" if _ndim(res) == 3 else ")")
+            L.append(f"| {name} | {p.T:g} | {p.e_nn:g} | {p.density:g} | — | — | {what} | — |")
     shown = [st for st in ALL_STATS if any(f"{st}_p_adjusted" in r for r in table)]
     L += ["", "## Fidelity against held-out Monte Carlo samples of the generated size", "",
           "Adjusted p-values of every tested statistic (bold: rejected at the family's alpha; n/a: not tested, "
@@ -447,12 +512,16 @@ def _markdown(out: Path, quick: bool, seed: int, threads: int, timings: dict[str
     L += ["", "## Figures", "", "![examples](figures/examples.png)", ""]
     for name, res in results.items():
         s = res["config"]
+        ndim = _ndim(res)
         tr = res.get("pixelcnn_training") or {}
         conv = res.get("convergence") or {}
         L += [f"### {name}", "",
-              f"Monte Carlo preset `{s['preset']}` (overrides {s['overrides'] or 'none'}); training data "
-              f"{s['train_samples']} samples of {s['train_size']}²; generated {s['gen_samples']} samples of "
-              f"{s['train_size'] * s['gen_scale']}² (area ×{s['gen_scale'] ** 2}) with the fast exact sampler; "
+              f"Monte Carlo preset `{s['preset']}` (overrides {s['overrides'] or 'none'}"
+              + ("; simple cubic lattice" if ndim == 3 else "") + "); training data "
+              f"{s['train_samples']} samples of {_side(s['train_size'], ndim)}; generated {s['gen_samples']} samples "
+              f"of {_side(s['train_size'] * s['gen_scale'], ndim)} ({'volume' if ndim == 3 else 'area'} "
+              f"×{s['gen_scale'] ** ndim}) with the fast exact sampler"
+              + (" (the cached 3D kernel)" if ndim == 3 else "") + "; "
               f"held-out Monte Carlo: {s['heldout_samples']} samples of the generated size and "
               f"{s['heldout_train_samples']} of the training size"
               + (f", each the top-left window of its own periodic box {s['heldout_box']}× that side (the preset "
@@ -462,10 +531,14 @@ def _markdown(out: Path, quick: bool, seed: int, threads: int, timings: dict[str
               f"{_fmt(tr.get('best_val_nll'), 4)} nats/pixel vs density-only {_fmt(tr.get('density_only_nll'), 4)}.",
               ""]
         if conv:
-            L.append(f"Row convergence of the PixelCNN samples: plateau at row {conv.get('plateau_row')} "
-                     f"(L_c = {conv.get('context_range')}; compare skips {2 * conv.get('context_range', 0)} rows). "
-                     f"Rule: {conv.get('rule')}.")
+            unit = "plane" if ndim == 3 else "row"
+            L.append(f"{unit.capitalize()} convergence of the PixelCNN samples: plateau at {unit} "
+                     f"{conv.get('plateau_row')} (L_c = {conv.get('context_range')}; compare skips "
+                     f"{2 * conv.get('context_range', 0)} {unit}s). Rule: {conv.get('rule')}"
+                     + (" (a row of this rule is a whole plane)." if ndim == 3 else "."))
             L.append("")
+        if ndim == 3:
+            L += [f"![slices {name}](figures/slices_{name}.png)", ""]
         L += [f"![g(r) {name}](figures/g_r_{name}.png)", "", f"![neighbours {name}](figures/neighbours_{name}.png)", ""]
         if (out / "figures" / f"convergence_{name}.png").exists():
             L += [f"![convergence {name}](figures/convergence_{name}.png)", ""]
