@@ -40,7 +40,38 @@ def test_ideal_gas_samples_at_its_density():
     assert abs(g.mean() - rho) <= 4 * math.sqrt(rho * (1 - rho) / n)
 
 
-@pytest.mark.parametrize("bad", [dict(densities=(0.0,)), dict(densities=(1.0,)), dict(densities=(0.6, 0.5), classes=("e", "a", "b")),
+def test_ideal_gas_of_volumes(tmp_path):
+    """ndim = 3: logits (B, N_c, D, H, W) at the densities, volumes at the density, exact NLL, file round trip."""
+    from mapsim.models.score import score_volumes
+    from mapsim.sampling.volume import generate_volume
+
+    rho = 0.1
+    m = IdealGas(IdealGasConfig(densities=(rho,), ndim=3))
+    assert m.ndim == 3 and IdealGas(IdealGasConfig(densities=(rho,))).ndim == 2
+    p = torch.softmax(m.logits(torch.zeros(2, 3, 4, 5, dtype=torch.long)), dim=1)
+    assert p.shape == (2, 2, 3, 4, 5)
+    np.testing.assert_allclose(p[1, :, 2, 3, 4].numpy(), [1 - rho, rho], rtol=1e-12)
+    ds = generate_volume(m, 4, 8, 8, 8, seed=3)
+    g = ds.grids
+    assert g.shape == (4, 8, 8, 8) and abs(g.mean() - rho) <= 4 * math.sqrt(rho * (1 - rho) / g.size)
+    # the NLL of the bulk voxels: -(n1 ln rho + n0 ln(1 - rho)) / voxels per sample, averaged over samples
+    sc = score_volumes(m, g, skip_planes=2, skip_rows=1, skip_cols=3)
+    inner = g[:, 2:, 1:7, 3:5]
+    n1 = inner.reshape(4, -1).sum(axis=1)
+    want = -(n1 * math.log(rho) + (inner[0].size - n1) * math.log(1 - rho)) / inner[0].size
+    assert sc.pixels_per_sample == inner[0].size and sc.skip_planes == 2
+    assert sc.nll_nats == pytest.approx(want.mean(), rel=1e-12)
+    assert sc.nll_nats_se == pytest.approx(want.std(ddof=1) / 2, rel=1e-9)
+    save_model(tmp_path / "m.pt", m)
+    assert load_model(tmp_path / "m.pt").ndim == 3
+    with pytest.raises(MapsimError, match="leaves no voxel"):
+        score_volumes(m, g, skip_rows=4)
+    with pytest.raises(MapsimError, match="2D model"):
+        score_volumes(IdealGas(IdealGasConfig(densities=(rho,))), g)
+
+
+@pytest.mark.parametrize("bad", [dict(densities=(0.1,), ndim=4), dict(densities=(0.1,), ndim=True),
+                                 dict(densities=(0.0,)), dict(densities=(1.0,)), dict(densities=(0.6, 0.5), classes=("e", "a", "b")),
                                  dict(densities=(0.1,), classes=("e", "a", "b")), dict(densities=(float("nan"),))])
 def test_ideal_gas_rejects_bad_config(bad):
     with pytest.raises(MapsimError):

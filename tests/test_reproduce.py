@@ -53,6 +53,12 @@ def test_config_round_trip():
         assert again == cfg
     assert set(default_config(True).systems) == {"fluid-cold-repulsive", "fluid-hot-repulsive",
                                                  "fluid-hot-attractive", "drying", "drying-sparse"}
+    # the 3D fluid is a full-mode system (its cost does not fit the quick budget; README)
+    full = default_config(False).systems
+    assert set(full) == set(default_config(True).systems) | {"fluid-hot-repulsive-3d"}
+    assert full["fluid-hot-repulsive-3d"].ndim == 3 and full["fluid-hot-repulsive-3d"].preset == "fluid-hot-repulsive"
+    assert all(s.ndim == 2 for n, s in full.items() if n != "fluid-hot-repulsive-3d")
+    assert from_toml(TINY).systems["drying"].ndim == 2  # configurations without ndim are squares
     # every built-in budget is in epochs: no wall-clock key is left in the saved configuration
     for quick in (True, False):
         assert "minutes" not in to_toml(default_config(quick))
@@ -70,6 +76,12 @@ def test_config_of_the_earlier_version_loads_with_a_note():
 
 
 @pytest.mark.parametrize("text, fragment", [
+    ("[systems.a]\npreset = 'fluid-hot-repulsive'\nndim = 4\n", "ndim must be 2"),
+    ("[systems.a]\npreset = 'fluid-hot-repulsive'\nndim = true\n", "ndim must be 2"),
+    ("[systems.a]\npreset = 'drying'\nndim = 3\n", "solvent"),
+    ("[systems.a]\npreset = 'fluid-hot-repulsive'\nndim = 3\nexpansion_range = 2\nexpansion_order = 3\n",
+     "expansion_range must be 0"),
+    ("[systems.a]\npreset = 'fluid-hot-repulsive'\nndim = 3\ncrop = 4\n", "crop must be 0"),
     ("seed = 0\nbogus = 1\n[systems.a]\npreset = 'drying'\n", "unknown key 'bogus'"),
     ("[systems.a]\npreset = 'nope'\n", "unknown preset"),
     ("[systems.a]\npreset = 'drying'\ntrain_size = -3\n", "train_size"),
@@ -275,3 +287,69 @@ def test_drying_sparse_is_drying_at_1_5_percent():
     dense, sparse = dataclasses.asdict(preset_params("drying")), dataclasses.asdict(preset_params("drying-sparse"))
     assert {k for k in dense if dense[k] != sparse[k]} == {"density"} and sparse["density"] == 0.015
     assert "drying-sparse" in PROTOCOL_PRESETS
+
+
+TINY_3D = """
+seed = 2
+threads = 1
+permutations = 200
+[systems.cubes]
+preset = "fluid-hot-repulsive"
+ndim = 3
+train_samples = 6
+train_size = 6
+gen_samples = 3
+heldout_samples = 3
+heldout_train_samples = 4
+layers = 1
+filters = 4
+out_width = 4
+epochs = 1
+batch = 4
+"""
+
+
+def test_tiny_3d_system_runs_reports_and_repeats_byte_for_byte(tmp_path):
+    """A system of cubes: MC cubes, 3D PixelCNN, volumes of 2x the side, the 3D verdict, plane convergence."""
+    cfg = from_toml(TINY_3D)
+    assert from_toml(to_toml(cfg)) == cfg and cfg.systems["cubes"].ndim == 3
+    runs = []
+    for name in ("a", "b"):
+        Run(from_toml(TINY_3D), tmp_path / name, log=lambda _: None).run()
+        runs.append(tmp_path / name)
+    a, b = runs
+    for f in ("figures/slices_cubes.png", "figures/convergence_cubes.png", "figures/neighbours_cubes.png"):
+        assert (a / f).exists(), f
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    timed = {"timings.json", "report.md", "state.json", "metrics.jsonl"}
+    checked = [f for f in files if f.name not in timed and f.suffix != ".png"]
+    assert {"report.json", "best.pt", "gen_pixelcnn.npz", "gen_density.npz", "train.npz"} <= {f.name for f in checked}
+    assert not [str(f) for f in checked if _contents(a / f) != _contents(b / f)]
+
+    from mapsim.lattice import load_dataset
+
+    d = a / "systems/cubes"
+    assert load_dataset(d / "train.npz").grids.shape == (6, 6, 6, 6)
+    assert load_dataset(d / "heldout_gen.npz").grids.shape == (3, 12, 12, 12)
+    for label in ("pixelcnn", "density"):
+        gen = load_dataset(d / f"gen_{label}.npz")
+        assert gen.grids.shape == (3, 12, 12, 12) and gen.extras["log_probs"].shape == (3, 12, 12, 12)
+    rep = json.loads((a / "report.json").read_text())
+    assert {(r["system"], r["model"]) for r in rep["table"]} == {("cubes", "pixelcnn"), ("cubes", "density")}
+    assert {(f["model"], f["size"], f["ndim"], f["reference"]) for f in rep["families"]} == {
+        ("pixelcnn", 12, 3, "generated size"), ("pixelcnn", 12, 3, "training size"), ("density", 12, 3, "generated size")}
+    assert len(rep["targets"]) == 2
+    cmp = json.loads((d / "compare_pixelcnn.json").read_text())
+    lc = rep["systems"]["cubes"]["models"]["pixelcnn"]["generate"]["context_range"]
+    assert cmp["heldout_gen"]["ndim"] == 3 and cmp["heldout_gen"]["reference_shape"] == [12, 12, 12]
+    assert cmp["heldout_gen"]["skip_planes"] == 2 * lc and cmp["heldout_train"]["reference_shape"] == [6, 6, 6]
+    assert {"neighbours6", "neighbours26", "clusters6", "clusters26"} <= set(cmp["heldout_gen"]["statistics"])
+    assert cmp["heldout_train"]["drift"] is None
+    nll = rep["systems"]["cubes"]["models"]["pixelcnn"]["nll"]
+    assert nll["training_size"]["shape"] == [6, 6, 6] and nll["generated_size_interior"]["shape"] == [12, 12, 12]
+    assert nll["generated_size_interior"]["skip_planes"] == 2 * lc and nll["generated_size_interior"]["skip_rows"] == lc
+    conv = rep["systems"]["cubes"]["convergence"]
+    assert conv["unit"] == "plane" and conv["volume_shape"] == [12, 12, 12] and len(conv["row_logp_mean"]) == 12
+    md = (a / "report.md").read_text()
+    assert "| cubes | Gated PixelCNN | 12³ | generated size |" in md and "| nbrs6 | nbrs26 |" in md
+    assert "![slices cubes](figures/slices_cubes.png)" in md and "Plane convergence" in md
