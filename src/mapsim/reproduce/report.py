@@ -448,8 +448,8 @@ def _markdown(out: Path, quick: bool, seed: int, threads: int, timings: dict[str
               "(not rejected) has a family-wise false-alarm rate of at most alpha; `mapsim bench calibrate` "
               "measures it and the power.",
           "", f"The report holds {len(families)} families (each model against held-out Monte Carlo of the generated "
-              "size; each PixelCNN also against the training size, where the drift tests are; larger scales in full "
-              "mode). Their error is controlled together: **Holm across the families' smallest adjusted p-values** "
+              "size; each PixelCNN also against the training size, where the drift tests of 2D samples are; larger "
+              "scales in full mode). Their error is controlled together: **Holm across the families' smallest adjusted p-values** "
               f"at alpha {alpha:g}, so the chance that any family of this report is rejected by noise alone is at "
               "most alpha. A target is judged on the Holm-adjusted values.", "",
           "| system | model | size | reference | family p (smallest adjusted) | Holm p | rejected |",
