@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reproduce", help="reproduce the MAP paper's systems end to end and write a report",
         description="Run the whole protocol on the paper's four systems (three dilute fluids and the drying "
-                    "aggregate) and its named failure case (drying at 1.5% density): Monte Carlo training data, "
+                    "aggregate) and its named failure case (drying at 1.5% density), plus in full mode a 3D fluid (cubes "
+                    "on the simple cubic lattice, generated at 2x the side): Monte Carlo training data, "
                     "the cluster expansion with Table 1 settings, a Gated PixelCNN, generation at 4x the training "
                     "area (full mode also 16x), comparison with held-out Monte Carlo samples of the generated size "
                     "(a family of permutation tests on every statistic, drift from the top boundary, Holm across "
