@@ -271,6 +271,23 @@ def test_heldout_box_keeps_the_top_left_window_of_a_larger_periodic_box(tmp_path
     assert win.metadata["window_of_box"]["box"] == [24, 24] and win.metadata["height"] == 8
 
 
+def test_heldout_box_of_cubes_keeps_the_corner_cube(tmp_path):
+    """ndim = 3: the reference is the corner cube of a periodic cube box k x the side, recorded as open."""
+    import numpy as np
+
+    from mapsim.lattice import load_dataset, periodic_axes
+    from mapsim.montecarlo import preset_params, simulate
+
+    s = from_toml(TINY_3D).systems["cubes"]
+    run = Run(from_toml(TINY_3D), tmp_path / "run", log=lambda _: None)
+    assert run._simulate(s, 2, 4, 5, tmp_path / "w.npz", box=2)["box"] == 8
+    win = load_dataset(tmp_path / "w.npz")
+    box = simulate(preset_params(s.preset, s.overrides), 2, 8, 8, seed=5, depth=8)
+    assert win.grids.shape == (2, 4, 4, 4) and np.array_equal(win.grids, box.grids[:, :4, :4, :4])
+    assert periodic_axes(win.metadata, ndim=3) == (False, False, False)
+    assert win.metadata["window_of_box"]["box"] == [8, 8, 8] and win.metadata["depth"] == 4
+
+
 @pytest.mark.parametrize("bad", ["heldout_box = 0", "heldout_box = 1.5"])
 def test_bad_heldout_box_is_named(bad):
     with pytest.raises(MapsimError, match="heldout_box"):
