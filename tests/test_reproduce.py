@@ -78,6 +78,7 @@ def test_config_of_the_earlier_version_loads_with_a_note():
 @pytest.mark.parametrize("text, fragment", [
     ("[systems.a]\npreset = 'fluid-hot-repulsive'\nndim = 4\n", "ndim must be 2"),
     ("[systems.a]\npreset = 'fluid-hot-repulsive'\nndim = true\n", "ndim must be 2"),
+    ("[systems.a]\npreset = 'fluid-hot-repulsive'\nndim = 3.0\n", "ndim must be 2"),
     ("[systems.a]\npreset = 'drying'\nndim = 3\n", "solvent"),
     ("[systems.a]\npreset = 'fluid-hot-repulsive'\nndim = 3\nexpansion_range = 2\nexpansion_order = 3\n",
      "expansion_range must be 0"),

@@ -63,7 +63,7 @@ class IdealGasConfig:
             self.densities = (self.densities,)
         self.densities = tuple(float(d) for d in self.densities)
         self.classes = _check_classes(self.classes, len(self.densities) + 1, "ideal gas classes")
-        if isinstance(self.ndim, bool) or self.ndim not in (2, 3):
+        if isinstance(self.ndim, bool) or not isinstance(self.ndim, int) or self.ndim not in (2, 3):
             raise MapsimError(f"ideal gas ndim must be 2 (samples) or 3 (volumes), found {self.ndim!r}")
         for d in self.densities:
             if not (math.isfinite(d) and 0.0 < d < 1.0):

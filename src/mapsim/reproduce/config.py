@@ -341,7 +341,7 @@ def check_system(s: SystemConfig, where: str) -> None:
                                                     or k == s.gen_scale for k in s.extra_scales):
         raise MapsimError(f"{where}.extra_scales must be a list of integers >= 2 other than gen_scale, "
                           f"found {s.extra_scales!r}")
-    if isinstance(s.ndim, bool) or s.ndim not in (2, 3):
+    if isinstance(s.ndim, bool) or not isinstance(s.ndim, int) or s.ndim not in (2, 3):
         raise MapsimError(f"{where}.ndim must be 2 (squares) or 3 (cubes), found {s.ndim!r}")
     if s.ndim == 3:
         from mapsim.montecarlo import preset_params
