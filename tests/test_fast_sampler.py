@@ -114,21 +114,64 @@ def test_cached_pixelcnn_float32_fast_gates_follow_the_draw_rule(case, bi):
         _assert_draws_follow_the_rule(model, res, u, beta)
 
 
-@pytest.mark.parametrize("steps_per_call", [5, 7, 64])
-def test_cached_sampler_crosses_the_chunk_boundary_exactly(monkeypatch, steps_per_call):
+@pytest.mark.parametrize("steps_per_call, substeps", [(5, 1), (7, 1), (64, 1), (7, 3), (64, 16), (5, 16)])
+def test_cached_sampler_crosses_the_chunk_boundary_exactly(monkeypatch, steps_per_call, substeps):
+    """Any number of steps per compiled call and of sub-steps per macro-step (S = 1: one step at a time),
+    one or two threads: the reference sampler's grids."""
     import mapsim.sampling.pixelcnn_fast as pf
 
     monkeypatch.setattr(pf, "STEPS_PER_CALL", steps_per_call)
+    monkeypatch.setattr(pf, "SUBSTEPS", substeps)
     model = _pixelcnn(3, 2, 3, seed=12)
-    K, H, W = 2, 14, 40  # (L + 1)(H - 1) + W + 2L - 2p = 83 steps > 64
-    assert pf.total_steps(H, W, model.context_range, model.p) > 64
-    rows = []
+    K, H, W = 2, 14, 40  # (L + S)(H - 1) + W + 2L - 2p >= 83 steps > 64
+    assert pf.total_steps(H, W, model.context_range, model.p, substeps) > 64
     ref = sample_reference(model, K, H, W, seed=6, boundary=BOUNDARIES[1])
-    fast = pf.sample_pixelcnn_cached(model, K, H, W, seed=6, boundary=BOUNDARIES[1], threads=2,
-                                     progress=rows.append)
-    assert np.array_equal(ref.grids, fast.grids)
-    np.testing.assert_allclose(fast.log_probs, ref.log_probs, atol=1e-5, rtol=0)
-    assert rows[-1] == H and rows == sorted(rows)
+    for threads in (1, 2):
+        rows = []
+        fast = pf.sample_pixelcnn_cached(model, K, H, W, seed=6, boundary=BOUNDARIES[1], threads=threads,
+                                         progress=rows.append)
+        assert np.array_equal(ref.grids, fast.grids)
+        np.testing.assert_allclose(fast.log_probs, ref.log_probs, atol=1e-5, rtol=0)
+        assert rows[-1] == H and rows == sorted(rows)
+
+
+@pytest.mark.parametrize("S", [1, 4])
+def test_rows_finished_counts_the_rows_whose_last_pixel_is_drawn(S):
+    from mapsim.sampling.pixelcnn_fast import rows_finished, total_steps
+
+    H, W, L, p = 4, 5, 2, 1
+    last = [(L + S) * r + W + 2 * L - 2 * p - 1 for r in range(H)]  # lanes start 2L - 2p columns early
+    assert last[-1] == total_steps(H, W, L, p, S) - 1
+    for t in range(total_steps(H, W, L, p, S)):
+        assert rows_finished(t, H, W, L, p, S) == sum(s <= t for s in last)
+
+
+def test_substeps_shrink_only_where_many_samples_already_make_large_products():
+    from mapsim.sampling.pixelcnn_fast import MACRO_ROWS, SUBSTEPS, lanes_in_flight, substeps_for
+
+    L, p = 20, 1  # the benchmark model
+    assert substeps_for(1, 1024, L, p) == SUBSTEPS
+    assert substeps_for(64, 256, L, p) == 1  # 64 x 15 lanes at S = 1: large products already
+    for K, W in [(1, 1024), (8, 256), (4, 64), (64, 256), (3, 5)]:
+        S = substeps_for(K, W, L, p)
+        assert 1 <= S <= SUBSTEPS
+        assert S == 1 or K * lanes_in_flight(W, L, p, S) * S <= MACRO_ROWS
+
+
+@pytest.mark.parametrize("substeps", [1, 3, 16])
+def test_cached_sampler_macro_steps_match_reference_on_every_shape(monkeypatch, substeps):
+    """Macro-steps of S = 1, 3, 16 on the shapes of CASES (widths below L_c, single rows and columns)."""
+    import mapsim.sampling.pixelcnn_fast as pf
+
+    monkeypatch.setattr(pf, "SUBSTEPS", substeps)
+    for nc, layers, kernel, K, H, W in CASES:
+        model = _pixelcnn(nc, layers, kernel, seed=layers * 10 + kernel)
+        u = uniforms(11, K, H, W)
+        ref = sample_reference(model, K, H, W, seed=11, boundary=BOUNDARIES[1], u=u)
+        for threads in (1, 2):
+            fast = pf.sample_pixelcnn_cached(model, K, H, W, seed=11, boundary=BOUNDARIES[1], u=u, threads=threads)
+            assert np.array_equal(ref.grids, fast.grids)
+            np.testing.assert_allclose(fast.log_probs, ref.log_probs, atol=1e-5, rtol=0)
 
 
 def test_fast_float32_gate_is_accurate_over_the_whole_range():

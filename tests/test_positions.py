@@ -222,6 +222,24 @@ def test_cached_and_front_samplers_draw_positions_exactly_like_the_reference(cas
     assert atoms > 0  # the comparison covers drawn positions
 
 
+@pytest.mark.parametrize("substeps", [1, 3])
+def test_cached_sampler_draws_positions_exactly_with_any_macro_step(monkeypatch, substeps):
+    """S = 1 and 3 sub-steps per macro-step (S = 16, the default, above), with a pair term, one or two
+    threads: the reference sampler's classes, positions and log-probabilities."""
+    import mapsim.sampling.pixelcnn_fast as pf
+
+    monkeypatch.setattr(pf, "SUBSTEPS", substeps)
+    model = _model(3, 2, 3, seed=26, scale=0.5, pairs=2, pixel_size=(0.5, 0.6))
+    K, H, W = 2, 5, 7
+    ref = sample_reference(model, K, H, W, seed=3, boundary=BOUNDARIES[1])
+    assert (ref.grids > 0).any()
+    for threads in (1, 2):
+        res = pf.sample_pixelcnn_cached(model, K, H, W, seed=3, boundary=BOUNDARIES[1], threads=threads)
+        assert np.array_equal(res.grids, ref.grids)
+        assert np.array_equal(res.offsets, ref.offsets, equal_nan=True)
+        np.testing.assert_allclose(res.log_probs, ref.log_probs, atol=1e-5, rtol=0)
+
+
 def test_positions_use_their_own_stream_and_leave_class_uniforms_alone():
     model = _model(seed=4)
     K, H, W = 2, 4, 5

@@ -8,8 +8,8 @@ random weights (speed does not depend on training).  Figures:
 * ``gflops``: useful floating-point work of the model per pixel times pixels, per second
   (best of the two runs; ``gflops_1024`` and ``gflops_batch_256`` each), beside
   ``gemm_gflops``, a 2048^3 float32 matrix multiply measured in the same run, and
-  ``gemm_shapes_gflops`` (``_batch_256``): BLAS on exactly the GEMM shapes of one front
-  step of the sampler, same threads (:func:`gemm_shapes_gflops`); ``gemm_fraction`` =
+  ``gemm_shapes_gflops`` (``_batch_256``): BLAS on exactly the GEMM shapes of one
+  macro-step of the sampler, same threads (:func:`gemm_shapes_gflops`); ``gemm_fraction`` =
   gflops_1024 / gemm_gflops and ``gemm_shapes_fraction`` = gflops_1024 / gemm_shapes_gflops
   (and the same for the batch) say how close the sampler is to the machine's limit;
 * ``ratio_vs_front`` (the headline speed-up): the cached sampler against the
@@ -107,38 +107,46 @@ def _shape_gemms(mats, nt, reps, nthreads):  # pragma: no cover - compiled
 
 
 def gemm_shapes_gflops(layers: int, filters: int, kernel: int, out_width: int, n_classes: int, lanes: int,
-                       threads: int, seconds: float = 1.0) -> float:
-    """GFLOP/s of BLAS on exactly the GEMMs one front step of the cached sampler makes.
+                       threads: int, seconds: float = 1.0, substeps: int = 1) -> float:
+    """GFLOP/s of BLAS on exactly the GEMMs one macro-step of the cached sampler makes.
 
-    Per layer: the vertical stack ((p+1) k F -> 2F), vertical-to-horizontal (2F -> 2F),
-    horizontal ((p+1) F -> 2F) and residual (F -> F) products; then skips (n F -> S) and
-    the two output layers (S -> S, S -> N_c); ``lanes`` rows split over ``threads``
-    threads, each with one BLAS thread, as the sampler runs them.
+    Per layer: the vertical stack ((p+1) k F -> 2F) and vertical-to-horizontal (2F -> 2F)
+    products over ``lanes`` x ``substeps`` rows (:data:`mapsim.sampling.pixelcnn_fast.SUBSTEPS`),
+    then, per sub-step, the horizontal ((p+1) F -> 2F) and residual (F -> F) products, skips
+    (n F -> S) and the two output layers (S -> S, S -> N_c) over ``lanes`` rows; rows split over
+    ``threads`` threads, each with one BLAS thread, as the sampler runs them.  The rate is the two
+    groups' flops over their summed times.
     """
     from threadpoolctl import threadpool_limits
 
     p, F, S = kernel // 2, filters, out_width
-    shapes = []
+    vertical, rest = [], []
     for _ in range(1, layers):
-        shapes += [((p + 1) * kernel * F, 2 * F), (2 * F, 2 * F), ((p + 1) * F, 2 * F), (F, F)]
-    shapes += [(layers * F, S), (S, S), (S, n_classes)]
-    mats = tuple(np.ones(sh, np.float32) for sh in shapes)
-    nt = max(1, -(-lanes // threads))
-    flops_per_rep = 2.0 * nt * sum(a * b for a, b in shapes) * threads
+        vertical += [((p + 1) * kernel * F, 2 * F), (2 * F, 2 * F)]
+        rest += [((p + 1) * F, 2 * F), (F, F)]
+    rest += [(layers * F, S), (S, S), (S, n_classes)]
     old = numba.get_num_threads()
     numba.set_num_threads(threads)
+    flops, elapsed_total = 0.0, 0.0
     try:
         with threadpool_limits(1, user_api="blas"):
-            _shape_gemms(mats, nt, 1, threads)
-            reps, elapsed = 1, 0.0
-            while elapsed < seconds:
-                reps *= 2
-                t = time.perf_counter()
-                _shape_gemms(mats, nt, reps, threads)
-                elapsed = time.perf_counter() - t
+            for shapes, rows, times in ((vertical, lanes * substeps, 1), (rest, lanes, substeps)):
+                mats = tuple(np.ones(sh, np.float32) for sh in shapes)
+                nt = max(1, -(-rows // threads))
+                flops_per_rep = 2.0 * nt * sum(a * b for a, b in shapes) * threads
+                _shape_gemms(mats, nt, 1, threads)
+                reps, elapsed = 1, 0.0
+                while elapsed < seconds / 2:
+                    reps *= 2
+                    t = time.perf_counter()
+                    _shape_gemms(mats, nt, reps, threads)
+                    elapsed = time.perf_counter() - t
+                # per macro-step: the vertical group once, the rest once per sub-step
+                flops += flops_per_rep * times
+                elapsed_total += elapsed / reps * times
     finally:
         numba.set_num_threads(old)
-    return flops_per_rep * reps / elapsed / 1e9
+    return flops / elapsed_total / 1e9
 
 
 def _gemm_gflops(clock=time.perf_counter) -> float:
@@ -337,7 +345,7 @@ def run_volume(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> dict:
     from mapsim.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
     from mapsim.sampling.fast import sample_front
-    from mapsim.sampling.pixelcnn_fast import sample_pixelcnn_cached
+    from mapsim.sampling.pixelcnn_fast import sample_pixelcnn_cached, substeps_for
     from mapsim.sampling.reference import sample_reference
 
     if args.quick:
@@ -394,15 +402,20 @@ def run(args: argparse.Namespace) -> dict:
     gemm = _gemm_gflops()
     L, p = model.context_range, model.p
 
-    def lanes(width: int, k: int) -> int:  # lanes in flight at a step of the front
-        return k * -(-(width + 2 * L - 2 * p) // (L + 1))
+    S, S_batch = substeps_for(1, args.size, L, p), substeps_for(args.batch, args.batch_size, L, p)
+
+    def lanes(width: int, k: int, S: int) -> int:  # lanes in flight at a macro-step (row lag L + S)
+        return k * -(-(width + 2 * L - 2 * p + S - 1) // (L + S))
 
     shape_args = (cfg.layers, cfg.filters, cfg.kernel, cfg.out_width, cfg.n_classes)
-    shapes_big = gemm_shapes_gflops(*shape_args, lanes(args.size, 1), threads)
-    shapes_batch = gemm_shapes_gflops(*shape_args, lanes(args.batch_size, args.batch), threads)
+    shapes_big = gemm_shapes_gflops(*shape_args, lanes(args.size, 1, S), threads, substeps=S)
+    shapes_batch = gemm_shapes_gflops(*shape_args, lanes(args.batch_size, args.batch, S_batch), threads,
+                                      substeps=S_batch)
     return {
         "model": f"pixelcnn layers={cfg.layers} kernel={cfg.kernel} filters={cfg.filters} out_width={cfg.out_width} L_c={model.context_range}",
         "threads": threads,
+        "substeps": S,
+        "substeps_batch_256": S_batch,
         "size": args.size,
         "seconds_1024": s_big,
         "batch": f"{args.batch}x{args.batch_size}^2",

@@ -58,8 +58,8 @@ from mapsim.errors import MapsimError
 from mapsim.models.pixelcnn import gate
 from mapsim.models.pixelcnn3d import GatedPixelCNN3D
 from mapsim.sampling.draw import draw_pixel
-from mapsim.sampling.pixelcnn_fast import (_gate, gemm_bias, head_logits, head_weights, kernel_threads, lane_scratch,
-                                          project_and_gate)
+from mapsim.sampling.pixelcnn_fast import (_gate, gemm_bias, head_logits, head_weights, kernel_threads, lane_entries,
+                                          lane_scratch, project_and_gate, row_lag)
 from mapsim.sampling.reference import SampleResult
 
 
@@ -380,18 +380,9 @@ def _run_steps3d(m0, m1, K, D, canvas, U, logp_out, caches, weights, geometry, b
             y0 = max(0, -((span - 1 - tt) // lag))
             for y in range(y0, y1):
                 for kk in range(K):
-                    first[nl] = q
-                    for sub in range(S):
-                        c = tt + sub - lag * y
-                        if c >= 0 and c < span:
-                            lk[q] = kk
-                            lS[q] = sub
-                            lP[q] = L + z
-                            lY[q] = ymin + y
-                            lC[q] = c + cmin
-                            q += 1
-                    if q > first[nl]:
-                        nl += 1
+                    q0 = q
+                    q, nl = lane_entries(lk, lS, lY, lC, first, q, nl, kk, ymin + y, tt - lag * y, S, span, cmin)
+                    lP[q0:q] = L + z
         first[nl] = q
         if nl == 0:
             continue
@@ -401,13 +392,6 @@ def _run_steps3d(m0, m1, K, D, canvas, U, logp_out, caches, weights, geometry, b
             hi = first[(ch + 1) * nl // nch]
             _lanes_step3d(lk[lo:hi], lS[lo:hi], lP[lo:hi], lY[lo:hi], lC[lo:hi], canvas, U, logp_out, caches,
                           weights, geometry, beta, approx, scratches[ch])
-
-
-@njit(cache=True)
-def row_lag(context_range, substeps):
-    """Steps between a row's lanes and the row above's: L + S (S sub-steps of a macro-step are batched, so a
-    lane reads only what the row above drew S steps before)."""
-    return context_range + substeps
 
 
 @njit(cache=True)

@@ -1,31 +1,41 @@
 """Cached, front-parallel exact sampler for the Gated PixelCNN (CPU, numba).
 
 Every layer's activation at a canvas position is computed exactly once, and
-all pixels on the anti-diagonal front (:mod:`mapsim.sampling.front`) of all
-samples are drawn at the same step.
+pixels are drawn along a front (every row in flight at once, each pixel once
+its context is drawn), all samples together.
 
 Schedule.  A *lane* is one sample row (canvas row R = L + r of sample k).  At
-step t lane R sits at canvas column C = t - (L+1) r + (2p - L) and, for every
-layer m = 1..n (p = kernel // 2, L = n p):
+step t lane R sits at canvas column C = t - (L+S) r + (2p - L) (with S = 1 the
+anti-diagonal front of :mod:`mapsim.sampling.front`) and, for every layer
+m = 1..n (p = kernel // 2, L = n p):
 
 * computes the vertical stack v_m and its vertical-to-horizontal term at
   column C + (n - m) p (the vertical stack runs ahead: v_m needs v_{m-1} up to p
   columns further right, and the row above only up to column C + L, which the
-  previous lane, L + 1 columns ahead, has drawn);
+  previous lane, L + S columns ahead, has drawn);
 * computes the horizontal stack h_m at column C (it needs h_{m-1} at C-p..C);
 * when C is a sample column (L <= C < L + W), applies the output layers and
   draws the pixel with the shared uniforms.
 
+*Macro-steps.*  S consecutive steps (:data:`SUBSTEPS`) run together: the
+vertical stacks of all lanes and all S steps layer by layer (each layer one
+BLAS product over about S (L + 1) / (L + S) times as many rows as one step of
+the S = 1 front; the weights, 1.7 MB at 20 layers x 32 filters, stream through
+the cache once per S steps), then the horizontal stacks and the draws step by
+step (h_1 reads the pixel drawn the step before).  The row lag of L + S makes
+every value a lane reads from another lane come from an earlier macro-step, so
+the lanes of a macro-step (each with all its steps) are independent and are
+split across threads.
+
 Lanes start at C = 2p - L so the leftmost vertical positions (inside the side
 padding) are covered.  Rows above the sample (the boundary) are known, so their
 vertical stacks are computed once, up front, with the model's own convolutions.
-Caches are rings: p + 1 + ceil((W + 2L - 2p) / (L + 1)) rows (the lanes in
-flight) of p (L + 3) + 2 columns of vertical activations (:func:`vertical_window`;
-the p boundary rows above the sample are kept whole), L + 1 columns of
-vertical-to-horizontal terms and p + 1 columns of horizontal activations per
-lane; cache memory grows with W only through the number of lanes, not with H.
-
-Lanes of one step are independent, so they are split across threads.
+Caches are rings: p + 1 + ceil((W + 2L - 2p + S - 1) / (L + S)) rows (the lanes
+in flight) of p (L + S + 2) + S + 1 columns of vertical activations
+(:func:`vertical_window`; the p boundary rows above the sample are kept whole),
+L + S columns of vertical-to-horizontal terms and p + 1 columns of horizontal
+activations per lane; cache memory grows with W only through the number of
+lanes, not with H.
 """
 
 from __future__ import annotations
@@ -48,7 +58,6 @@ from mapsim.models.pair_term import add_pair
 from mapsim.models.pixelcnn import PAIR_KNOTS_PER_PIXEL, PAIR_SCALE, GatedPixelCNN, gate, pair_slots
 from mapsim.sampling.common import Boundary, check_beta
 from mapsim.sampling.draw import draw_pixel, draw_position, draw_position_joint
-from mapsim.sampling.front import n_steps, rows_done
 from mapsim.sampling.providers import top_offset_channels
 from mapsim.sampling.reference import SampleResult, offsets_of, prepare
 from mapsim.sampling.rng import POSITION, uniforms
@@ -421,12 +430,15 @@ def _position_heads(nocc, pscr, pos_w, idx, lk, lR, lC, L, VP, pos_out, OC, logp
 
 
 @njit(cache=True)
-def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta, approx, scratch,
-                pos_state):
-    """Advance the given lanes by one step (see the module docstring).
+def _lanes_macro(lk, lS, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta, approx, scratch,
+                 pos_state):
+    """Advance the given lanes by the S sub-steps of one macro-step (see the module docstring): the vertical
+    stacks of every entry (lane, sub-step) layer by layer, each layer one BLAS product, then the horizontal
+    stacks and the draws sub-step by sub-step (:func:`_horizontal_and_draw`).  Entry i is lane row lR[i]
+    of sample lk[i] at column lC[i] and sub-step lS[i]; every sub-step of a lane is in the same call.
 
     ``caches`` = (V, VH, HS, Vb), ``weights`` as :data:`WEIGHT_NAMES`, ``geometry`` =
-    (n, p, L, W, RB, RV, CW).  Classes are drawn by :func:`mapsim.sampling.draw.draw_pixel`.
+    (n, p, L, W, RB, RV, CW, S).  Classes are drawn by :func:`mapsim.sampling.draw.draw_pixel`.
     ``pos_state`` = (positions flag, offset canvas OC (K, H + L, W + 2L, 2) holding offset - 0.5
     of drawn atoms and 0 elsewhere, position uniforms (K, H, W, 2), positions out (K, H, W, 2),
     pair flag and the four pair weights of :func:`_pair_positions`, flat: numba's parallel loops
@@ -436,10 +448,10 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
     V, VH, HS, Vb = caches
     (T1v, b1v, T1h, Wv, bv, Wh, Wvh, bvh, Wres, bres, Wskip, bskip, W1, b1, W2, b2,
      T1vo, T1ho, Wy, by, E, Wx, bx, Ax) = weights
-    with_pos, OC, VP, pos_out, with_pairs, Wp, slots, ratio, kpp = pos_state
-    n, p, L, W, RB, RV, CW = geometry
+    with_pos, OC = pos_state[0], pos_state[1]
+    n, p, L, W, RB, RV, CW, S = geometry
     idx, Av, vpre, vh, Ah, hpre, common, pscr = scratch
-    gbuf, gx, ge, gsc, h, G, Gd, so, o, lg, lgd = common
+    gbuf, gx, ge, gsc = common[0], common[1], common[2], common[3]
     nl = lk.shape[0]
     k = 2 * p + 1
     F = Wres.shape[1]
@@ -499,11 +511,30 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
             if m < n:
                 for f in range(F):
                     V[m - 1, slot, cv % CW, kk, f] = gbuf[t, f]
+    for sub in range(S):
+        _horizontal_and_draw(sub, lk, lS, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta, approx,
+                             scratch, pos_state)
+
+
+@njit(cache=True)
+def _horizontal_and_draw(sub, lk, lS, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta, approx,
+                         scratch, pos_state):
+    """The horizontal stacks and the draws of the entries of sub-step ``sub`` (in order: h_1 reads the
+    pixel its lane drew at the sub-step before)."""
+    VH, HS = caches[1], caches[2]
+    (T1v, b1v, T1h, Wv, bv, Wh, Wvh, bvh, Wres, bres, Wskip, bskip, W1, b1, W2, b2,
+     T1vo, T1ho, Wy, by, E, Wx, bx, Ax) = weights
+    with_pos, OC, VP, pos_out, with_pairs, Wp, slots, ratio, kpp = pos_state
+    n, p, L, W, RB, RV, CW, S = geometry
+    idx, Av, vpre, vh, Ah, hpre, common, pscr = scratch
+    gbuf, gx, ge, gsc, h, G, Gd, so, o, lg, lgd = common
+    nl = lk.shape[0]
+    F = Wres.shape[1]
     # ---- horizontal stack at column C
     for m in range(1, n + 1):
         nt = 0
         for i in range(nl):
-            if lC[i] >= m * p and lC[i] < L + W:
+            if lS[i] == sub and lC[i] >= m * p and lC[i] < L + W:
                 idx[nt] = i
                 nt += 1
         if nt == 0:
@@ -560,7 +591,7 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
     # ---- output layers and draws for lanes on sample columns
     nt = 0
     for i in range(nl):
-        if lC[i] >= L and lC[i] < L + W:
+        if lS[i] == sub and lC[i] >= L and lC[i] < L + W:
             idx[nt] = i
             nt += 1
     if nt == 0:
@@ -590,45 +621,74 @@ def _lanes_step(lk, lR, lC, canvas, U, logp_out, caches, weights, geometry, beta
 
 
 @njit(cache=True, parallel=True)
-def _run_steps(t0, t1, K, H, canvas, U, logp_out, caches, weights, geometry, beta, nchunks, approx,
+def _run_steps(m0, m1, K, H, canvas, U, logp_out, caches, weights, geometry, beta, nchunks, approx,
                pos_state):
-    n, p, L, W, RB, RV, CW = geometry
+    """Macro-steps m0 .. m1 - 1 (steps S m0 .. S m1 - 1)."""
+    n, p, L, W, RB, RV, CW, S = geometry
     Wres, W1, W2 = weights[8], weights[12], weights[14]
     V = caches[0]
     cmin = 2 * p - L
     span = L + W - cmin  # columns a lane visits
-    lag = L + 1
+    lag = row_lag(L, S)
     k = 2 * p + 1
     F = Wres.shape[1]
-    S = W1.shape[0]
+    So = W1.shape[0]
     nc = W2.shape[1]
     nb = weights[20].shape[0]  # E: (B, S)
     nbo = weights[18].shape[1]  # Wy: (S, (N_c - 1) B)
-    maxl = K * (-(-span // lag) + 1) // nchunks + 2
-    scratches = [_scratch(maxl, n, p, k, F, S, nc, nb, nbo, V.dtype) for _ in range(nchunks)]
-    for t in range(t0, t1):
-        r1 = min(H, t // lag + 1)
-        r0 = max(0, -((span - 1 - t) // lag))
-        nr = r1 - r0
-        if nr <= 0:
-            continue
-        nl = K * nr
-        lk = np.empty(nl, np.int64)
-        lR = np.empty(nl, np.int64)
-        lC = np.empty(nl, np.int64)
+    lanes = K * (-(-(span + S - 1) // lag) + 1)  # lanes active in a macro-step, at most
+    maxl = (lanes // nchunks + 2) * S
+    scratches = [_scratch(maxl, n, p, k, F, So, nc, nb, nbo, V.dtype) for _ in range(nchunks)]
+    lk = np.empty(lanes * S, np.int64)
+    lS = np.empty(lanes * S, np.int64)
+    lR = np.empty(lanes * S, np.int64)
+    lC = np.empty(lanes * S, np.int64)
+    first = np.empty(lanes + 1, np.int64)  # entries of lane j: first[j] .. first[j + 1] - 1
+    for mstep in range(m0, m1):
+        t0 = mstep * S
+        r1 = min(H, (t0 + S - 1) // lag + 1)
+        r0 = max(0, -((span - 1 - t0) // lag))
         q = 0
+        nl = 0
         for r in range(r0, r1):
             for kk in range(K):
-                lk[q] = kk
-                lR[q] = L + r
-                lC[q] = t - lag * r + cmin
-                q += 1
+                q, nl = lane_entries(lk, lS, lR, lC, first, q, nl, kk, L + r, t0 - lag * r, S, span, cmin)
+        first[nl] = q
+        if nl == 0:
+            continue
         nch = min(nchunks, nl)
+        if nch == 1:  # no parallel region: entering one per macro-step costs as much as the step on one thread
+            _lanes_macro(lk[:q], lS[:q], lR[:q], lC[:q], canvas, U, logp_out, caches, weights, geometry, beta,
+                         approx, scratches[0], pos_state)
+            continue
         for ch in prange(nch):
-            lo = ch * nl // nch
-            hi = (ch + 1) * nl // nch
-            _lanes_step(lk[lo:hi], lR[lo:hi], lC[lo:hi], canvas, U, logp_out, caches, weights, geometry, beta,
-                        approx, scratches[ch], pos_state)
+            lo = first[ch * nl // nch]
+            hi = first[(ch + 1) * nl // nch]
+            _lanes_macro(lk[lo:hi], lS[lo:hi], lR[lo:hi], lC[lo:hi], canvas, U, logp_out, caches, weights,
+                         geometry, beta, approx, scratches[ch], pos_state)
+
+
+@njit(cache=True)
+def lane_entries(lk, lS, lR, lC, first, q, nl, kk, row, c0, S, span, cmin):
+    """Append lane ``row`` of sample ``kk`` as entries q, q + 1, ... (one per sub-step whose column c0 + sub
+    lies in [0, span); canvas column c0 + sub + cmin) and record its first entry as lane nl; (q, nl) after."""
+    first[nl] = q
+    for sub in range(S):
+        c = c0 + sub
+        if c >= 0 and c < span:
+            lk[q] = kk
+            lS[q] = sub
+            lR[q] = row
+            lC[q] = c + cmin
+            q += 1
+    return q, nl + 1 if q > first[nl] else nl
+
+
+@njit(cache=True)
+def row_lag(context_range, substeps):
+    """Steps between a row's lane and the row above's: L + S (the S sub-steps of a macro-step are batched,
+    so a lane reads only what the row above drew in earlier macro-steps)."""
+    return context_range + substeps
 
 
 WEIGHT_NAMES = ("T1v", "b1v", "T1h", "Wv", "bv", "Wh", "Wvh", "bvh", "Wres", "bres", "Wskip", "bskip",
@@ -637,6 +697,31 @@ WEIGHT_NAMES = ("T1v", "b1v", "T1h", "Wv", "bv", "Wh", "Wvh", "bvh", "Wres", "br
 
 STEPS_PER_CALL = 64
 """Front steps per compiled call (progress is reported between calls)."""
+
+SUBSTEPS = 16
+"""S: front steps whose vertical stacks are computed together (each layer one BLAS product over about
+S (L + 1) / (L + S) times as many rows; the weights then stream through the cache S times less often).
+The row lag grows from L + 1 to L + S steps (:func:`row_lag`); S = 1 is the plain front schedule.  A call
+uses at most this many (:func:`substeps_for`)."""
+
+MACRO_ROWS = 512
+"""Most rows (samples x lanes x sub-steps) of a macro-step's vertical products.  Many samples already give
+large products at S = 1 (64 x 256^2: 896 rows a step); S = 16 there made 9,216-row work arrays and was 6 %
+slower per CPU-second, while one 1024^2 sample (480 rows at S = 16) was 1.2x faster."""
+
+
+def lanes_in_flight(width: int, context_range: int, p: int, substeps: int) -> int:
+    """Lanes (rows) of one sample active in a macro-step, at most."""
+    return -(-(width + 2 * context_range - 2 * p + substeps - 1) // (context_range + substeps)) + 1
+
+
+def substeps_for(n_samples: int, width: int, context_range: int, p: int) -> int:
+    """S for a call: :data:`SUBSTEPS`, less while n_samples x lanes x S exceeds :data:`MACRO_ROWS` (never
+    below 1)."""
+    S = SUBSTEPS
+    while S > 1 and n_samples * lanes_in_flight(width, context_range, p, S) * S > MACRO_ROWS:
+        S -= 1
+    return S
 
 
 @contextmanager
@@ -653,21 +738,31 @@ def kernel_threads(nthreads: int):
         blas_limit.restore_original_limits()
 
 
-def vertical_window(context_range: int, p: int) -> int:
+def vertical_window(context_range: int, p: int, substeps: int = 1) -> int:
     """Columns of the vertical-stack ring kept per row.
 
     Layer m's vertical activation at row R, column c is written by lane R when
     it is (n - m) p columns behind c and read last by lane R + p, which runs
-    p (L + 1) columns behind lane R and reads up to 2p columns further left,
-    so p (L + 3) + 1 columns are live at a time (one more for safety).
+    p (L + S) columns behind lane R and reads up to 2p columns further left;
+    within a macro-step lane R writes up to S - 1 columns further right while
+    lane R + p (maybe on another thread) reads, so p (L + S + 2) + S columns
+    are live at a time (one more for safety; S = 1: p (L + 3) + 2).
     Memory per row is then independent of the width.
     """
-    return p * (context_range + 3) + 2
+    return p * (context_range + substeps + 2) + substeps + 1
 
 
-def total_steps(height: int, width: int, context_range: int, p: int) -> int:
-    """Steps of the cached sampler (lanes start 2L - 2p columns before the sample)."""
-    return n_steps(height, width, context_range) + 2 * context_range - 2 * p
+def total_steps(height: int, width: int, context_range: int, p: int, substeps: int = 1) -> int:
+    """Steps of the cached sampler: the row lag L + S (:func:`row_lag`) times H - 1 plus the
+    W + 2L - 2p columns a lane visits (lanes start 2L - 2p columns before the sample); macro-steps are
+    ceil(steps / S)."""
+    return (context_range + substeps) * (height - 1) + width + 2 * context_range - 2 * p
+
+
+def rows_finished(t: int, height: int, width: int, context_range: int, p: int, substeps: int = 1) -> int:
+    """Rows completely drawn once steps 0..t are done."""
+    span = width + 2 * context_range - 2 * p
+    return max(0, min(height, (t - span + 1) // (context_range + substeps) + 1))
 
 
 def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, width: int, *, seed=0,
@@ -691,11 +786,13 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
     dt = np.float64 if model.dtype == torch.float64 else np.float32
     w = _weights(model, dt)
     Wc = W + 2 * L
-    lanes_max = -(-(W + 2 * L - 2 * p) // (L + 1))
+    S = substeps_for(K, W, L, p)
+    # rows in flight: those of a macro-step's lanes and the p rows above them that they read
+    lanes_max = -(-(W + 2 * L - 2 * p + S - 1) // (L + S))
     RB = p + 1 + lanes_max
-    RV = L + 1
+    RV = L + S  # vertical-to-horizontal terms: written up to (n - 1) p + S - 1 columns ahead of the lane
     nv = max(n - 1, 1)
-    CW = vertical_window(L, p)
+    CW = vertical_window(L, p, S)
     # sample index next to the channels: the lanes of one row, all samples, are processed together
     V = np.zeros((nv, RB, CW, K, F), dt)
     VH = np.zeros((n, RB, RV, K, 2 * F), dt)
@@ -720,18 +817,17 @@ def sample_pixelcnn_cached(model: GatedPixelCNN, n_samples: int, height: int, wi
     else:  # stand-ins of the same types: class-only models never make the position stream
         OC, VP, pos = np.zeros((1, 1, 1, 2), dt), np.zeros((1, 1, 1, 2)), np.zeros((1, 1, 1, 2))
     pos_state = (bool(model.positions), OC, VP, pos) + _pair_weights(model)
-    T = total_steps(H, W, L, p)
+    T = -(-total_steps(H, W, L, p, S) // S)  # macro-steps
+    per_call = max(1, STEPS_PER_CALL // S)
     nthreads = threads or numba.get_num_threads()
-    chunk = max(1, min(T, STEPS_PER_CALL))
     weights = tuple(w[name] for name in WEIGHT_NAMES)
-    geometry = (n, p, L, W, RB, RV, CW)
+    geometry = (n, p, L, W, RB, RV, CW, S)
     with kernel_threads(nthreads):
-        for t0 in range(0, T, chunk):
-            t1 = min(T, t0 + chunk)
-            _run_steps(t0, t1, K, H, canvas, u, logp, (V, VH, HS, Vb), weights, geometry, float(beta), nthreads,
+        for m0 in range(0, T, per_call):
+            m1 = min(T, m0 + per_call)
+            _run_steps(m0, m1, K, H, canvas, u, logp, (V, VH, HS, Vb), weights, geometry, float(beta), nthreads,
                        dt == np.float32, pos_state)
             if progress is not None:
-                # lanes start 2L - 2p steps before the front of the other samplers
-                progress(rows_done(t1 - 1 - (2 * L - 2 * p), H, W, L))
+                progress(rows_finished(m1 * S - 1, H, W, L, p, S))
     grids = canvas[:, L:, L : L + W].copy()
     return SampleResult(grids, logp, top, offsets_of(pos) if model.positions else None)
