@@ -15,7 +15,7 @@ def test_plans_use_the_reproduce_quick_sizes():
         s = quick[plan.preset]
         assert plan.size == s.gen_size and plan.samples == s.heldout_samples == s.gen_samples
         assert plan.context_range == s.layers * (s.kernel // 2)  # the quick PixelCNN's L_c
-        assert plan.overrides == s.overrides
+        assert plan.overrides == s.overrides and plan.heldout_box == s.heldout_box
         if plan.pixelcnn:
             p = plan.pixelcnn
             assert (p["train_size"], p["train_samples"], p["layers"], p["filters"], p["kernel"], p["out_width"],

@@ -26,13 +26,13 @@ from mapsim.montecarlo.params import (
 
 __all__ = [
     "SimParams", "PRESETS", "PRESET_DESCRIPTIONS", "PARAM_HELP", "DEFAULT_PRESET", "preset_params",
-    "simulate", "run_sample", "LatticeState", "total_energy", "energy_terms", "HAMILTONIAN",
+    "simulate", "corner_window", "run_sample", "LatticeState", "total_energy", "energy_terms", "HAMILTONIAN",
     "temperature_schedule", "mu_schedule",
 ]
 
 # The engine imports numba and the kernels; load it on first use so that reading
 # presets or computing energies (and ``mapsim --help``) stays quick.
-_ENGINE_NAMES = ("HAMILTONIAN", "LatticeState", "run_sample", "simulate")
+_ENGINE_NAMES = ("HAMILTONIAN", "LatticeState", "corner_window", "run_sample", "simulate")
 
 
 def __getattr__(name: str):

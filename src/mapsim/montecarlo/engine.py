@@ -293,6 +293,34 @@ def warm_up() -> None:
             st.run(temperature_schedule(p), mu_schedule(p))
 
 
+def corner_window(ds: Dataset, size: int) -> Dataset:
+    """The corner window of side ``size`` of every sample of a simulated dataset, as open samples.
+
+    A conserved-particle run fixes the density of its periodic box; the window of a larger
+    box has the fluctuations of the material instead.  The metadata record the window as
+    open (``params.periodic`` False) and the box it came from (``window_of_box``).
+
+    Parameters
+    ----------
+    ds : Dataset
+        Grids (n, H, W) or (n, D, H, W) from :func:`simulate`, every side at least ``size``.
+    size : int
+
+    Returns
+    -------
+    Dataset
+        Grids (n, size, size) or (n, size, size, size).
+    """
+    ndim = ds.grids.ndim - 1
+    params = ds.metadata.get("params", {})
+    axes = {"rows": [0, size], "cols": [0, size], **({"planes": [0, size]} if ndim == 3 else {})}
+    meta = dict(ds.metadata, height=size, width=size, **({"depth": size} if ndim == 3 else {}),
+                params={**params, "periodic": False},
+                window_of_box={"box": list(ds.grids.shape[1:]), "box_periodic": bool(params.get("periodic", True)),
+                               **axes})
+    return Dataset(np.ascontiguousarray(ds.grids[(slice(None),) + (slice(0, size),) * ndim]), ds.classes, meta)
+
+
 def simulate(
     params_or_preset: SimParams | str,
     n_samples: int,

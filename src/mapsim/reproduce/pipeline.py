@@ -239,7 +239,7 @@ class Run:
         """``n`` Monte Carlo samples of side ``size`` (squares, or cubes for ``s.ndim`` 3): whole periodic
         boxes, or (``box`` > 1) the top-left window of that side of boxes ``box`` times larger, recorded as
         open windows of those boxes."""
-        from mapsim.montecarlo import preset_params, simulate
+        from mapsim.montecarlo import corner_window, preset_params, simulate
 
         params = preset_params(s.preset, s.overrides)
         side = size * box
@@ -251,12 +251,7 @@ class Run:
             if bar:
                 bar.close()
         if box > 1:
-            meta = dict(ds.metadata, height=size, width=size, **({"depth": size} if s.ndim == 3 else {}),
-                        params={**ds.metadata["params"], "periodic": False},
-                        window_of_box={"box": list(s.shape(side)), "box_periodic": bool(ds.metadata["params"].get(
-                            "periodic", True)), "rows": [0, size], "cols": [0, size],
-                            **({"planes": [0, size]} if s.ndim == 3 else {})})
-            ds = Dataset(np.ascontiguousarray(ds.grids[(slice(None),) + (slice(0, size),) * s.ndim]), ds.classes, meta)
+            ds = corner_window(ds, size)
         save_dataset(path, ds)
         return {"samples": n, "size": size, "box": side, "seed": seed}
 
