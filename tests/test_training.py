@@ -176,16 +176,19 @@ def test_time_limit_fits_the_schedule_and_resume_keeps_it(tmp_path, monkeypatch)
     cfg = TrainConfig(**TINY, epochs=3)
     # the horizon arithmetic on given epoch times (no clock involved)
     assert T.fit_horizon(10.0, 1.0, 20) == 6 and T.fit_horizon(100.0, 1.0, 20) == 1 and T.fit_horizon(1, 60, 20) == 20
-    # a cap below one epoch: the schedule ends after the first epoch, and that run is complete
-    # (fit_horizon is replaced by its answer for such a cap, so no step depends on the machine's speed)
-    monkeypatch.setattr(T, "fit_horizon", lambda seconds, minutes, epochs, done=1: 1)
-    first = train(ds, cfg, tmp_path / "r", device="cpu", max_minutes=1.0)
+    # a cap below two epochs: the schedule ends after the first epoch, and that run is complete; the run's
+    # clock advances one second per reading, so an epoch takes 2 s and 3 s of cap fit one (no real time)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(T, "clock", lambda: float(next(ticks)))
+    first = train(ds, cfg, tmp_path / "r", device="cpu", max_minutes=0.05)
     assert first.stopped == "fitted horizon" and first.epochs_done == 1 and first.horizon_epochs == 1
     assert read_checkpoint(tmp_path / "r" / "last.pt")["horizon_epochs"] == 1
     assert train(ds, cfg, tmp_path / "r", device="cpu", resume=True).stopped == "already complete"
 
     # 3 of 6 epochs fit: the learning rate decays to zero at epoch 3; an interrupted run resumed without
-    # the cap continues that schedule and ends where the uninterrupted one does
+    # the cap continues that schedule and ends where the uninterrupted one does (a stopped clock, so the
+    # per-call time limit never fires, and the horizon given as fit_horizon's answer)
+    monkeypatch.setattr(T, "clock", lambda: 0.0)
     monkeypatch.setattr(T, "fit_horizon", lambda seconds, minutes, epochs, done=1: 3)
     cfg6 = TrainConfig(**TINY, epochs=6, seed=5)
     straight = train(ds, cfg6, tmp_path / "a", device="cpu", max_minutes=60)
