@@ -49,7 +49,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from mapsim.analysis.structure import _Analysis, _axes, _displacements, available_pairs, boundary, check_r_max, \
-    ideal_pairs, lattice_r2, neighbour_histograms, normalised, pooled_g, resolve_class, shells
+    ideal_pairs, lattice_r2, neighbour_histograms, normalised, pooled_g, recorded_hamiltonian, resolve_class, shells
 from mapsim.lattice import Dataset, StoredDataset
 from mapsim.montecarlo.hamiltonian import TERMS, Hamiltonian
 
@@ -603,14 +603,7 @@ def analyze(dataset: Dataset | StoredDataset, class_name: str | int | None = Non
     cid = resolve_class(dataset, class_name)
     per = boundary(dataset.metadata, periodic)
     r_max = check_r_max(r_max, dataset.shape, per, "samples")
-    params = dataset.metadata.get("params")
-    energy_note = None
-    if hamiltonian is None and Hamiltonian.in_mapping(params):
-        if params.get("solvent") and "solvent" not in dataset.classes:
-            # the solvent's bonds and chemical potential are part of H but were not saved
-            energy_note = "not computed: the simulation had a solvent that the dataset does not keep"
-        else:
-            hamiltonian = Hamiltonian.from_mapping(params)
+    hamiltonian, energy_note = recorded_hamiltonian(dataset, hamiltonian)
     ids = None
     if hamiltonian is not None:
         ids = (dataset.classes.index("particle") if "particle" in dataset.classes else 1,

@@ -740,6 +740,25 @@ def nn_pair_density(occupied: np.ndarray, periodic: bool) -> np.ndarray:
     return bond_counts(occ, occ, periodic) / 2 / sites
 
 
+def recorded_hamiltonian(dataset: Dataset, hamiltonian: Hamiltonian | None) -> tuple[Hamiltonian | None, str | None]:
+    """The Hamiltonian to score ``dataset`` with: the one given, else the one its metadata record.
+
+    Returns
+    -------
+    hamiltonian : Hamiltonian or None
+        None when none is given or recorded, or when the recorded run had a solvent the data do
+        not keep (its bonds and chemical potential are part of H but were not saved).
+    note : str or None
+        Why the energy is not computed, in that last case.
+    """
+    params = dataset.metadata.get("params")
+    if hamiltonian is None and Hamiltonian.in_mapping(params):
+        if params.get("solvent") and "solvent" not in dataset.classes:
+            return None, "not computed: the simulation had a solvent that the dataset does not keep"
+        hamiltonian = Hamiltonian.from_mapping(params)
+    return hamiltonian, None
+
+
 def energy_per_site(grids: np.ndarray, hamiltonian: Hamiltonian, periodic: bool,
                     particle_id: int = 1, solvent_id: int | None = 2) -> np.ndarray:
     """Energy of each sample under ``hamiltonian``, divided by the number of sites.

@@ -30,6 +30,7 @@ from mapsim.analysis.structure import (
     _Analysis,
     densities,
     normalised,
+    recorded_hamiltonian,
     resolve_class,
 )
 from mapsim.errors import MapsimError
@@ -348,13 +349,7 @@ def analyze3d(dataset: Dataset, class_name: str | int | None = None, *, periodic
     cl6 = ClusterSizes3D(6, per).compute(occ)
     cl26 = ClusterSizes3D(26, per).compute(occ)
     sk = StructureFactor3D().compute(occ)
-    params = dataset.metadata.get("params")
-    energy_note = None
-    if hamiltonian is None and Hamiltonian.in_mapping(params):
-        if params.get("solvent") and "solvent" not in dataset.classes:
-            energy_note = "not computed: the simulation had a solvent that the dataset does not keep"
-        else:
-            hamiltonian = Hamiltonian.from_mapping(params)
+    hamiltonian, energy_note = recorded_hamiltonian(dataset, hamiltonian)
     all_periodic = all(axes3(per))
     energy = None
     if hamiltonian is not None:
