@@ -41,11 +41,14 @@ DATA = Path(__file__).parent / "data"
 
 
 def _model(n_classes=3, layers=2, kernel=3, bins=8, seed=0, scale=0.6, dtype=torch.float64, filters=6, out_width=8,
-           pairs=0, pixel_size=(0.5, 0.5)):
+           pairs=0, pixel_size=(0.5, 0.5), joint=False):
+    """A random model with positions; ``pairs`` may be "joint": a pair term of reach 2 with joint_pairs."""
+    if pairs == "joint":
+        pairs, joint = 2, True
     torch.manual_seed(seed)
     cfg = PixelCNNConfig(n_classes=n_classes, layers=layers, kernel=kernel, filters=filters, out_width=out_width,
                          classes=[f"c{i}" for i in range(n_classes)], positions=True, position_bins=bins,
-                         position_pairs=pairs, pixel_size=list(pixel_size), length_unit="sigma")
+                         position_pairs=pairs, joint_pairs=joint, pixel_size=list(pixel_size), length_unit="sigma")
     m = GatedPixelCNN(cfg).to(dtype).eval()
     with torch.no_grad():
         for prm in m.parameters():
@@ -150,8 +153,9 @@ def test_position_density_is_normalised_and_teacher_forcing_matches_its_pieces()
     assert total == pytest.approx(1.0, abs=1e-12)
 
 
-def test_teacher_forced_log_likelihood_equals_the_samplers_summed_log_probs():
-    model = _model(seed=5)
+@pytest.mark.parametrize("pairs", [0, "joint"])
+def test_teacher_forced_log_likelihood_equals_the_samplers_summed_log_probs(pairs):
+    model = _model(seed=5, pairs=pairs)
     for beta, boundary in [(1.0, None), (1.7, Boundary("noise", density=0.3))]:
         res = sample_reference(model, 3, 5, 6, seed=11, beta=beta, boundary=boundary)
         assert res.offsets is not None and np.array_equal(np.isnan(res.offsets[..., 0]), res.grids == 0)
@@ -203,12 +207,15 @@ CASES = [  # n_classes, layers, kernel, K, H, W
 ]
 
 
-@pytest.mark.parametrize("pairs", [0, 2])
+@pytest.mark.parametrize("pairs", [0, 2, "joint"])
 @pytest.mark.parametrize("case", CASES)
 def test_cached_and_front_samplers_draw_positions_exactly_like_the_reference(case, pairs):
     nc, layers, kernel, K, H, W = case
+    joint = pairs == "joint"
+    pairs = 2 if joint else pairs
     model = _model(nc, layers, kernel, seed=layers * 10 + kernel + 2 + pairs, scale=0.5,
-                   pairs=min(pairs, layers * (kernel // 2)), pixel_size=(0.5, 0.6) if pairs else (0.5, 0.5))
+                   pairs=min(pairs, layers * (kernel // 2)), pixel_size=(0.5, 0.6) if pairs else (0.5, 0.5),
+                   joint=joint)
     atoms = 0
     for bi, beta in [(0, 1.0), (1, 0.5), (2, 2.5)]:
         b = BOUNDARIES[bi]
@@ -223,13 +230,15 @@ def test_cached_and_front_samplers_draw_positions_exactly_like_the_reference(cas
 
 
 @pytest.mark.parametrize("substeps", [1, 3])
-def test_cached_sampler_draws_positions_exactly_with_any_macro_step(monkeypatch, substeps):
-    """S = 1 and 3 sub-steps per macro-step (S = 16, the default, above), with a pair term, one or two
-    threads: the reference sampler's classes, positions and log-probabilities."""
+@pytest.mark.parametrize("joint", [False, True])
+def test_cached_sampler_draws_positions_exactly_with_any_macro_step(monkeypatch, substeps, joint):
+    """S = 1 and 3 sub-steps per macro-step (S = 16, the default, above), with a pair term (also
+    normalised jointly with the class), one or two threads: the reference sampler's classes,
+    positions and log-probabilities."""
     import mapsim.sampling.pixelcnn_fast as pf
 
     monkeypatch.setattr(pf, "SUBSTEPS", substeps)
-    model = _model(3, 2, 3, seed=26, scale=0.5, pairs=2, pixel_size=(0.5, 0.6))
+    model = _model(3, 2, 3, seed=26, scale=0.5, pairs=2, pixel_size=(0.5, 0.6), joint=joint)
     K, H, W = 2, 5, 7
     ref = sample_reference(model, K, H, W, seed=3, boundary=BOUNDARIES[1])
     assert (ref.grids > 0).any()
@@ -255,7 +264,7 @@ def test_positions_use_their_own_stream_and_leave_class_uniforms_alone():
     assert not np.array_equal(a.offsets[occ], c.offsets[c.grids > 0]) or not np.array_equal(a.grids, c.grids)
 
 
-@pytest.mark.parametrize("pairs", [0, 2])
+@pytest.mark.parametrize("pairs", [0, 2, "joint"])
 @pytest.mark.parametrize("sampler", ["reference", "cached"])
 def test_rows_drawn_in_two_blocks_equal_one_pass(sampler, pairs):
     """A block of rows given the rows above (classes and positions) and its uniforms continues exactly."""
@@ -277,7 +286,7 @@ def test_rows_drawn_in_two_blocks_equal_one_pass(sampler, pairs):
     assert np.array_equal(np.concatenate([first.offsets, second.offsets], 1), full.offsets, equal_nan=True)
 
 
-@pytest.mark.parametrize("pairs", [0, 2])
+@pytest.mark.parametrize("pairs", [0, 2, "joint"])
 def test_every_sampler_draws_positions_through_the_one_position_rule(monkeypatch, pairs):
     """Heads only: draw_position; with a pair term: draw_position_joint (which calls draw_position)."""
     from numba import njit
@@ -353,12 +362,58 @@ def test_with_a_pair_term_the_density_is_normalised_and_later_pixels_change_noth
         assert not torch.allclose(model.log_prob_parts(grids, off)[1], ld)
 
 
+def test_joint_pairs_weigh_the_class_by_the_pair_factor_over_the_pixel():
+    """joint_pairs: p(c, cell) is proportional to exp(l_c) P_c(cell) exp(pair_c(cell)) over classes and cells.
+    Brute force at the last pixel of a 2-class model: l and P from the same weights without the pair table
+    (then Z_c = 1 and the class head is the plain one), the pair sum by interpolating the table at the
+    cell centres; a repulsive table lowers the occupancy of the joint model only."""
+    from mapsim.models.pixelcnn import PAIR_SCALE, pair_slots
+
+    B, H, W = 4, 3, 4
+    model = _model(n_classes=2, bins=B, pairs="joint", seed=3)
+    plain = _model(n_classes=2, bins=B, pairs=2, seed=3)
+    plain.load_state_dict(model.state_dict())
+    grids = torch.ones((1, H, W), dtype=torch.long)  # every pixel holds an atom
+    off = torch.as_tensor(_offsets_for(grids.numpy(), seed=1)).double()
+    table = np.pad(PAIR_SCALE * model.pos_pair.detach().numpy()[0, 0], (0, 2))
+    centres = (np.arange(B) + 0.5) / B
+    pair = np.zeros((B, B))
+    for dr, dc in pair_slots(2):
+        r, c = H - 1 + dr, W - 1 + dc
+        if 0 <= c < W:
+            ny, nx = dr + float(off[0, r, c, 0]), dc + float(off[0, r, c, 1])
+            d = np.hypot(centres[:, None] - ny, centres[None, :] - nx)
+            pair += np.interp(d * 16, np.arange(table.size), table)
+    bare = _model(n_classes=2, bins=B, seed=3)
+    bare.load_state_dict({k: v for k, v in model.state_dict().items() if k != "pos_pair"})
+    with torch.no_grad():
+        lp1 = float(bare.log_prob_parts(grids, off)[0][0, H - 1, W - 1])  # log p(occupied), no pair term
+        P = np.zeros((B, B))
+        for i, y in enumerate(centres):
+            for j, x in enumerate(centres):
+                o = off.clone()
+                o[0, H - 1, W - 1] = torch.tensor([y, x])
+                P[i, j] = math.exp(float(bare.log_prob_parts(grids, o)[1][0, H - 1, W - 1])) / B**2
+        log_odds = lp1 - math.log1p(-math.exp(lp1)) + math.log((P * np.exp(pair)).sum())
+        got = model.log_prob_parts(grids, off)
+        assert float(got[0][0, H - 1, W - 1]) == pytest.approx(-math.log1p(math.exp(-log_odds)), abs=1e-10)
+        # given the class, the position density is the plain pair model's
+        torch.testing.assert_close(got[1], plain.log_prob_parts(grids, off)[1], rtol=0, atol=1e-12)
+        # a repulsive table: the joint model occupies the pixel less often, the plain model's class is unchanged
+        for m in (model, plain):
+            m.pos_pair.fill_(-0.5)
+        assert float(model.log_prob_parts(grids, off)[0][0, H - 1, W - 1]) < lp1 - 0.5
+        assert float(plain.log_prob_parts(grids, off)[0][0, H - 1, W - 1]) == pytest.approx(lp1, abs=1e-12)
+
+
 def test_pair_term_settings_are_checked():
     base = dict(n_classes=2, layers=2, kernel=3, classes=["e", "a"], positions=True, pixel_size=[0.5, 0.5])
     with pytest.raises(MapsimError, match="position_pairs must be an integer in 0..2"):
         PixelCNNConfig(**base, position_pairs=3)
     with pytest.raises(MapsimError, match="needs a model with positions"):
         PixelCNNConfig(**{**base, "positions": False}, position_pairs=1)
+    with pytest.raises(MapsimError, match="joint_pairs needs a pair term"):
+        PixelCNNConfig(**base, joint_pairs=True)
 
 
 # -- training, scoring, generation and the CLI ------------------------------------------------

@@ -131,6 +131,9 @@ class TrainConfig:
     position_pairs : int
         Reach in pixels of the pair term of the position density (0 = none;
         :mod:`mapsim.models.pixelcnn`).
+    joint_pairs : bool
+        Normalise class and position jointly, so the pair term also weighs the class
+        probabilities (needs ``position_pairs``; :mod:`mapsim.models.pixelcnn`).
     ema : float
         Exponential moving average of the weights (0 = off): after every optimiser
         step the average moves towards the weights by 1 - d, d = min(ema, (1 + t) /
@@ -158,6 +161,7 @@ class TrainConfig:
     positions: bool | None = None
     position_bins: int = 32
     position_pairs: int = 0
+    joint_pairs: bool = False
     ema: float = 0.0
 
     def validate(self) -> None:
@@ -194,6 +198,7 @@ class TrainConfig:
         return PixelCNNConfig(n_classes=len(classes), layers=self.layers, filters=self.filters, kernel=self.kernel,
                               out_width=self.out_width, classes=list(classes), positions=bool(self.positions),
                               position_bins=self.position_bins, position_pairs=self.position_pairs,
+                              joint_pairs=bool(self.joint_pairs),
                               pixel_size=list(px) if px else None,
                               length_unit=length_unit_of(meta), species_map=meta.get("species_map"))
 
@@ -413,7 +418,7 @@ def density_only_nll(train_counts: np.ndarray, val_counts: np.ndarray) -> float:
 
 
 # what runs saved before a field existed trained with
-_BEFORE_FIELD = {"positions": False, "position_bins": 32, "position_pairs": 0, "ema": 0.0}
+_BEFORE_FIELD = {"positions": False, "position_bins": 32, "position_pairs": 0, "joint_pairs": False, "ema": 0.0}
 
 
 def _compare_configs(saved: dict[str, Any], given: TrainConfig, where: Path) -> None:

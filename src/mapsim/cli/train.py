@@ -16,7 +16,7 @@ _OPTIONS = {
     "layers": int, "filters": int, "kernel": int, "out_width": int, "epochs": int, "batch": int,
     "lr": float, "weight_decay": float, "warmup": float, "grad_clip": float, "seed": int,
     "val_fraction": float, "crop": str, "symmetries": str, "patience": int, "positions": bool,
-    "position_bins": int, "position_pairs": int, "ema": float,
+    "position_bins": int, "position_pairs": int, "joint_pairs": bool, "ema": float,
 }
 
 
@@ -51,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reach in pixels of a learned pair term of the position density: the atoms already "
                         f"drawn within R pixels cut their cores out of the pixel (0 = none, at most L_c) "
                         f"[{d.position_pairs}]")
+    g.add_argument("--joint-pairs", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --position-pairs: normalise class and position jointly, so the pair term also "
+                        "makes a pixel whose free area the neighbours' cores cut down less likely to hold an "
+                        f"atom [{'on' if d.joint_pairs else 'off'}]")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help=f"total epochs [{d.epochs}]")
     g.add_argument("--batch", type=int, default=None, help=f"global batch in samples [{d.batch}]")

@@ -79,6 +79,21 @@ the y bin from the joint's row sums, then x from the chosen row
 (:func:`mapsim.sampling.draw.draw_position_joint`), still exactly normalised.  The cost is the x
 head for all B rows and the pair sum over B^2 cells per atom.
 
+*Joint normalisation* (``joint_pairs``).  Renormalising the pair factor over the cells makes the
+position density see the neighbours' cores, but not the class: an occupied class is drawn from the
+class head alone, and an atom drawn where the cores leave little free area must still go
+somewhere in it.  With ``joint_pairs`` the pair factor weighs class and position together,
+
+    p(c, cell) = exp(l_c + log P_c(cell) + sum_j w[c, c_j](d_j)) / Z,
+
+(P_c the heads' normalised density of the cells, l_c the class logit, l_0 alone for the empty
+class), so the class logits become l_c + log Z_c with Z_c = sum_cells P_c(cell) exp(pair term),
+and the position given the class is the renormalised density above, unchanged.  Z_c = 1 where no
+atom is within reach.  A pixel whose free area the neighbours' cores cut down is then occupied
+less often by construction, in training and in every sampler alike (the class uniforms and the
+draw rule are unchanged; the cost is the x head and the pair sum at every pixel, not only at
+the occupied ones).
+
 Why bins and not truncated logistic mixtures: the density is exactly normalised
 by construction (a softmax, no truncation constants), its inverse CDF is closed
 form and cheap in the compiled sampler (one cumulative sum, one division:
@@ -144,6 +159,9 @@ class PixelCNNConfig:
     position_pairs : int
         R, reach in pixels of the pair term of the position density (module docstring); 0 = none.
         At most the context range L_c.
+    joint_pairs : bool
+        With a pair term: normalise class and position jointly, so that the pair term also
+        weighs the class probabilities (module docstring, *Joint normalisation*).
     pixel_size : list of float or None
         ``[a_y, a_x]`` of the training data in ``length_unit`` (copied into generated datasets;
         required with ``positions``).
@@ -162,6 +180,7 @@ class PixelCNNConfig:
     positions: bool = False
     position_bins: int = 32
     position_pairs: int = 0
+    joint_pairs: bool = False
     pixel_size: list | None = None
     length_unit: str | None = None
     species_map: dict | None = None
@@ -178,6 +197,10 @@ class PixelCNNConfig:
                               f"found {self.position_pairs!r}")
         if self.position_pairs and not self.positions:
             raise MapsimError("position_pairs needs a model with positions")
+        if not isinstance(self.joint_pairs, bool):
+            raise MapsimError(f"joint_pairs must be true or false, found {self.joint_pairs!r}")
+        if self.joint_pairs and not self.position_pairs:
+            raise MapsimError("joint_pairs needs a pair term (position_pairs > 0)")
         if self.pixel_size is not None:
             if isinstance(self.pixel_size, (int, float)):
                 self.pixel_size = [float(self.pixel_size)] * 2
@@ -297,6 +320,8 @@ class GatedPixelCNN(MapModel):
         """
         hidden = self.features(canvas, offsets)
         logits = self.out2(hidden)
+        if self.config.joint_pairs:
+            logits = logits + self.class_log_z_map(hidden, canvas, offsets)
         if targets is None:
             return logits
         return logits, self.position_log_density(hidden, *targets, canvas=canvas, offsets=offsets)
@@ -382,6 +407,37 @@ class GatedPixelCNN(MapModel):
         lx = lx.gather(2, (classes.long() - 1).view(N, 1, 1, 1).expand(N, nb, 1, nb))[:, :, 0]  # (N, B y, B x)
         joint = ly[:, :, None] + torch.log_softmax(lx, 2) + self.pair_term(classes, n_classes, n_pos)
         return (joint.view(N, -1) - torch.logsumexp(joint.view(N, -1), 1, keepdim=True)).view(N, nb, nb)
+
+    def class_log_z(self, hidden: torch.Tensor, n_classes: torch.Tensor, n_pos: torch.Tensor) -> torch.Tensor:
+        """log Z_c of every occupied class c: the log of the heads' joint density times the pair factor,
+        summed over the B x B cells, (N, N_c - 1); 0 where no atom is within reach (``joint_pairs``,
+        module docstring).  ``hidden`` (N, S) of any pixels; ``n_classes``, ``n_pos`` from
+        :meth:`pair_neighbours`.
+        """
+        nb, occ = self.config.position_bins, self.n_classes - 1
+        N = hidden.shape[0]
+        ly = torch.log_softmax(self.pos_y(hidden).view(N, occ, nb), 2)  # (N, occ, B y)
+        hx = F.relu(self.pos_x_in(hidden)[:, None, :] + self.pos_embed.weight[None])  # (N, B y, S)
+        lx = torch.log_softmax(self.pos_x(hx).view(N, nb, occ, nb), 3)  # (N, B y, occ, B x)
+        out = []
+        for c in range(1, occ + 1):
+            cls = torch.full((N,), c, dtype=torch.long, device=hidden.device)
+            joint = ly[:, c - 1, :, None] + lx[:, :, c - 1] + self.pair_term(cls, n_classes, n_pos)
+            out.append(torch.logsumexp(joint.view(N, -1), 1))
+        return torch.stack(out, 1)
+
+    def class_log_z_map(self, hidden: torch.Tensor, canvas: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """The class logits' joint-normalisation terms of every sample pixel, (B, N_c, H, W): 0 for the
+        empty class, :meth:`class_log_z` for the others.  ``hidden`` (B, S, H, W); ``canvas`` and
+        ``offsets`` the input canvas and its offset channels."""
+        Bn, S, H, W = hidden.shape
+        L = self.context_range
+        b, r, c = (t.reshape(-1) for t in torch.meshgrid(torch.arange(Bn, device=hidden.device),
+                                                          torch.arange(H, device=hidden.device),
+                                                          torch.arange(W, device=hidden.device), indexing="ij"))
+        z = self.class_log_z(hidden.permute(0, 2, 3, 1).reshape(-1, S),
+                             *self.pair_neighbours(canvas, offsets.to(hidden.dtype), b, r + L, c + L))
+        return F.pad(z.view(Bn, H, W, -1).permute(0, 3, 1, 2), (0, 0, 0, 0, 1, 0))
 
     def pair_term(self, classes: torch.Tensor, n_classes: torch.Tensor, n_pos: torch.Tensor) -> torch.Tensor:
         """Sum over the neighbours of w[c, c_j](d_j) at every cell centre, (N, B, B) (module docstring)."""

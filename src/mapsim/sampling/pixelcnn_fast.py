@@ -116,16 +116,18 @@ def _weights(model: GatedPixelCNN, dt):
 
 
 def _pair_weights(model: GatedPixelCNN) -> tuple:
-    """(pair flag, W, slots, a_x / a_y, knots per pixel) for :func:`_pair_positions`; float64 table
-    (pairs of classes, knots + 2) ending in two zero knots; stand-ins of the same types without a pair term."""
+    """(pair flag, W, slots, a_x / a_y, knots per pixel, joint flag) for :func:`_pair_positions` and
+    :func:`_joint_class_terms`; float64 table (pairs of classes, knots + 2) ending in two zero knots;
+    stand-ins of the same types without a pair term."""
     cfg = model.config
     if not getattr(cfg, "position_pairs", 0):
-        return False, np.zeros((1, 2)), np.zeros((0, 2), np.int64), 1.0, 1.0
+        return False, np.zeros((1, 2)), np.zeros((0, 2), np.int64), 1.0, 1.0, False
     occ = cfg.n_classes - 1
     table = PAIR_SCALE * model.pos_pair.detach().double().cpu().numpy().reshape(occ * occ, -1)
     table = np.ascontiguousarray(np.pad(table, ((0, 0), (0, 2))))
     slots = np.array(pair_slots(cfg.position_pairs), np.int64).reshape(-1, 2)
-    return True, table, slots, cfg.pixel_size[1] / cfg.pixel_size[0], float(PAIR_KNOTS_PER_PIXEL)
+    return (True, table, slots, cfg.pixel_size[1] / cfg.pixel_size[0], float(PAIR_KNOTS_PER_PIXEL),
+            bool(getattr(cfg, "joint_pairs", False)))
 
 
 def head_weights(model, a) -> dict:
@@ -279,9 +281,10 @@ def lane_scratch(maxl, n, F, S, nc, dt):
 
 
 @njit(cache=True)
-def _scratch(maxl, n, p, k, F, S, nc, nb, nbo, dt):
+def _scratch(maxl, n, p, k, F, S, nc, nb, nbo, dt, nj):
     """Work arrays of one thread, allocated once per call (not per step: large per-step
-    allocations would be fresh pages, i.e. page faults, every step)."""
+    allocations would be fresh pages, i.e. page faults, every step); ``nj`` lanes of joint
+    class terms (``joint_pairs``; 1 otherwise)."""
     D = max((p + 1) * k * F, 1)
     idx = np.empty(maxl, np.int64)
     Av = np.empty((maxl, D), dt)
@@ -299,8 +302,9 @@ def _scratch(maxl, n, p, k, F, S, nc, nb, nbo, dt):
     Po = np.empty((maxl, S), dt)
     PL = np.empty((maxl, nbo), dt)
     PX = np.empty((maxl, S), dt)
+    jscr = (np.empty((nj, max(nc - 1, 1), nb, nb), np.float64), np.empty((nj, nc), np.float64))
     return (idx, Av, vpre, vh, Ah, hpre, lane_scratch(maxl, n, F, S, nc, dt),
-            (ly, pidx, pcls, pyb, py, pld, plc, Po, PL, PX))
+            (ly, pidx, pcls, pyb, py, pld, plc, Po, PL, PX), jscr)
 
 
 @njit(cache=True)
@@ -345,6 +349,50 @@ def _log_softmax_into(src, off, nb, out):
 
 
 @njit(cache=True)
+def _x_head(Po_row, pos_w, ax, hx, ox):
+    """ox (B, (N_c - 1) B) = the x head's logits of every y bin, all classes, for features ``Po_row`` (1, S)."""
+    Wy, by, E, Ax, Wx, bx = pos_w
+    nb, S = E.shape
+    np.dot(Po_row, Ax, ax)
+    for b in range(nb):
+        for q in range(S):
+            hx[b, q] = max(ax[0, q] + E[b, q], 0.0)
+    np.dot(hx, Wx, ox)
+    for b in range(nb):
+        for q in range(ox.shape[1]):
+            ox[b, q] += bx[q]
+
+
+@njit(cache=True)
+def _pair_cells(J, PL_row, ox, c, kk, R, C, canvas, OC, pairs, ly, row):
+    """J (B, B) = the joint log-weights of the cells for an atom of class c at canvas pixel (kk, R, C):
+    y head ``PL_row`` (its biases added), x head ``ox`` (:func:`_x_head`), plus the pair sum over
+    the atoms in the pair slots (``pairs`` as for :func:`_pair_positions`)."""
+    Wp, slots, ratio, kpp = pairs
+    nb = J.shape[0]
+    occ = ox.shape[1] // nb
+    _log_softmax_into(PL_row, (c - 1) * nb, nb, ly)
+    for b in range(nb):
+        _log_softmax_into(ox[b], (c - 1) * nb, nb, row)
+        for q in range(nb):
+            J[b, q] = ly[b] + row[q]
+    for s in range(slots.shape[0]):
+        rr, cc = R + slots[s, 0], C + slots[s, 1]
+        cn = np.int64(canvas[kk, rr, cc])
+        if cn < 1 or cn > occ:
+            continue
+        ny = slots[s, 0] + np.float64(OC[kk, rr, cc, 0]) + 0.5
+        nx = slots[s, 1] + np.float64(OC[kk, rr, cc, 1]) + 0.5
+        add_pair(J, Wp[(c - 1) * occ + cn - 1], ny, nx, ratio, kpp)
+
+
+@njit(cache=True)
+def _head_work(nb, S, nbo, dt):
+    """Scratch of :func:`_x_head` and :func:`_pair_cells`: (ax, hx, ox, row)."""
+    return np.empty((1, S), dt), np.empty((nb, S), dt), np.empty((nb, nbo), dt), np.empty(nb, np.float64)
+
+
+@njit(cache=True)
 def _pair_positions(nocc, pscr, pos_w, idx, lk, lR, lC, L, VP, pos_out, OC, logp_out, canvas, pairs):
     """The step's atoms for a position density with a pair term (``position_pairs`` of
     :mod:`mapsim.models.pixelcnn`): per atom the joint log-weights of the B x B cells (y head,
@@ -353,48 +401,58 @@ def _pair_positions(nocc, pscr, pos_w, idx, lk, lR, lC, L, VP, pos_out, OC, logp
     knots + 2) with two zero knots, slots (M, 2), aspect a_x / a_y, knots per pixel)."""
     ly, pidx, pcls, pyb, py, pld, plc, Po, PL, PX = pscr
     Wy, by, E, Ax, Wx, bx = pos_w
-    Wp, slots, ratio, kpp = pairs
-    S = Po.shape[1]
     nb = E.shape[0]
-    occ = Wx.shape[1] // nb
     J = np.empty((nb, nb), np.float64)
-    row = np.empty(nb, np.float64)
-    hx = np.empty((nb, S), Po.dtype)
-    ox = np.empty((nb, Wx.shape[1]), Po.dtype)
-    ax = np.empty((1, S), Po.dtype)
+    ax, hx, ox, row = _head_work(nb, Po.shape[1], Wx.shape[1], Po.dtype)
     np.dot(Po[:nocc], Wy, PL[:nocc])
     for a in range(nocc):
         i = idx[pidx[a]]
         kk, R, C = lk[i], lR[i], lC[i]
-        c = pcls[a]
         for q in range(PL.shape[1]):
             PL[a, q] += by[q]
-        _log_softmax_into(PL[a], (c - 1) * nb, nb, ly)
-        np.dot(Po[a : a + 1], Ax, ax)
-        for b in range(nb):
-            for q in range(S):
-                hx[b, q] = max(ax[0, q] + E[b, q], 0.0)
-        np.dot(hx, Wx, ox)
-        for b in range(nb):
-            for q in range(ox.shape[1]):
-                ox[b, q] += bx[q]
-            _log_softmax_into(ox[b], (c - 1) * nb, nb, row)
-            for q in range(nb):
-                J[b, q] = ly[b] + row[q]
-        for s in range(slots.shape[0]):
-            rr, cc = R + slots[s, 0], C + slots[s, 1]
-            cn = np.int64(canvas[kk, rr, cc])
-            if cn < 1 or cn > occ:
-                continue
-            ny = slots[s, 0] + np.float64(OC[kk, rr, cc, 0]) + 0.5
-            nx = slots[s, 1] + np.float64(OC[kk, rr, cc, 1]) + 0.5
-            add_pair(J, Wp[(c - 1) * occ + cn - 1], ny, nx, ratio, kpp)
+        _x_head(Po[a : a + 1], pos_w, ax, hx, ox)
+        _pair_cells(J, PL[a], ox, pcls[a], kk, R, C, canvas, OC, pairs, ly, row)
         _, y, _, x, ld = draw_position_joint(J, VP[kk, R - L, C - L, 0], VP[kk, R - L, C - L, 1], row)
         pos_out[kk, R - L, C - L, 0] = y
         pos_out[kk, R - L, C - L, 1] = x
         OC[kk, R, C, 0] = y - 0.5
         OC[kk, R, C, 1] = x - 0.5
         logp_out[kk, R - L, C - L] = plc[a] + ld
+
+
+@njit(cache=True)
+def _logsumexp2(J):
+    """log sum exp of a 2-D float64 array."""
+    mx = -np.inf
+    for b in range(J.shape[0]):
+        for q in range(J.shape[1]):
+            mx = max(mx, J[b, q])
+    if mx == -np.inf:
+        return mx
+    tot = 0.0
+    for b in range(J.shape[0]):
+        for q in range(J.shape[1]):
+            tot += math.exp(J[b, q] - mx)
+    return mx + math.log(tot)
+
+
+@njit(cache=True)
+def _joint_class_terms(nt, o, idx, lk, lR, lC, lgd_all, canvas, OC, pos_w, pairs, Jc, PL, ly):
+    """``joint_pairs`` (:mod:`mapsim.models.pixelcnn`): lgd_all[t, c] += log Z_c for the lanes
+    ``idx[:nt]`` with features o[:nt] and every occupied class c; Jc[t, c - 1] keeps each class's
+    cells for the position draw."""
+    Wy, by, E, Ax, Wx, bx = pos_w
+    nb = E.shape[0]
+    ax, hx, ox, row = _head_work(nb, o.shape[1], Wx.shape[1], o.dtype)
+    np.dot(o[:nt], Wy, PL[:nt])
+    for t in range(nt):
+        i = idx[t]
+        for q in range(PL.shape[1]):
+            PL[t, q] += by[q]
+        _x_head(o[t : t + 1], pos_w, ax, hx, ox)
+        for c in range(1, lgd_all.shape[1]):
+            _pair_cells(Jc[t, c - 1], PL[t], ox, c, lk[i], lR[i], lC[i], canvas, OC, pairs, ly, row)
+            lgd_all[t, c] += _logsumexp2(Jc[t, c - 1])
 
 
 @njit(cache=True)
@@ -441,8 +499,8 @@ def _lanes_macro(lk, lS, lR, lC, canvas, U, logp_out, caches, weights, geometry,
     (n, p, L, W, RB, RV, CW, S).  Classes are drawn by :func:`mapsim.sampling.draw.draw_pixel`.
     ``pos_state`` = (positions flag, offset canvas OC (K, H + L, W + 2L, 2) holding offset - 0.5
     of drawn atoms and 0 elsewhere, position uniforms (K, H, W, 2), positions out (K, H, W, 2),
-    pair flag and the four pair weights of :func:`_pair_positions`, flat: numba's parallel loops
-    take no nested tuples);
+    pair flag, the four pair weights of :func:`_pair_positions` and the ``joint_pairs`` flag, flat:
+    numba's parallel loops take no nested tuples);
     positions by :func:`mapsim.sampling.draw.draw_position`.
     """
     V, VH, HS, Vb = caches
@@ -450,7 +508,7 @@ def _lanes_macro(lk, lS, lR, lC, canvas, U, logp_out, caches, weights, geometry,
      T1vo, T1ho, Wy, by, E, Wx, bx, Ax) = weights
     with_pos, OC = pos_state[0], pos_state[1]
     n, p, L, W, RB, RV, CW, S = geometry
-    idx, Av, vpre, vh, Ah, hpre, common, pscr = scratch
+    idx, Av, vpre, vh, Ah, hpre, common, _, _ = scratch
     gbuf, gx, ge, gsc = common[0], common[1], common[2], common[3]
     nl = lk.shape[0]
     k = 2 * p + 1
@@ -524,9 +582,9 @@ def _horizontal_and_draw(sub, lk, lS, lR, lC, canvas, U, logp_out, caches, weigh
     VH, HS = caches[1], caches[2]
     (T1v, b1v, T1h, Wv, bv, Wh, Wvh, bvh, Wres, bres, Wskip, bskip, W1, b1, W2, b2,
      T1vo, T1ho, Wy, by, E, Wx, bx, Ax) = weights
-    with_pos, OC, VP, pos_out, with_pairs, Wp, slots, ratio, kpp = pos_state
+    with_pos, OC, VP, pos_out, with_pairs, Wp, slots, ratio, kpp, joint = pos_state
     n, p, L, W, RB, RV, CW, S = geometry
-    idx, Av, vpre, vh, Ah, hpre, common, pscr = scratch
+    idx, Av, vpre, vh, Ah, hpre, common, pscr, jscr = scratch
     gbuf, gx, ge, gsc, h, G, Gd, so, o, lg, lgd = common
     nl = lk.shape[0]
     F = Wres.shape[1]
@@ -599,16 +657,31 @@ def _horizontal_and_draw(sub, lk, lS, lR, lC, canvas, U, logp_out, caches, weigh
     head_logits(G, idx, nt, Gd, so, o, lg, Wskip, bskip, W1, b1, W2)
     nc = lg.shape[1]
     pidx, pcls, plc, Po = pscr[1], pscr[2], pscr[6], pscr[7]
+    Jc, LG = jscr
+    if joint:
+        for t in range(nt):
+            for c in range(nc):
+                LG[t, c] = np.float64(lg[t, c]) + np.float64(b2[c])
+        _joint_class_terms(nt, o, idx, lk, lR, lC, LG, canvas, OC, (Wy, by, E, Ax, Wx, bx), (Wp, slots, ratio, kpp),
+                           Jc, pscr[8], pscr[0])
     nocc = 0
     for t in range(nt):
         i = idx[t]
         kk, R, C = lk[i], lR[i], lC[i]
         for c in range(nc):
-            lgd[c] = np.float64(lg[t, c]) + np.float64(b2[c])
+            lgd[c] = LG[t, c] if joint else np.float64(lg[t, c]) + np.float64(b2[c])
         chosen, lp = draw_pixel(lgd, beta, U[kk, R - L, C - L])
         canvas[kk, R, C] = chosen
         logp_out[kk, R - L, C - L] = lp
-        if with_pos and chosen > 0:
+        if joint and chosen > 0:
+            _, y, _, x, ld = draw_position_joint(Jc[t, chosen - 1], VP[kk, R - L, C - L, 0], VP[kk, R - L, C - L, 1],
+                                                 pscr[0])
+            pos_out[kk, R - L, C - L, 0] = y
+            pos_out[kk, R - L, C - L, 1] = x
+            OC[kk, R, C, 0] = y - 0.5
+            OC[kk, R, C, 1] = x - 0.5
+            logp_out[kk, R - L, C - L] = lp + ld
+        elif with_pos and chosen > 0:
             pidx[nocc], pcls[nocc], plc[nocc] = t, chosen, lp
             for q in range(o.shape[1]):
                 Po[nocc, q] = o[t, q]
@@ -638,7 +711,8 @@ def _run_steps(m0, m1, K, H, canvas, U, logp_out, caches, weights, geometry, bet
     nbo = weights[18].shape[1]  # Wy: (S, (N_c - 1) B)
     lanes = K * (-(-(span + S - 1) // lag) + 1)  # lanes active in a macro-step, at most
     maxl = (lanes // nchunks + 2) * S
-    scratches = [_scratch(maxl, n, p, k, F, So, nc, nb, nbo, V.dtype) for _ in range(nchunks)]
+    nj = maxl if pos_state[9] else 1
+    scratches = [_scratch(maxl, n, p, k, F, So, nc, nb, nbo, V.dtype, nj) for _ in range(nchunks)]
     lk = np.empty(lanes * S, np.int64)
     lS = np.empty(lanes * S, np.int64)
     lR = np.empty(lanes * S, np.int64)

@@ -175,7 +175,7 @@ class PositionCropProvider(CropProvider):
             self._crop_offsets = self.offs[:, :, rr, cc].transpose(0, 2, 1, 3, 4).reshape(K * n, 2, L + 1, 2 * L + 1)
             out = super().logits(index)
             self._step_hidden = self._hidden[0].reshape(K, n, -1)
-            return out
+            return self._joint_terms(out, rows, cols)
         out = np.empty((K, n, self.n_classes))
         hid = []
         for q in range(n):
@@ -184,6 +184,25 @@ class PositionCropProvider(CropProvider):
             out[:, q] = self.evaluate(self.canvas[:, i : i + L + 1, j : j + 2 * L + 1])[:, :, 0, 0]
             hid.append(self._hidden[-1])
         self._step_hidden = np.stack(hid, axis=1)  # (K, n, S)
+        return self._joint_terms(out, rows, cols)
+
+    def _joint_terms(self, out: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Class logits (K, n, N_c) plus, for a model with ``joint_pairs``, log Z_c of the occupied
+        classes (:meth:`mapsim.models.pixelcnn.GatedPixelCNN.class_log_z`)."""
+        import torch
+
+        m = self.model
+        if not m.config.joint_pairs:
+            return out
+        K, n = out.shape[:2]
+        dt = m.out2.weight.dtype
+        t = lambda a: torch.as_tensor(a, device=m.device)  # noqa: E731
+        kk, qq = (a.reshape(-1) for a in np.meshgrid(np.arange(K), np.arange(n), indexing="ij"))
+        with torch.no_grad():
+            nbrs = m.pair_neighbours(t(self.canvas), t(self.offs).to(dt), t(kk), t(rows[qq] + self.L),
+                                     t(cols[qq] + self.L))
+            z = m.class_log_z(t(self._step_hidden.reshape(K * n, -1)).to(dt), *nbrs)
+        out[:, :, 1:] += z.double().cpu().numpy().reshape(K, n, -1)
         return out
 
     def positions(self, index: tuple[np.ndarray, ...], classes: np.ndarray, v: np.ndarray):
