@@ -61,7 +61,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         cfg.systems = {n: cfg.systems[n] for n in names}
     out = args.out or ("mapsim-quick" if cfg.quick else "mapsim-full")
     if not cfg.quick:
-        print("mapsim reproduce: full run; expect days of CPU time on 2 cores (the README gives the measured cost "
+        print("mapsim reproduce: full run; expect hours of CPU time (the README gives the measured cost "
               "per system); stages are resumable, rerun to continue.", file=sys.stderr)
 
     def log(msg: str) -> None:

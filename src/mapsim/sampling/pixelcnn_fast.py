@@ -711,7 +711,7 @@ def _run_steps(m0, m1, K, H, canvas, U, logp_out, caches, weights, geometry, bet
     nbo = weights[18].shape[1]  # Wy: (S, (N_c - 1) B)
     lanes = K * (-(-(span + S - 1) // lag) + 1)  # lanes active in a macro-step, at most
     maxl = (lanes // nchunks + 2) * S
-    nj = maxl if pos_state[9] else 1
+    nj = lanes // nchunks + 2 if pos_state[9] else 1  # lanes of one sub-step
     scratches = [_scratch(maxl, n, p, k, F, So, nc, nb, nbo, V.dtype, nj) for _ in range(nchunks)]
     lk = np.empty(lanes * S, np.int64)
     lS = np.empty(lanes * S, np.int64)
