@@ -58,8 +58,8 @@ from mapsim.errors import MapsimError
 from mapsim.models.pixelcnn import gate
 from mapsim.models.pixelcnn3d import GatedPixelCNN3D
 from mapsim.sampling.draw import draw_pixel
-from mapsim.sampling.pixelcnn_fast import (_gate, gemm_bias, head_logits, head_weights, kernel_threads, lane_entries,
-                                          lane_scratch, project_and_gate, row_lag)
+from mapsim.sampling.pixelcnn_fast import (_gate, gemm_bias, head_logits, head_weights, kernel_threads, lane_arrays,
+                                          lane_entries, lane_scratch, project_and_gate, row_lag)
 from mapsim.sampling.reference import SampleResult
 
 
@@ -362,12 +362,8 @@ def _run_steps3d(m0, m1, K, D, canvas, U, logp_out, caches, weights, geometry, b
     lanes = K * planes * (-(-(span + S) // lag) + 1)  # lanes active in a macro-step, at most
     maxl = (lanes // nchunks + 2) * S
     scratches = [_scratch(maxl, n, p, k, F, So, nc, caches[1].dtype) for _ in range(nchunks)]
-    lk = np.empty(lanes * S, np.int64)
-    lS = np.empty(lanes * S, np.int64)
-    lP = np.empty(lanes * S, np.int64)
-    lY = np.empty(lanes * S, np.int64)
-    lC = np.empty(lanes * S, np.int64)
-    first = np.empty(lanes + 1, np.int64)  # entries of lane j: first[j] .. first[j + 1] - 1
+    lk, lS, lY, lC, first = lane_arrays(lanes, S)
+    lP = np.empty(lanes * S, np.int64)  # plane of each entry
     for mstep in range(m0, m1):
         t0 = mstep * S
         q = 0

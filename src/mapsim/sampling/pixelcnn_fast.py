@@ -713,11 +713,7 @@ def _run_steps(m0, m1, K, H, canvas, U, logp_out, caches, weights, geometry, bet
     maxl = (lanes // nchunks + 2) * S
     nj = lanes // nchunks + 2 if pos_state[9] else 1  # lanes of one sub-step
     scratches = [_scratch(maxl, n, p, k, F, So, nc, nb, nbo, V.dtype, nj) for _ in range(nchunks)]
-    lk = np.empty(lanes * S, np.int64)
-    lS = np.empty(lanes * S, np.int64)
-    lR = np.empty(lanes * S, np.int64)
-    lC = np.empty(lanes * S, np.int64)
-    first = np.empty(lanes + 1, np.int64)  # entries of lane j: first[j] .. first[j + 1] - 1
+    lk, lS, lR, lC, first = lane_arrays(lanes, S)
     for mstep in range(m0, m1):
         t0 = mstep * S
         r1 = min(H, (t0 + S - 1) // lag + 1)
@@ -740,6 +736,14 @@ def _run_steps(m0, m1, K, H, canvas, U, logp_out, caches, weights, geometry, bet
             hi = first[(ch + 1) * nl // nch]
             _lanes_macro(lk[lo:hi], lS[lo:hi], lR[lo:hi], lC[lo:hi], canvas, U, logp_out, caches, weights,
                          geometry, beta, approx, scratches[ch], pos_state)
+
+
+@njit(cache=True)
+def lane_arrays(lanes, S):
+    """Entry arrays of :func:`lane_entries` for ``lanes`` lanes of ``S`` sub-steps (2D and 3D kernels):
+    sample, sub-step, row, column of each entry, and ``first`` (entries of lane j: first[j] .. first[j + 1] - 1)."""
+    return (np.empty(lanes * S, np.int64), np.empty(lanes * S, np.int64), np.empty(lanes * S, np.int64),
+            np.empty(lanes * S, np.int64), np.empty(lanes + 1, np.int64))
 
 
 @njit(cache=True)
