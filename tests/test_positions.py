@@ -41,14 +41,21 @@ DATA = Path(__file__).parent / "data"
 
 
 def _model(n_classes=3, layers=2, kernel=3, bins=8, seed=0, scale=0.6, dtype=torch.float64, filters=6, out_width=8,
-           pairs=0, pixel_size=(0.5, 0.5), joint=False):
-    """A random model with positions; ``pairs`` may be "joint": a pair term of reach 2 with joint_pairs."""
-    if pairs == "joint":
-        pairs, joint = 2, True
+           pairs=0, pixel_size=(0.5, 0.5), joint=False, floor=False):
+    """A random model with positions; ``pairs`` may be "joint" or "floor": a pair term of reach 2 with
+    joint_pairs, or with pair_floor and a random pair_core (``floor`` does the same at any reach)."""
+    if pairs in ("joint", "floor"):
+        pairs, joint, floor = 2, pairs == "joint", pairs == "floor"
+    core = None
+    if floor:
+        d = np.random.default_rng(seed).uniform(0.5, pairs, (n_classes - 1, n_classes - 1))
+        core = ((d + d.T) / 2).tolist()
     torch.manual_seed(seed)
     cfg = PixelCNNConfig(n_classes=n_classes, layers=layers, kernel=kernel, filters=filters, out_width=out_width,
                          classes=[f"c{i}" for i in range(n_classes)], positions=True, position_bins=bins,
-                         position_pairs=pairs, joint_pairs=joint, pixel_size=list(pixel_size), length_unit="sigma")
+                         position_pairs=pairs, joint_pairs=joint, pair_floor=floor, pair_core=core,
+                         pixel_size=list(pixel_size),
+                         length_unit="sigma")
     m = GatedPixelCNN(cfg).to(dtype).eval()
     with torch.no_grad():
         for prm in m.parameters():
@@ -153,7 +160,7 @@ def test_position_density_is_normalised_and_teacher_forcing_matches_its_pieces()
     assert total == pytest.approx(1.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("pairs", [0, "joint"])
+@pytest.mark.parametrize("pairs", [0, "joint", "floor"])
 def test_teacher_forced_log_likelihood_equals_the_samplers_summed_log_probs(pairs):
     model = _model(seed=5, pairs=pairs)
     for beta, boundary in [(1.0, None), (1.7, Boundary("noise", density=0.3))]:
@@ -207,15 +214,15 @@ CASES = [  # n_classes, layers, kernel, K, H, W
 ]
 
 
-@pytest.mark.parametrize("pairs", [0, 2, "joint"])
+@pytest.mark.parametrize("pairs", [0, 2, "joint", "floor"])
 @pytest.mark.parametrize("case", CASES)
 def test_cached_and_front_samplers_draw_positions_exactly_like_the_reference(case, pairs):
     nc, layers, kernel, K, H, W = case
-    joint = pairs == "joint"
-    pairs = 2 if joint else pairs
+    kind = pairs
+    pairs = 2 if kind in ("joint", "floor") else pairs
     model = _model(nc, layers, kernel, seed=layers * 10 + kernel + 2 + pairs, scale=0.5,
                    pairs=min(pairs, layers * (kernel // 2)), pixel_size=(0.5, 0.6) if pairs else (0.5, 0.5),
-                   joint=joint)
+                   joint=kind == "joint", floor=kind == "floor")
     atoms = 0
     for bi, beta in [(0, 1.0), (1, 0.5), (2, 2.5)]:
         b = BOUNDARIES[bi]
@@ -406,6 +413,73 @@ def test_joint_pairs_weigh_the_class_by_the_pair_factor_over_the_pixel():
         assert float(plain.log_prob_parts(grids, off)[0][0, H - 1, W - 1]) == pytest.approx(lp1, abs=1e-12)
 
 
+def test_pair_floor_holds_the_table_at_its_deepest_knot_closer_in():
+    """pair_floor: every knot closer than a row's deepest one takes its value (its gradient goes to that
+    knot); farther knots and the two zero end knots are the table's; the density follows the floored table."""
+    from mapsim.models.pixelcnn import PAIR_SCALE
+
+    model = _model(bins=4, pairs="floor", seed=3)
+    model.config.pair_core = None
+    plain = _model(bins=4, pairs=2, seed=3)
+    plain.load_state_dict(model.state_dict())
+    raw = PAIR_SCALE * model.pos_pair.detach().numpy().reshape(4, -1)
+    want = raw.copy()
+    for row in want:
+        k = int(np.argmin(row))
+        row[:k] = row[k]
+    got = model.pair_table()
+    np.testing.assert_array_equal(got.detach().numpy(), np.pad(want, ((0, 0), (0, 2))))
+    assert not np.array_equal(want, raw)  # the random table is not monotone inside its minimum
+    got.sum().backward()
+    counts = np.zeros_like(raw)
+    for r, row in enumerate(raw):
+        k = int(np.argmin(row))
+        counts[r] = 1.0
+        counts[r, :k] = 0.0
+        counts[r, k] = k + 1
+    np.testing.assert_array_equal(model.pos_pair.grad.numpy().reshape(4, -1), PAIR_SCALE * counts)
+    np.testing.assert_array_equal(plain.pair_table().detach().numpy(), np.pad(raw, ((0, 0), (0, 2))))
+    # the position density sees the floor: the same weights give another density at some pixel
+    rng = np.random.default_rng(2)
+    grids = torch.as_tensor(rng.integers(1, 3, (1, 4, 5)))
+    off = torch.as_tensor(_offsets_for(grids.numpy(), seed=1)).double()
+    with torch.no_grad():
+        assert not torch.allclose(model.log_prob_parts(grids, off)[1], plain.log_prob_parts(grids, off)[1])
+
+
+def test_pair_core_holds_the_knots_two_inside_the_closest_pair_at_the_core_depth():
+    """pair_core: knots k <= d kpp - 2 of each row are -PAIR_CORE_NATS without gradient; with pair_floor the
+    others are the floored table's; the closest pairs are those of all pairs within the reach, brute force."""
+    from mapsim.models.pair_term import closest_pairs
+    from mapsim.models.pixelcnn import PAIR_CORE_NATS, PAIR_KNOTS_PER_PIXEL
+
+    model = _model(n_classes=3, bins=4, pairs="floor", seed=4)
+    floored = _model(n_classes=3, bins=4, pairs="floor", seed=4)
+    floored.config.pair_core = None
+    core = np.asarray(model.config.pair_core).reshape(-1)
+    table, base = model.pair_table(), floored.pair_table().detach().numpy()
+    held = np.arange(table.shape[1])[None, :] <= np.floor(core[:, None] * PAIR_KNOTS_PER_PIXEL) - 2
+    assert held.any() and not held.all()
+    np.testing.assert_array_equal(table.detach().numpy(), np.where(held, -PAIR_CORE_NATS, base))
+    table.sum().backward()
+    grad = model.pos_pair.grad.numpy().reshape(len(core), -1)
+    assert np.all(grad[held[:, :-2]] == 0) and np.any(grad != 0)
+    # the closest pairs of a dataset: all pairs of atoms of a sample within the reach, classes symmetric
+    ds = _offlattice_dataset(n=3, h=5, w=6, seed=2)
+    g = np.where(ds.grids > 0, 1 + np.random.default_rng(0).integers(0, 2, ds.grids.shape), 0)
+    want = np.full((2, 2), 2.0)
+    for k in range(len(g)):
+        r, c = np.nonzero(g[k])
+        y, x = r + ds.offsets[k, r, c, 0], (c + ds.offsets[k, r, c, 1]) * 1.5
+        for i in range(len(r)):
+            for j in range(i + 1, len(r)):
+                d = math.hypot(y[i] - y[j], x[i] - x[j])
+                a, b = g[k, r[i], c[i]] - 1, g[k, r[j], c[j]] - 1
+                if d < 2.0:
+                    want[a, b] = want[b, a] = min(want[a, b], d)
+    np.testing.assert_allclose(closest_pairs(g, ds.offsets, 3, 2.0, 1.5), want, rtol=1e-12)
+
+
 def test_pair_term_settings_are_checked():
     base = dict(n_classes=2, layers=2, kernel=3, classes=["e", "a"], positions=True, pixel_size=[0.5, 0.5])
     with pytest.raises(MapsimError, match="position_pairs must be an integer in 0..2"):
@@ -414,6 +488,12 @@ def test_pair_term_settings_are_checked():
         PixelCNNConfig(**{**base, "positions": False}, position_pairs=1)
     with pytest.raises(MapsimError, match="joint_pairs needs a pair term"):
         PixelCNNConfig(**base, joint_pairs=True)
+    with pytest.raises(MapsimError, match="pair_floor needs a pair term"):
+        PixelCNNConfig(**base, pair_floor=True)
+    with pytest.raises(MapsimError, match="pair_core needs a pair term"):
+        PixelCNNConfig(**base, pair_core=[[1.0]])
+    with pytest.raises(MapsimError, match="pair_core must be 1 x 1 non-negative distances"):
+        PixelCNNConfig(**base, position_pairs=1, pair_core=[[1.0, 2.0]])
 
 
 # -- training, scoring, generation and the CLI ------------------------------------------------
@@ -458,6 +538,23 @@ def test_training_learns_positions_resumes_exactly_and_scores_in_parts(tmp_path)
 
     tot, pix = nll_sums(m, ds.grids, torch.device("cpu"), 4, ds.offsets)
     assert tot / pix == pytest.approx(s.nll_nats, rel=1e-5)
+
+
+def test_training_with_a_pair_core_stores_the_training_samples_closest_pairs(tmp_path):
+    from mapsim.data import split_indices
+    from mapsim.models.pair_term import closest_pairs
+    from mapsim.training import TrainConfig, train
+
+    ds = _offlattice_dataset(n=8, seed=4)
+    cfg = TrainConfig(layers=1, filters=4, out_width=8, batch=4, epochs=1, seed=3, position_bins=4,
+                      position_pairs=1, pair_core=True, pair_floor=True)
+    m = train(ds, cfg, tmp_path / "a", device="cpu").model
+    tr, _ = split_indices(ds.n_samples, cfg.val_fraction, cfg.seed)
+    want = closest_pairs(ds.grids[np.sort(tr)], ds.offsets[np.sort(tr)], 2, 1, 1.0)
+    assert m.config.pair_core == want and 0 < want[0][0] < 1
+    assert load_model(tmp_path / "a" / "best.pt").config.pair_core == want
+    with pytest.raises(MapsimError, match="pair_core needs a pair term"):
+        TrainConfig(pair_core=True).validate()
 
 
 def test_cli_train_generate_score_export_and_bad_input(tmp_path, capsys):

@@ -134,6 +134,13 @@ class TrainConfig:
     joint_pairs : bool
         Normalise class and position jointly, so the pair term also weighs the class
         probabilities (needs ``position_pairs``; :mod:`mapsim.models.pixelcnn`).
+    pair_floor : bool
+        Keep the pair term at its deepest value closer in than that knot (needs
+        ``position_pairs``; :mod:`mapsim.models.pixelcnn`).
+    pair_core : bool
+        Hold the pair term deep inside the closest pair of each pair of classes in the training
+        samples (the model's ``pair_core``, measured when the run starts or resumes; needs
+        ``position_pairs``; :mod:`mapsim.models.pixelcnn`).
     ema : float
         Exponential moving average of the weights (0 = off): after every optimiser
         step the average moves towards the weights by 1 - d, d = min(ema, (1 + t) /
@@ -162,6 +169,8 @@ class TrainConfig:
     position_bins: int = 32
     position_pairs: int = 0
     joint_pairs: bool = False
+    pair_floor: bool = False
+    pair_core: bool = False
     ema: float = 0.0
 
     def validate(self) -> None:
@@ -186,11 +195,16 @@ class TrainConfig:
             raise MapsimError(f"ema must lie in [0, 1) (0 = no weight averaging), found {self.ema!r}")
         if self.patience < 0:
             raise MapsimError(f"patience must be >= 0 (0 = no early stopping), found {self.patience}")
+        for name in ("joint_pairs", "pair_floor", "pair_core"):
+            if getattr(self, name) and not self.position_pairs:
+                raise MapsimError(f"{name} needs a pair term (position_pairs > 0)")
         if self.crop is not None and (len(self.crop) != 2 or min(self.crop) < 1):
             raise MapsimError(f"crop must be [h, w] with positive sizes, found {self.crop}")
 
-    def model_config(self, classes: tuple[str, ...] | list[str], metadata: dict | None = None) -> PixelCNNConfig:
-        """The model's config; ``metadata`` (the training data's) gives pixel size, unit and species map."""
+    def model_config(self, classes: tuple[str, ...] | list[str], metadata: dict | None = None,
+                     pair_core: list | None = None) -> PixelCNNConfig:
+        """The model's config; ``metadata`` (the training data's) gives pixel size, unit and species map,
+        ``pair_core`` the closest pairs of the training samples (with ``self.pair_core``)."""
         from mapsim.lattice import length_unit_of, pixel_size_of
 
         meta = metadata or {}
@@ -198,7 +212,8 @@ class TrainConfig:
         return PixelCNNConfig(n_classes=len(classes), layers=self.layers, filters=self.filters, kernel=self.kernel,
                               out_width=self.out_width, classes=list(classes), positions=bool(self.positions),
                               position_bins=self.position_bins, position_pairs=self.position_pairs,
-                              joint_pairs=bool(self.joint_pairs),
+                              joint_pairs=bool(self.joint_pairs), pair_floor=bool(self.pair_floor),
+                              pair_core=pair_core if self.pair_core else None,
                               pixel_size=list(px) if px else None,
                               length_unit=length_unit_of(meta), species_map=meta.get("species_map"))
 
@@ -352,10 +367,11 @@ def _distributed_from_env(device_spec: str) -> tuple[_Dist, torch.device]:
 
 
 def build_model(config: TrainConfig, classes: tuple[str, ...] | list[str], metadata: dict | None = None,
-                ndim: int = 2) -> GatedPixelCNN:
+                ndim: int = 2, pair_core: list | None = None) -> GatedPixelCNN:
     """The initial model of a run: weights drawn from ``config.seed`` only (global RNG untouched).
 
-    ``ndim`` = 3 (volumes) builds the 3D Gated PixelCNN of :mod:`mapsim.models.pixelcnn3d`.
+    ``ndim`` = 3 (volumes) builds the 3D Gated PixelCNN of :mod:`mapsim.models.pixelcnn3d`;
+    ``pair_core`` is the training samples' closest pairs (:func:`training_pair_core`).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -365,7 +381,21 @@ def build_model(config: TrainConfig, classes: tuple[str, ...] | list[str], metad
             return GatedPixelCNN3D(PixelCNN3DConfig(n_classes=len(classes), layers=config.layers,
                                                     filters=config.filters, kernel=config.kernel,
                                                     out_width=config.out_width, classes=list(classes)))
-        return GatedPixelCNN(config.model_config(classes, metadata))
+        return GatedPixelCNN(config.model_config(classes, metadata, pair_core))
+
+
+def training_pair_core(config: TrainConfig, dataset, train_idx: np.ndarray) -> list | None:
+    """With ``config.pair_core``: the closest pair of each pair of classes in the training samples, in
+    y-pixel units within the pair term's reach (:func:`mapsim.models.pair_term.closest_pairs`); else None."""
+    if not config.pair_core:
+        return None
+    from mapsim.lattice import pixel_size_of
+    from mapsim.models.pair_term import closest_pairs
+
+    a = pixel_size_of(dataset.metadata or {}) or (1.0, 1.0)
+    idx = np.sort(np.asarray(train_idx))
+    return closest_pairs(dataset.grids[idx], dataset.offsets[idx], len(dataset.classes), config.position_pairs,
+                         a[1] / a[0])
 
 
 @torch.no_grad()
@@ -418,7 +448,8 @@ def density_only_nll(train_counts: np.ndarray, val_counts: np.ndarray) -> float:
 
 
 # what runs saved before a field existed trained with
-_BEFORE_FIELD = {"positions": False, "position_bins": 32, "position_pairs": 0, "joint_pairs": False, "ema": 0.0}
+_BEFORE_FIELD = {"positions": False, "position_bins": 32, "position_pairs": 0, "joint_pairs": False, "pair_floor": False,
+                 "pair_core": False, "ema": 0.0}
 
 
 def _compare_configs(saved: dict[str, Any], given: TrainConfig, where: Path) -> None:
@@ -578,7 +609,8 @@ def _setup(run: _Run, dist: _Dist, dev: torch.device) -> None:
     if run.batch < dist.world:
         raise MapsimError(f"global batch {run.batch} is smaller than the {dist.world} processes")
     run.dist, run.device = dist, dev
-    model = build_model(config, run.dataset.classes, run.dataset.metadata, run.dataset.ndim)
+    model = build_model(config, run.dataset.classes, run.dataset.metadata, run.dataset.ndim,
+                        training_pair_core(config, run.dataset, run.train_idx))
     if payload is None:
         init_output_bias(model, D.class_counts(run.grids, model.n_classes)[run.train_idx].sum(axis=0))
     run.model = model = model.to(dev)

@@ -65,6 +65,47 @@ def pair_backward(gtable, grad, atom, row, ny, nx, ratio, kpp):
                     gtable[t, k + 1] += g[b, q] * f
 
 
+def closest_pairs(grids: np.ndarray, offsets: np.ndarray, n_classes: int, reach: float, ratio: float) -> list:
+    """The closest pair of atoms of each pair of occupied classes within ``reach`` pixels, in y-pixel units.
+
+    Parameters
+    ----------
+    grids : ndarray, shape (K, H, W)
+        Classes (0 = empty).
+    offsets : ndarray, shape (K, H, W, 2)
+        Positions inside the pixels, (y, x) in [0, 1); NaN where empty.
+    n_classes : int
+        N_c; the pairs of the N_c - 1 occupied classes are the table's rows.
+    reach : float
+        Pairs farther than this (pixels) are not looked at; a pair of classes without a closer pair
+        gets ``reach``.
+    ratio : float
+        a_x / a_y: x distances in y-pixel units.
+
+    Returns
+    -------
+    list of list of float, (N_c - 1, N_c - 1)
+        Symmetric; within each sample, not across its edges (the edges may not be periodic).
+    """
+    from scipy.spatial import cKDTree
+
+    occ = n_classes - 1
+    best = np.full((occ, occ), float(reach))
+    for g, off in zip(grids, offsets):
+        r, c = np.nonzero(g)
+        if r.size < 2:
+            continue
+        pts = np.stack([r + off[r, c, 0].astype(np.float64), (c + off[r, c, 1].astype(np.float64)) * ratio], 1)
+        pairs = cKDTree(pts).query_pairs(reach, output_type="ndarray")
+        if not len(pairs):
+            continue
+        d = np.hypot(*(pts[pairs[:, 0]] - pts[pairs[:, 1]]).T)
+        a, b = g[r, c][pairs[:, 0]].astype(np.int64) - 1, g[r, c][pairs[:, 1]].astype(np.int64) - 1
+        np.minimum.at(best, (a, b), d)
+        np.minimum.at(best, (b, a), d)
+    return best.tolist()
+
+
 class PairTerm(torch.autograd.Function):
     """Autograd wrapper: ``apply(table (rows, knots + 2), n_atoms, B, atom, row, ny, nx, ratio, kpp)`` ->
     (n_atoms, B, B) in the table's dtype; gradient for the table only (positions are data)."""

@@ -94,6 +94,23 @@ less often by construction, in training and in every sampler alike (the class un
 draw rule are unchanged; the cost is the x head and the pair sum at every pixel, not only at
 the occupied ones).
 
+*Core floor* (``pair_floor``).  The data never put two atoms deep inside each other's cores, so
+maximum likelihood learns the table only where atoms can still be: at the wall it reaches several
+nats below zero, closer in it drifts back towards zero (the mixture of the README: -3.7 nats for
+the unlike pair at 0.71 sigma, -1.6 at 0.2 sigma), and an atom drawn a little off the data's
+positions can then overlap another one.  With ``pair_floor`` each row of the table is held at
+its deepest value at every knot closer than that one, w'(d) = w(d*) for d < d* = argmin w (the
+deepest knot's gradient collects theirs), so the core is at least as repulsive as the wall.
+
+*Core* (``pair_core``).  The floor keeps the core as repulsive as the wall, a few nats; the data
+say more: no two atoms of classes (c, c') came closer than the closest such pair of the training
+data, d_min (``pair_core``, y-pixel units, measured within each training sample by
+:func:`mapsim.models.pair_term.closest_pairs` when training with it).  Every knot at least two knots
+inside d_min, k <= d_min kpp - 2, holds -``PAIR_CORE_NATS``, so the density vanishes there for all
+practical purposes while the last knot spacing below d_min stays learned (a held-out pair slightly
+closer than any training pair keeps a learned weight).  A fixed constraint from the data, not learned:
+those knots get no gradient.
+
 Why bins and not truncated logistic mixtures: the density is exactly normalised
 by construction (a softmax, no truncation constants), its inverse CDF is closed
 form and cheap in the compiled sampler (one cumulative sum, one division:
@@ -113,6 +130,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -128,6 +146,10 @@ PAIR_SCALE = 8.0
 """The pair table is learnt in units of 8 nats: Adam moves a weight by about the learning rate per
 step, and a core takes several nats (LJ liquid: the unscaled table had reached -1 nat at 0.9 sigma
 after 1100 steps, the Boltzmann factor there is about -6.6)."""
+
+PAIR_CORE_NATS = 30.0
+"""Depth of the pair table inside ``pair_core``: a cell there weighs e^-30 (about 1e-13) of one outside, so
+no draw lands there, while a held-out pair that does still scores finitely."""
 
 MAX_POSITION_BINS = 1024
 """Most bins per axis: the draw rule keeps positions 2^-12 of a bin from its edges, which float32
@@ -162,6 +184,12 @@ class PixelCNNConfig:
     joint_pairs : bool
         With a pair term: normalise class and position jointly, so that the pair term also
         weighs the class probabilities (module docstring, *Joint normalisation*).
+    pair_floor : bool
+        With a pair term: closer than the distance of its deepest knot, the pair term stays at
+        that depth (module docstring, *Core floor*).
+    pair_core : list of list of float or None
+        With a pair term: per pair of occupied classes, the closest pair of the training data in
+        y-pixel units; the table holds -``PAIR_CORE_NATS`` a knot inside it (module docstring, *Core*).
     pixel_size : list of float or None
         ``[a_y, a_x]`` of the training data in ``length_unit`` (copied into generated datasets;
         required with ``positions``).
@@ -181,6 +209,8 @@ class PixelCNNConfig:
     position_bins: int = 32
     position_pairs: int = 0
     joint_pairs: bool = False
+    pair_floor: bool = False
+    pair_core: list | None = None
     pixel_size: list | None = None
     length_unit: str | None = None
     species_map: dict | None = None
@@ -201,6 +231,18 @@ class PixelCNNConfig:
             raise MapsimError(f"joint_pairs must be true or false, found {self.joint_pairs!r}")
         if self.joint_pairs and not self.position_pairs:
             raise MapsimError("joint_pairs needs a pair term (position_pairs > 0)")
+        if not isinstance(self.pair_floor, bool):
+            raise MapsimError(f"pair_floor must be true or false, found {self.pair_floor!r}")
+        if self.pair_floor and not self.position_pairs:
+            raise MapsimError("pair_floor needs a pair term (position_pairs > 0)")
+        if self.pair_core is not None:
+            occ = self.n_classes - 1
+            core = np.asarray(self.pair_core, dtype=np.float64) if _is_nested_numbers(self.pair_core) else None
+            if core is None or core.shape != (occ, occ) or not np.all(np.isfinite(core)) or np.any(core < 0):
+                raise MapsimError(f"pair_core must be {occ} x {occ} non-negative distances, found {self.pair_core!r}")
+            if not self.position_pairs:
+                raise MapsimError("pair_core needs a pair term (position_pairs > 0)")
+            self.pair_core = core.tolist()
         if self.pixel_size is not None:
             if isinstance(self.pixel_size, (int, float)):
                 self.pixel_size = [float(self.pixel_size)] * 2
@@ -209,6 +251,13 @@ class PixelCNNConfig:
                 raise MapsimError(f"pixel_size must be [a_y, a_x] with positive sizes, found {self.pixel_size}")
         if self.positions and self.pixel_size is None:
             raise MapsimError("a model with positions needs the pixel_size of its training data")
+
+
+def _is_nested_numbers(v) -> bool:
+    """Whether ``v`` is a list (of lists) of real numbers, no booleans or strings."""
+    if isinstance(v, (list, tuple)):
+        return all(_is_nested_numbers(x) for x in v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def check_sizes(config) -> None:
@@ -439,12 +488,29 @@ class GatedPixelCNN(MapModel):
                              *self.pair_neighbours(canvas, offsets.to(hidden.dtype), b, r + L, c + L))
         return F.pad(z.view(Bn, H, W, -1).permute(0, 3, 1, 2), (0, 0, 0, 0, 1, 0))
 
+    def pair_table(self) -> torch.Tensor:
+        """The pair term's table in nats, (pairs of classes, knots + 2), ending in two zero knots (0 from
+        R pixels on); with ``pair_floor`` every knot closer than a row's deepest one takes its value."""
+        occ = self.n_classes - 1
+        table = PAIR_SCALE * self.pos_pair.reshape(occ * occ, -1)
+        if getattr(self.config, "pair_floor", False):
+            deepest = torch.argmin(table.detach(), dim=1, keepdim=True)  # (pairs, 1)
+            inside = torch.arange(table.shape[1], device=table.device)[None, :] < deepest
+            table = torch.where(inside, table.gather(1, deepest), table)
+        core = getattr(self.config, "pair_core", None)
+        if core is not None:
+            # knots k <= d kpp - 2: the data's closest pair lies a knot beyond the last one held
+            d = torch.tensor(core, dtype=torch.float64, device=table.device).reshape(-1, 1)
+            held = torch.arange(table.shape[1], device=table.device)[None, :] <= torch.floor(d * PAIR_KNOTS_PER_PIXEL) - 2
+            table = torch.where(held, torch.full_like(table, -PAIR_CORE_NATS), table)
+        return F.pad(table, (0, 2))
+
     def pair_term(self, classes: torch.Tensor, n_classes: torch.Tensor, n_pos: torch.Tensor) -> torch.Tensor:
         """Sum over the neighbours of w[c, c_j](d_j) at every cell centre, (N, B, B) (module docstring)."""
         nb, occ = self.config.position_bins, self.n_classes - 1
         atom, slot = torch.nonzero(n_classes > 0, as_tuple=True)  # (P,) pairs
         row = (classes[atom].long() - 1) * occ + (n_classes[atom, slot].long() - 1)
-        table = F.pad(PAIR_SCALE * self.pos_pair.reshape(occ * occ, -1), (0, 2))  # two zero knots: 0 from R pixels on
+        table = self.pair_table()
         ratio = self.config.pixel_size[1] / self.config.pixel_size[0]
         return PairTerm.apply(table, classes.shape[0], nb, atom, row, n_pos[atom, slot, 0], n_pos[atom, slot, 1],
                               ratio, float(PAIR_KNOTS_PER_PIXEL))
