@@ -41,9 +41,10 @@ DATA = Path(__file__).parent / "data"
 
 
 def _model(n_classes=3, layers=2, kernel=3, bins=8, seed=0, scale=0.6, dtype=torch.float64, filters=6, out_width=8,
-           pairs=0, pixel_size=(0.5, 0.5), joint=False, floor=False):
+           pairs=0, pixel_size=(0.5, 0.5), joint=False, floor=False, knots=None):
     """A random model with positions; ``pairs`` may be "joint" or "floor": a pair term of reach 2 with
-    joint_pairs, or with pair_floor and a random pair_core (``floor`` does the same at any reach)."""
+    joint_pairs, or with pair_floor, a random pair_core and 24 knots per pixel (``floor`` does the same at
+    any reach)."""
     if pairs in ("joint", "floor"):
         pairs, joint, floor = 2, pairs == "joint", pairs == "floor"
     core = None
@@ -54,6 +55,7 @@ def _model(n_classes=3, layers=2, kernel=3, bins=8, seed=0, scale=0.6, dtype=tor
     cfg = PixelCNNConfig(n_classes=n_classes, layers=layers, kernel=kernel, filters=filters, out_width=out_width,
                          classes=[f"c{i}" for i in range(n_classes)], positions=True, position_bins=bins,
                          position_pairs=pairs, joint_pairs=joint, pair_floor=floor, pair_core=core,
+                         pair_knots=knots or (24 if floor else 16),
                          pixel_size=list(pixel_size),
                          length_unit="sigma")
     m = GatedPixelCNN(cfg).to(dtype).eval()
@@ -420,7 +422,7 @@ def test_pair_floor_holds_the_table_at_its_deepest_knot_closer_in():
 
     model = _model(bins=4, pairs="floor", seed=3)
     model.config.pair_core = None
-    plain = _model(bins=4, pairs=2, seed=3)
+    plain = _model(bins=4, pairs=2, seed=3, knots=24)
     plain.load_state_dict(model.state_dict())
     raw = PAIR_SCALE * model.pos_pair.detach().numpy().reshape(4, -1)
     want = raw.copy()
@@ -451,14 +453,14 @@ def test_pair_core_holds_the_knots_two_inside_the_closest_pair_at_the_core_depth
     """pair_core: knots k <= d kpp - 2 of each row are -PAIR_CORE_NATS without gradient; with pair_floor the
     others are the floored table's; the closest pairs are those of all pairs within the reach, brute force."""
     from mapsim.models.pair_term import closest_pairs
-    from mapsim.models.pixelcnn import PAIR_CORE_NATS, PAIR_KNOTS_PER_PIXEL
+    from mapsim.models.pixelcnn import PAIR_CORE_NATS
 
     model = _model(n_classes=3, bins=4, pairs="floor", seed=4)
     floored = _model(n_classes=3, bins=4, pairs="floor", seed=4)
     floored.config.pair_core = None
     core = np.asarray(model.config.pair_core).reshape(-1)
     table, base = model.pair_table(), floored.pair_table().detach().numpy()
-    held = np.arange(table.shape[1])[None, :] <= np.floor(core[:, None] * PAIR_KNOTS_PER_PIXEL) - 2
+    held = np.arange(table.shape[1])[None, :] <= np.floor(core[:, None] * model.config.pair_knots) - 2
     assert held.any() and not held.all()
     np.testing.assert_array_equal(table.detach().numpy(), np.where(held, -PAIR_CORE_NATS, base))
     table.sum().backward()

@@ -137,6 +137,8 @@ class TrainConfig:
     pair_floor : bool
         Keep the pair term at its deepest value closer in than that knot (needs
         ``position_pairs``; :mod:`mapsim.models.pixelcnn`).
+    pair_knots : int
+        Knots of the pair table per pixel of distance (:mod:`mapsim.models.pixelcnn`).
     pair_core : bool
         Hold the pair term deep inside the closest pair of each pair of classes in the training
         samples (the model's ``pair_core``, measured when the run starts or resumes; needs
@@ -170,6 +172,7 @@ class TrainConfig:
     position_pairs: int = 0
     joint_pairs: bool = False
     pair_floor: bool = False
+    pair_knots: int = 16
     pair_core: bool = False
     ema: float = 0.0
 
@@ -213,6 +216,7 @@ class TrainConfig:
                               out_width=self.out_width, classes=list(classes), positions=bool(self.positions),
                               position_bins=self.position_bins, position_pairs=self.position_pairs,
                               joint_pairs=bool(self.joint_pairs), pair_floor=bool(self.pair_floor),
+                              pair_knots=int(self.pair_knots),
                               pair_core=pair_core if self.pair_core else None,
                               pixel_size=list(px) if px else None,
                               length_unit=length_unit_of(meta), species_map=meta.get("species_map"))
@@ -449,7 +453,7 @@ def density_only_nll(train_counts: np.ndarray, val_counts: np.ndarray) -> float:
 
 # what runs saved before a field existed trained with
 _BEFORE_FIELD = {"positions": False, "position_bins": 32, "position_pairs": 0, "joint_pairs": False, "pair_floor": False,
-                 "pair_core": False, "ema": 0.0}
+                 "pair_knots": 16, "pair_core": False, "ema": 0.0}
 
 
 def _compare_configs(saved: dict[str, Any], given: TrainConfig, where: Path) -> None:

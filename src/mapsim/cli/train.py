@@ -17,7 +17,7 @@ _OPTIONS = {
     "lr": float, "weight_decay": float, "warmup": float, "grad_clip": float, "seed": int,
     "val_fraction": float, "crop": str, "symmetries": str, "patience": int, "positions": bool,
     "position_bins": int, "position_pairs": int, "joint_pairs": bool, "pair_floor": bool,
-    "pair_core": bool, "ema": float,
+    "pair_knots": int, "pair_core": bool, "ema": float,
 }
 
 
@@ -60,9 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --position-pairs: closer than its deepest knot the pair term keeps that depth, "
                         "so cores the data never probe stay repulsive "
                         f"[{'on' if d.pair_floor else 'off'}]")
+    g.add_argument("--pair-knots", type=int, default=None, metavar="N",
+                   help=f"with --position-pairs: knots of the pair table per pixel of distance [{d.pair_knots}]")
     g.add_argument("--pair-core", action=argparse.BooleanOptionalAction, default=None,
                    help="with --position-pairs: no two atoms closer than the closest pair of their classes in "
-                        f"the training samples (less a knot, 1/16 pixel) [{'on' if d.pair_core else 'off'}]")
+                        f"the training samples (less a knot of the table) [{'on' if d.pair_core else 'off'}]")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help=f"total epochs [{d.epochs}]")
     g.add_argument("--batch", type=int, default=None, help=f"global batch in samples [{d.batch}]")

@@ -73,10 +73,10 @@ unchanged), renormalised over the cells:
     log p(cell) = log P(bin y) + log P(bin x | bin y) + sum_j w[c, c_j](d_j) - log Z,
 
 with d_j the distance (in y-pixel units) from the cell's centre to atom j and w a piecewise
-linear function per class pair on knots 1/16 pixel apart, zero from R pixels on (initialised
-to zero, so training starts from the factorised heads; stored in units of ``PAIR_SCALE`` nats).  Draws go through the same rule:
-the y bin from the joint's row sums, then x from the chosen row
-(:func:`mapsim.sampling.draw.draw_position_joint`), still exactly normalised.  The cost is the x
+linear function per class pair on knots 1/``pair_knots`` pixel apart (16 by default), zero from R
+pixels on (initialised to zero, so training starts from the factorised heads; stored in units of
+``PAIR_SCALE`` nats).  Draws go through the same rule: the y bin from the joint's row sums, then x
+from the chosen row (:func:`mapsim.sampling.draw.draw_position_joint`), still exactly normalised.  The cost is the x
 head for all B rows and the pair sum over B^2 cells per atom.
 
 *Joint normalisation* (``joint_pairs``).  Renormalising the pair factor over the cells makes the
@@ -140,7 +140,7 @@ from mapsim.models.base import MapModel, register_model
 from mapsim.models.pair_term import PairTerm
 
 PAIR_KNOTS_PER_PIXEL = 16
-"""Knots of the pair term per pixel of distance (module docstring)."""
+"""Knots of the pair term per pixel of distance by default (``pair_knots``; module docstring)."""
 
 PAIR_SCALE = 8.0
 """The pair table is learnt in units of 8 nats: Adam moves a weight by about the learning rate per
@@ -187,6 +187,8 @@ class PixelCNNConfig:
     pair_floor : bool
         With a pair term: closer than the distance of its deepest knot, the pair term stays at
         that depth (module docstring, *Core floor*).
+    pair_knots : int
+        Knots of the pair table per pixel of distance (1 .. 256; 16 before this setting existed).
     pair_core : list of list of float or None
         With a pair term: per pair of occupied classes, the closest pair of the training data in
         y-pixel units; the table holds -``PAIR_CORE_NATS`` a knot inside it (module docstring, *Core*).
@@ -210,6 +212,7 @@ class PixelCNNConfig:
     position_pairs: int = 0
     joint_pairs: bool = False
     pair_floor: bool = False
+    pair_knots: int = PAIR_KNOTS_PER_PIXEL
     pair_core: list | None = None
     pixel_size: list | None = None
     length_unit: str | None = None
@@ -235,6 +238,9 @@ class PixelCNNConfig:
             raise MapsimError(f"pair_floor must be true or false, found {self.pair_floor!r}")
         if self.pair_floor and not self.position_pairs:
             raise MapsimError("pair_floor needs a pair term (position_pairs > 0)")
+        if isinstance(self.pair_knots, bool) or not isinstance(self.pair_knots, int) \
+                or not 1 <= self.pair_knots <= 256:
+            raise MapsimError(f"pair_knots must be an integer in 1..256, found {self.pair_knots!r}")
         if self.pair_core is not None:
             occ = self.n_classes - 1
             core = np.asarray(self.pair_core, dtype=np.float64) if _is_nested_numbers(self.pair_core) else None
@@ -315,7 +321,7 @@ class GatedPixelCNN(MapModel):
             self.pos_x_in = nn.Linear(s, s)
             self.pos_x = nn.Linear(s, occupied * nb)
             if config.position_pairs:
-                knots = PAIR_KNOTS_PER_PIXEL * config.position_pairs
+                knots = config.pair_knots * config.position_pairs
                 self.pos_pair = nn.Parameter(torch.zeros(occupied, occupied, knots))
 
     @property
@@ -501,7 +507,7 @@ class GatedPixelCNN(MapModel):
         if core is not None:
             # knots k <= d kpp - 2: the data's closest pair lies a knot beyond the last one held
             d = torch.tensor(core, dtype=torch.float64, device=table.device).reshape(-1, 1)
-            held = torch.arange(table.shape[1], device=table.device)[None, :] <= torch.floor(d * PAIR_KNOTS_PER_PIXEL) - 2
+            held = torch.arange(table.shape[1], device=table.device)[None, :] <= torch.floor(d * self.config.pair_knots) - 2
             table = torch.where(held, torch.full_like(table, -PAIR_CORE_NATS), table)
         return F.pad(table, (0, 2))
 
@@ -513,7 +519,7 @@ class GatedPixelCNN(MapModel):
         table = self.pair_table()
         ratio = self.config.pixel_size[1] / self.config.pixel_size[0]
         return PairTerm.apply(table, classes.shape[0], nb, atom, row, n_pos[atom, slot, 0], n_pos[atom, slot, 1],
-                              ratio, float(PAIR_KNOTS_PER_PIXEL))
+                              ratio, float(self.config.pair_knots))
 
     def position_bins_of(self, pos: torch.Tensor) -> torch.Tensor:
         """Bin index (long, same shape) of positions in [0, 1), computed in float64 (exact for float32 inputs)."""

@@ -55,7 +55,7 @@ import scipy.linalg.cython_blas  # noqa: F401,E402
 from threadpoolctl import threadpool_limits
 
 from mapsim.models.pair_term import add_pair
-from mapsim.models.pixelcnn import PAIR_KNOTS_PER_PIXEL, GatedPixelCNN, gate, pair_slots
+from mapsim.models.pixelcnn import GatedPixelCNN, gate, pair_slots
 from mapsim.sampling.common import Boundary, check_beta
 from mapsim.sampling.draw import draw_pixel, draw_position, draw_position_joint
 from mapsim.sampling.providers import top_offset_channels
@@ -124,7 +124,7 @@ def _pair_weights(model: GatedPixelCNN) -> tuple:
         return False, np.zeros((1, 2)), np.zeros((0, 2), np.int64), 1.0, 1.0, False
     table = np.ascontiguousarray(model.pair_table().detach().double().cpu().numpy())
     slots = np.array(pair_slots(cfg.position_pairs), np.int64).reshape(-1, 2)
-    return (True, table, slots, cfg.pixel_size[1] / cfg.pixel_size[0], float(PAIR_KNOTS_PER_PIXEL),
+    return (True, table, slots, cfg.pixel_size[1] / cfg.pixel_size[0], float(cfg.pair_knots),
             bool(getattr(cfg, "joint_pairs", False)))
 
 
