@@ -41,21 +41,20 @@ DATA = Path(__file__).parent / "data"
 
 
 def _model(n_classes=3, layers=2, kernel=3, bins=8, seed=0, scale=0.6, dtype=torch.float64, filters=6, out_width=8,
-           pairs=0, pixel_size=(0.5, 0.5), joint=False, floor=False, knots=None):
-    """A random model with positions; ``pairs`` may be "joint" or "floor": a pair term of reach 2 with
-    joint_pairs, or with pair_floor, a random pair_core and 24 knots per pixel (``floor`` does the same at
-    any reach)."""
-    if pairs in ("joint", "floor"):
-        pairs, joint, floor = 2, pairs == "joint", pairs == "floor"
-    core = None
-    if floor:
+           pairs=0, pixel_size=(0.5, 0.5), joint=False, core=False, knots=None):
+    """A random model with positions; ``pairs`` may be "joint" or "core": a pair term of reach 2 with
+    joint_pairs, or with a random pair_core and 24 knots per pixel (``core`` does the same at any reach)."""
+    if pairs in ("joint", "core"):
+        pairs, joint, core = 2, pairs == "joint", pairs == "core"
+    if core:
         d = np.random.default_rng(seed).uniform(0.5, pairs, (n_classes - 1, n_classes - 1))
         core = ((d + d.T) / 2).tolist()
+    else:
+        core, knots = None, knots or 16
     torch.manual_seed(seed)
     cfg = PixelCNNConfig(n_classes=n_classes, layers=layers, kernel=kernel, filters=filters, out_width=out_width,
                          classes=[f"c{i}" for i in range(n_classes)], positions=True, position_bins=bins,
-                         position_pairs=pairs, joint_pairs=joint, pair_floor=floor, pair_core=core,
-                         pair_knots=knots or (24 if floor else 16),
+                         position_pairs=pairs, joint_pairs=joint, pair_core=core, pair_knots=knots or 24,
                          pixel_size=list(pixel_size),
                          length_unit="sigma")
     m = GatedPixelCNN(cfg).to(dtype).eval()
@@ -162,7 +161,7 @@ def test_position_density_is_normalised_and_teacher_forcing_matches_its_pieces()
     assert total == pytest.approx(1.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("pairs", [0, "joint", "floor"])
+@pytest.mark.parametrize("pairs", [0, "joint", "core"])
 def test_teacher_forced_log_likelihood_equals_the_samplers_summed_log_probs(pairs):
     model = _model(seed=5, pairs=pairs)
     for beta, boundary in [(1.0, None), (1.7, Boundary("noise", density=0.3))]:
@@ -216,15 +215,15 @@ CASES = [  # n_classes, layers, kernel, K, H, W
 ]
 
 
-@pytest.mark.parametrize("pairs", [0, 2, "joint", "floor"])
+@pytest.mark.parametrize("pairs", [0, 2, "joint", "core"])
 @pytest.mark.parametrize("case", CASES)
 def test_cached_and_front_samplers_draw_positions_exactly_like_the_reference(case, pairs):
     nc, layers, kernel, K, H, W = case
     kind = pairs
-    pairs = 2 if kind in ("joint", "floor") else pairs
+    pairs = 2 if kind in ("joint", "core") else pairs
     model = _model(nc, layers, kernel, seed=layers * 10 + kernel + 2 + pairs, scale=0.5,
                    pairs=min(pairs, layers * (kernel // 2)), pixel_size=(0.5, 0.6) if pairs else (0.5, 0.5),
-                   joint=kind == "joint", floor=kind == "floor")
+                   joint=kind == "joint", core=kind == "core")
     atoms = 0
     for bi, beta in [(0, 1.0), (1, 0.5), (2, 2.5)]:
         b = BOUNDARIES[bi]
@@ -415,51 +414,16 @@ def test_joint_pairs_weigh_the_class_by_the_pair_factor_over_the_pixel():
         assert float(plain.log_prob_parts(grids, off)[0][0, H - 1, W - 1]) == pytest.approx(lp1, abs=1e-12)
 
 
-def test_pair_floor_holds_the_table_at_its_deepest_knot_closer_in():
-    """pair_floor: every knot closer than a row's deepest one takes its value (its gradient goes to that
-    knot); farther knots and the two zero end knots are the table's; the density follows the floored table."""
-    from mapsim.models.pixelcnn import PAIR_SCALE
-
-    model = _model(bins=4, pairs="floor", seed=3)
-    model.config.pair_core = None
-    plain = _model(bins=4, pairs=2, seed=3, knots=24)
-    plain.load_state_dict(model.state_dict())
-    raw = PAIR_SCALE * model.pos_pair.detach().numpy().reshape(4, -1)
-    want = raw.copy()
-    for row in want:
-        k = int(np.argmin(row))
-        row[:k] = row[k]
-    got = model.pair_table()
-    np.testing.assert_array_equal(got.detach().numpy(), np.pad(want, ((0, 0), (0, 2))))
-    assert not np.array_equal(want, raw)  # the random table is not monotone inside its minimum
-    got.sum().backward()
-    counts = np.zeros_like(raw)
-    for r, row in enumerate(raw):
-        k = int(np.argmin(row))
-        counts[r] = 1.0
-        counts[r, :k] = 0.0
-        counts[r, k] = k + 1
-    np.testing.assert_array_equal(model.pos_pair.grad.numpy().reshape(4, -1), PAIR_SCALE * counts)
-    np.testing.assert_array_equal(plain.pair_table().detach().numpy(), np.pad(raw, ((0, 0), (0, 2))))
-    # the position density sees the floor: the same weights give another density at some pixel
-    rng = np.random.default_rng(2)
-    grids = torch.as_tensor(rng.integers(1, 3, (1, 4, 5)))
-    off = torch.as_tensor(_offsets_for(grids.numpy(), seed=1)).double()
-    with torch.no_grad():
-        assert not torch.allclose(model.log_prob_parts(grids, off)[1], plain.log_prob_parts(grids, off)[1])
-
-
 def test_pair_core_holds_the_knots_two_inside_the_closest_pair_at_the_core_depth():
-    """pair_core: knots k <= d kpp - 2 of each row are -PAIR_CORE_NATS without gradient; with pair_floor the
-    others are the floored table's; the closest pairs are those of all pairs within the reach, brute force."""
+    """pair_core: knots k <= d kpp - 2 of each row are -PAIR_CORE_NATS without gradient, the others the
+    table's; the closest pairs are those of all pairs of atoms within the reach, brute force."""
     from mapsim.models.pair_term import closest_pairs
-    from mapsim.models.pixelcnn import PAIR_CORE_NATS
+    from mapsim.models.pixelcnn import PAIR_CORE_NATS, PAIR_SCALE
 
-    model = _model(n_classes=3, bins=4, pairs="floor", seed=4)
-    floored = _model(n_classes=3, bins=4, pairs="floor", seed=4)
-    floored.config.pair_core = None
+    model = _model(n_classes=3, bins=4, pairs="core", seed=4)
     core = np.asarray(model.config.pair_core).reshape(-1)
-    table, base = model.pair_table(), floored.pair_table().detach().numpy()
+    table, base = model.pair_table(), PAIR_SCALE * model.pos_pair.detach().numpy().reshape(len(core), -1)
+    base = np.pad(base, ((0, 0), (0, 2)))
     held = np.arange(table.shape[1])[None, :] <= np.floor(core[:, None] * model.config.pair_knots) - 2
     assert held.any() and not held.all()
     np.testing.assert_array_equal(table.detach().numpy(), np.where(held, -PAIR_CORE_NATS, base))
@@ -490,8 +454,6 @@ def test_pair_term_settings_are_checked():
         PixelCNNConfig(**{**base, "positions": False}, position_pairs=1)
     with pytest.raises(MapsimError, match="joint_pairs needs a pair term"):
         PixelCNNConfig(**base, joint_pairs=True)
-    with pytest.raises(MapsimError, match="pair_floor needs a pair term"):
-        PixelCNNConfig(**base, pair_floor=True)
     with pytest.raises(MapsimError, match="pair_core needs a pair term"):
         PixelCNNConfig(**base, pair_core=[[1.0]])
     with pytest.raises(MapsimError, match="pair_core must be 1 x 1 non-negative distances"):
@@ -549,7 +511,7 @@ def test_training_with_a_pair_core_stores_the_training_samples_closest_pairs(tmp
 
     ds = _offlattice_dataset(n=8, seed=4)
     cfg = TrainConfig(layers=1, filters=4, out_width=8, batch=4, epochs=1, seed=3, position_bins=4,
-                      position_pairs=1, pair_core=True, pair_floor=True)
+                      position_pairs=1, pair_core=True)
     m = train(ds, cfg, tmp_path / "a", device="cpu").model
     tr, _ = split_indices(ds.n_samples, cfg.val_fraction, cfg.seed)
     want = closest_pairs(ds.grids[np.sort(tr)], ds.offsets[np.sort(tr)], 2, 1, 1.0)

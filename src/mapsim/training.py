@@ -134,9 +134,6 @@ class TrainConfig:
     joint_pairs : bool
         Normalise class and position jointly, so the pair term also weighs the class
         probabilities (needs ``position_pairs``; :mod:`mapsim.models.pixelcnn`).
-    pair_floor : bool
-        Keep the pair term at its deepest value closer in than that knot (needs
-        ``position_pairs``; :mod:`mapsim.models.pixelcnn`).
     pair_knots : int
         Knots of the pair table per pixel of distance (:mod:`mapsim.models.pixelcnn`).
     pair_core : bool
@@ -171,7 +168,6 @@ class TrainConfig:
     position_bins: int = 32
     position_pairs: int = 0
     joint_pairs: bool = False
-    pair_floor: bool = False
     pair_knots: int = 16
     pair_core: bool = False
     ema: float = 0.0
@@ -198,7 +194,7 @@ class TrainConfig:
             raise MapsimError(f"ema must lie in [0, 1) (0 = no weight averaging), found {self.ema!r}")
         if self.patience < 0:
             raise MapsimError(f"patience must be >= 0 (0 = no early stopping), found {self.patience}")
-        for name in ("joint_pairs", "pair_floor", "pair_core"):
+        for name in ("joint_pairs", "pair_core"):
             if getattr(self, name) and not self.position_pairs:
                 raise MapsimError(f"{name} needs a pair term (position_pairs > 0)")
         if self.crop is not None and (len(self.crop) != 2 or min(self.crop) < 1):
@@ -215,7 +211,7 @@ class TrainConfig:
         return PixelCNNConfig(n_classes=len(classes), layers=self.layers, filters=self.filters, kernel=self.kernel,
                               out_width=self.out_width, classes=list(classes), positions=bool(self.positions),
                               position_bins=self.position_bins, position_pairs=self.position_pairs,
-                              joint_pairs=bool(self.joint_pairs), pair_floor=bool(self.pair_floor),
+                              joint_pairs=bool(self.joint_pairs),
                               pair_knots=int(self.pair_knots),
                               pair_core=pair_core if self.pair_core else None,
                               pixel_size=list(px) if px else None,
@@ -452,7 +448,7 @@ def density_only_nll(train_counts: np.ndarray, val_counts: np.ndarray) -> float:
 
 
 # what runs saved before a field existed trained with
-_BEFORE_FIELD = {"positions": False, "position_bins": 32, "position_pairs": 0, "joint_pairs": False, "pair_floor": False,
+_BEFORE_FIELD = {"positions": False, "position_bins": 32, "position_pairs": 0, "joint_pairs": False,
                  "pair_knots": 16, "pair_core": False, "ema": 0.0}
 
 

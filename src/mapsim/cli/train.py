@@ -16,7 +16,7 @@ _OPTIONS = {
     "layers": int, "filters": int, "kernel": int, "out_width": int, "epochs": int, "batch": int,
     "lr": float, "weight_decay": float, "warmup": float, "grad_clip": float, "seed": int,
     "val_fraction": float, "crop": str, "symmetries": str, "patience": int, "positions": bool,
-    "position_bins": int, "position_pairs": int, "joint_pairs": bool, "pair_floor": bool,
+    "position_bins": int, "position_pairs": int, "joint_pairs": bool,
     "pair_knots": int, "pair_core": bool, "ema": float,
 }
 
@@ -56,10 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --position-pairs: normalise class and position jointly, so the pair term also "
                         "makes a pixel whose free area the neighbours' cores cut down less likely to hold an "
                         f"atom [{'on' if d.joint_pairs else 'off'}]")
-    g.add_argument("--pair-floor", action=argparse.BooleanOptionalAction, default=None,
-                   help="with --position-pairs: closer than its deepest knot the pair term keeps that depth, "
-                        "so cores the data never probe stay repulsive "
-                        f"[{'on' if d.pair_floor else 'off'}]")
     g.add_argument("--pair-knots", type=int, default=None, metavar="N",
                    help=f"with --position-pairs: knots of the pair table per pixel of distance [{d.pair_knots}]")
     g.add_argument("--pair-core", action=argparse.BooleanOptionalAction, default=None,

@@ -94,16 +94,12 @@ less often by construction, in training and in every sampler alike (the class un
 draw rule are unchanged; the cost is the x head and the pair sum at every pixel, not only at
 the occupied ones).
 
-*Core floor* (``pair_floor``).  The data never put two atoms deep inside each other's cores, so
-maximum likelihood learns the table only where atoms can still be: at the wall it reaches several
-nats below zero, closer in it drifts back towards zero (the mixture of the README: -3.7 nats for
-the unlike pair at 0.71 sigma, -1.6 at 0.2 sigma), and an atom drawn a little off the data's
-positions can then overlap another one.  With ``pair_floor`` each row of the table is held at
-its deepest value at every knot closer than that one, w'(d) = w(d*) for d < d* = argmin w (the
-deepest knot's gradient collects theirs), so the core is at least as repulsive as the wall.
-
-*Core* (``pair_core``).  The floor keeps the core as repulsive as the wall, a few nats; the data
-say more: no two atoms of classes (c, c') came closer than the closest such pair of the training
+*Core* (``pair_core``).  The data never put two atoms deep inside each other's cores, so maximum
+likelihood learns the table only where atoms can still be: at the wall it reaches a few nats below
+zero, and closer in it stays where training stopped moving it (the mixture of the README: -3.7 nats
+for the unlike pair at 0.71 sigma, -1.6 at 0.2 sigma; the Lennard-Jones liquid: -5.0 at 0.89 sigma),
+so an atom drawn a little off the data's positions can overlap another one.  The
+data say more: no two atoms of classes (c, c') came closer than the closest such pair of the training
 data, d_min (``pair_core``, y-pixel units, measured within each training sample by
 :func:`mapsim.models.pair_term.closest_pairs` when training with it).  Every knot at least two knots
 inside d_min, k <= d_min kpp - 2, holds -``PAIR_CORE_NATS``, so the density vanishes there for all
@@ -184,9 +180,6 @@ class PixelCNNConfig:
     joint_pairs : bool
         With a pair term: normalise class and position jointly, so that the pair term also
         weighs the class probabilities (module docstring, *Joint normalisation*).
-    pair_floor : bool
-        With a pair term: closer than the distance of its deepest knot, the pair term stays at
-        that depth (module docstring, *Core floor*).
     pair_knots : int
         Knots of the pair table per pixel of distance (1 .. 256; 16 before this setting existed).
     pair_core : list of list of float or None
@@ -211,7 +204,6 @@ class PixelCNNConfig:
     position_bins: int = 32
     position_pairs: int = 0
     joint_pairs: bool = False
-    pair_floor: bool = False
     pair_knots: int = PAIR_KNOTS_PER_PIXEL
     pair_core: list | None = None
     pixel_size: list | None = None
@@ -234,10 +226,6 @@ class PixelCNNConfig:
             raise MapsimError(f"joint_pairs must be true or false, found {self.joint_pairs!r}")
         if self.joint_pairs and not self.position_pairs:
             raise MapsimError("joint_pairs needs a pair term (position_pairs > 0)")
-        if not isinstance(self.pair_floor, bool):
-            raise MapsimError(f"pair_floor must be true or false, found {self.pair_floor!r}")
-        if self.pair_floor and not self.position_pairs:
-            raise MapsimError("pair_floor needs a pair term (position_pairs > 0)")
         if isinstance(self.pair_knots, bool) or not isinstance(self.pair_knots, int) \
                 or not 1 <= self.pair_knots <= 256:
             raise MapsimError(f"pair_knots must be an integer in 1..256, found {self.pair_knots!r}")
@@ -496,18 +484,15 @@ class GatedPixelCNN(MapModel):
 
     def pair_table(self) -> torch.Tensor:
         """The pair term's table in nats, (pairs of classes, knots + 2), ending in two zero knots (0 from
-        R pixels on); with ``pair_floor`` every knot closer than a row's deepest one takes its value."""
+        R pixels on), held at -``PAIR_CORE_NATS`` inside ``pair_core``."""
         occ = self.n_classes - 1
         table = PAIR_SCALE * self.pos_pair.reshape(occ * occ, -1)
-        if getattr(self.config, "pair_floor", False):
-            deepest = torch.argmin(table.detach(), dim=1, keepdim=True)  # (pairs, 1)
-            inside = torch.arange(table.shape[1], device=table.device)[None, :] < deepest
-            table = torch.where(inside, table.gather(1, deepest), table)
         core = getattr(self.config, "pair_core", None)
         if core is not None:
             # knots k <= d kpp - 2: the data's closest pair lies a knot beyond the last one held
             d = torch.tensor(core, dtype=torch.float64, device=table.device).reshape(-1, 1)
-            held = torch.arange(table.shape[1], device=table.device)[None, :] <= torch.floor(d * self.config.pair_knots) - 2
+            knots = torch.arange(table.shape[1], device=table.device)[None, :]
+            held = knots <= torch.floor(d * self.config.pair_knots) - 2
             table = torch.where(held, torch.full_like(table, -PAIR_CORE_NATS), table)
         return F.pad(table, (0, 2))
 
