@@ -22,25 +22,23 @@ from numba import njit
 
 
 @njit(cache=True)
-def _knot(b, q, nb, ny, nx, ratio, kpp, knots):
-    """(knot k, fraction f) of cell (b, q) for a neighbour at (ny, nx); k = -1 out of reach."""
-    dy = (b + 0.5) / nb - ny
-    dx = ((q + 0.5) / nb - nx) * ratio
-    u = math.sqrt(dy * dy + dx * dx) * kpp
-    if u >= knots:
-        return -1, 0.0
-    k = int(math.floor(u))
-    return k, u - k
-
-
-@njit(cache=True)
 def add_pair(J, w, ny, nx, ratio, kpp):
-    """J[b, q] += w(d) for one neighbour at (ny, nx); ``J`` (B, B), ``w`` (knots + 2,) (module docstring)."""
-    nb = J.shape[0]
+    """J[b, q] += w(d) for one neighbour at (ny, nx); ``J`` (B, B), ``w`` (knots + 2,) (module docstring).
+
+    d is in y-pixel units (x scaled by ``ratio``), knot k = floor(d kpp); rows out of reach are skipped
+    whole (w = 0 there).
+    """
+    nb, knots = J.shape[0], w.shape[0] - 2
     for b in range(nb):
+        dy = (b + 0.5) / nb - ny
+        if abs(dy) * kpp >= knots:
+            continue
         for q in range(nb):
-            k, f = _knot(b, q, nb, ny, nx, ratio, kpp, w.shape[0] - 2)
-            if k >= 0:
+            dx = ((q + 0.5) / nb - nx) * ratio
+            u = math.sqrt(dy * dy + dx * dx) * kpp
+            if u < knots:
+                k = int(math.floor(u))
+                f = u - k
                 J[b, q] += w[k] * (1.0 - f) + w[k + 1] * f
 
 
@@ -54,13 +52,19 @@ def pair_forward(out, table, atom, row, ny, nx, ratio, kpp):
 @njit(cache=True)
 def pair_backward(gtable, grad, atom, row, ny, nx, ratio, kpp):
     """gtable += d(sum grad * out) / d table for :func:`pair_forward`; ``grad`` (N, B, B) float64."""
-    nb = grad.shape[1]
+    nb, knots = grad.shape[1], gtable.shape[1] - 2
     for p in range(atom.shape[0]):
         g, t = grad[atom[p]], row[p]
         for b in range(nb):
+            dy = (b + 0.5) / nb - ny[p]
+            if abs(dy) * kpp >= knots:
+                continue
             for q in range(nb):
-                k, f = _knot(b, q, nb, ny[p], nx[p], ratio, kpp, gtable.shape[1] - 2)
-                if k >= 0:
+                dx = ((q + 0.5) / nb - nx[p]) * ratio
+                u = math.sqrt(dy * dy + dx * dx) * kpp
+                if u < knots:
+                    k = int(math.floor(u))
+                    f = u - k
                     gtable[t, k] += g[b, q] * (1.0 - f)
                     gtable[t, k + 1] += g[b, q] * f
 
