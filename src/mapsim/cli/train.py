@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="off-lattice MAP: also learn each atom's position inside its pixel (needs data with "
                         "offsets) [on when the data have offsets]")
     g.add_argument("--position-bins", type=int, default=None,
-                   help=f"bins per axis of the position density [{d.position_bins}]")
+                   help="bins per axis of the position density; a bin's flat density blurs atoms by up to a bin, "
+                        f"so liquids at pixels of 0.5-0.7 sigma want 64 (README) [{d.position_bins}]")
     g.add_argument("--position-pairs", type=int, default=None, metavar="R",
                    help="reach in pixels of a learned pair term of the position density: the atoms already "
                         f"drawn within R pixels cut their cores out of the pixel (0 = none, at most L_c) "
