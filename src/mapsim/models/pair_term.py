@@ -22,23 +22,29 @@ from numba import njit
 
 
 @njit(cache=True)
+def _knot(dy, q, nb, nx, ratio, kpp, knots):
+    """(knot k, fraction f) of cell (row at dy from the neighbour, column q) for a neighbour at x = nx;
+    k = -1 out of reach.  d is in y-pixel units (x scaled by ``ratio``), k = floor(d kpp)."""
+    dx = ((q + 0.5) / nb - nx) * ratio
+    u = math.sqrt(dy * dy + dx * dx) * kpp
+    if u >= knots:
+        return -1, 0.0
+    k = int(math.floor(u))
+    return k, u - k
+
+
+@njit(cache=True)
 def add_pair(J, w, ny, nx, ratio, kpp):
     """J[b, q] += w(d) for one neighbour at (ny, nx); ``J`` (B, B), ``w`` (knots + 2,) (module docstring).
-
-    d is in y-pixel units (x scaled by ``ratio``), knot k = floor(d kpp); rows out of reach are skipped
-    whole (w = 0 there).
-    """
+    Rows of cells out of reach are skipped whole (w = 0 there)."""
     nb, knots = J.shape[0], w.shape[0] - 2
     for b in range(nb):
         dy = (b + 0.5) / nb - ny
         if abs(dy) * kpp >= knots:
             continue
         for q in range(nb):
-            dx = ((q + 0.5) / nb - nx) * ratio
-            u = math.sqrt(dy * dy + dx * dx) * kpp
-            if u < knots:
-                k = int(math.floor(u))
-                f = u - k
+            k, f = _knot(dy, q, nb, nx, ratio, kpp, knots)
+            if k >= 0:
                 J[b, q] += w[k] * (1.0 - f) + w[k + 1] * f
 
 
@@ -60,11 +66,8 @@ def pair_backward(gtable, grad, atom, row, ny, nx, ratio, kpp):
             if abs(dy) * kpp >= knots:
                 continue
             for q in range(nb):
-                dx = ((q + 0.5) / nb - nx[p]) * ratio
-                u = math.sqrt(dy * dy + dx * dx) * kpp
-                if u < knots:
-                    k = int(math.floor(u))
-                    f = u - k
+                k, f = _knot(dy, q, nb, nx[p], ratio, kpp, knots)
+                if k >= 0:
                     gtable[t, k] += g[b, q] * (1.0 - f)
                     gtable[t, k + 1] += g[b, q] * f
 
