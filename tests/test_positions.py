@@ -173,6 +173,20 @@ def test_teacher_forced_log_likelihood_equals_the_samplers_summed_log_probs(pair
         np.testing.assert_allclose(ll, res.log_probs.astype(np.float64).sum(axis=(1, 2)), rtol=1e-5, atol=1e-4)
 
 
+def test_teacher_forcing_in_chunks_of_atoms_equals_one_piece(monkeypatch):
+    import mapsim.models.pixelcnn as pixelcnn
+
+    model = _model(seed=4, pairs="core", bins=4)
+    grids = torch.as_tensor(np.random.default_rng(3).integers(0, 3, (2, 5, 6)))
+    off = torch.as_tensor(_offsets_for(grids.numpy(), seed=2)).double()
+    with torch.no_grad():
+        whole = model.log_prob_parts(grids, off)[1]
+        monkeypatch.setattr(pixelcnn, "CHUNK_CELLS", 3 * 4**2)  # chunks of 3 atoms
+        chunked = model.log_prob_parts(grids, off)[1]
+    assert int((grids > 0).sum()) > 3 * 4
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-12)
+
+
 def test_checkpoints_round_trip_and_old_checkpoints_load(tmp_path):
     model = _model(seed=2, dtype=torch.float32)
     back = load_model(save_model(tmp_path / "m.pt", model))
