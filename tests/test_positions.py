@@ -356,6 +356,38 @@ def test_pair_term_is_the_table_interpolated_at_the_cell_centres_and_its_gradien
     assert torch.autograd.gradcheck(lambda t: PairTerm.apply(t, 2, nb, atom, row, ny, nx, ratio, 16.0), (tab,))
 
 
+def test_pair_term_runs_whole_atoms_in_parallel_with_the_same_bytes_on_any_thread_count():
+    import numba
+
+    from mapsim.models.pair_term import chunk_starts
+
+    rng = np.random.default_rng(1)
+    atom = np.sort(rng.integers(0, 40, 300))
+    for a in (atom, atom[:5], atom[:0], np.zeros(7, np.int64)):
+        s = chunk_starts(a)
+        assert s[0] == 0 and s[-1] == len(a) and np.all(np.diff(s) >= 0)
+        assert all(b in (0, len(a)) or a[b] != a[b - 1] for b in s[1:-1])  # no atom split between runs
+    nb, knots = 8, 32
+    table = torch.tensor(rng.normal(size=(4, knots + 2)), requires_grad=True)
+    perm = torch.as_tensor(rng.permutation(len(atom)))  # unsorted pairs are sorted first
+    args = (40, nb, torch.as_tensor(atom)[perm], torch.as_tensor(rng.integers(0, 4, len(atom))),
+            torch.as_tensor(rng.uniform(-2, 1, len(atom))), torch.as_tensor(rng.uniform(-2, 3, len(atom))), 1.0, 16.0)
+    weight = torch.as_tensor(rng.normal(size=(40, nb, nb)))
+    got = []
+    old = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            out = PairTerm.apply(table, *args)
+            (grad,) = torch.autograd.grad((out * weight).sum(), table)
+            got.append((out.detach().numpy().tobytes(), grad.numpy().tobytes()))
+    finally:
+        numba.set_num_threads(old)
+    assert got[0] == got[1]
+    one = [PairTerm.apply(table, 40, nb, *(x[i : i + 1] for x in args[2:6]), 1.0, 16.0) for i in range(len(atom))]
+    np.testing.assert_allclose(out.detach().numpy(), sum(o.detach().numpy() for o in one), rtol=0, atol=1e-12)
+
+
 def test_with_a_pair_term_the_density_is_normalised_and_later_pixels_change_nothing_earlier():
     model = _model(bins=4, pairs=2, seed=3)
     B, H, W = 4, 3, 4

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 import torch
-from numba import njit
+from numba import njit, prange
 
 
 @njit(cache=True)
@@ -48,28 +48,46 @@ def add_pair(J, w, ny, nx, ratio, kpp):
                 J[b, q] += w[k] * (1.0 - f) + w[k + 1] * f
 
 
-@njit(cache=True)
-def pair_forward(out, table, atom, row, ny, nx, ratio, kpp):
-    """out[atom[p]] += the term of pair p with table row ``row[p]``; ``out`` (N, B, B) float64."""
-    for p in range(atom.shape[0]):
-        add_pair(out[atom[p]], table[row[p]], ny[p], nx[p], ratio, kpp)
+PAIR_CHUNKS = 16
+"""Training splits the pairs into this many runs of whole atoms, one numba task each; fixed, so that
+the gradient's summation order, and the bytes of a run, do not depend on the thread count."""
 
 
-@njit(cache=True)
-def pair_backward(gtable, grad, atom, row, ny, nx, ratio, kpp):
-    """gtable += d(sum grad * out) / d table for :func:`pair_forward`; ``grad`` (N, B, B) float64."""
-    nb, knots = grad.shape[1], gtable.shape[1] - 2
-    for p in range(atom.shape[0]):
-        g, t = grad[atom[p]], row[p]
-        for b in range(nb):
-            dy = (b + 0.5) / nb - ny[p]
-            if abs(dy) * kpp >= knots:
-                continue
-            for q in range(nb):
-                k, f = _knot(dy, q, nb, nx[p], ratio, kpp, knots)
-                if k >= 0:
-                    gtable[t, k] += g[b, q] * (1.0 - f)
-                    gtable[t, k + 1] += g[b, q] * f
+def chunk_starts(atom: np.ndarray, chunks: int = PAIR_CHUNKS) -> np.ndarray:
+    """Boundaries (chunks + 1,) splitting pairs sorted by ``atom`` into runs of whole atoms."""
+    cut = np.linspace(0, atom.shape[0], chunks + 1).astype(np.int64)
+    if atom.shape[0]:
+        cut[1:-1] = np.searchsorted(atom, atom[cut[1:-1]], side="left")  # back to the atom's first pair
+    return cut
+
+
+@njit(cache=True, parallel=True)
+def pair_forward(out, table, atom, row, ny, nx, ratio, kpp, starts):
+    """out[atom[p]] += the term of pair p with table row ``row[p]``; ``out`` (N, B, B) float64; pairs
+    sorted by atom, split at ``starts`` (:func:`chunk_starts`), the runs in parallel."""
+    for i in prange(starts.shape[0] - 1):
+        for p in range(starts[i], starts[i + 1]):
+            add_pair(out[atom[p]], table[row[p]], ny[p], nx[p], ratio, kpp)
+
+
+@njit(cache=True, parallel=True)
+def pair_backward(gtables, grad, atom, row, ny, nx, ratio, kpp, starts):
+    """gtables[i] += d(sum grad * out) / d table over the pairs of run i of :func:`pair_forward`;
+    ``gtables`` (runs, rows, knots + 2), ``grad`` (N, B, B) float64."""
+    nb, knots = grad.shape[1], gtables.shape[2] - 2
+    for i in prange(starts.shape[0] - 1):
+        gtable = gtables[i]
+        for p in range(starts[i], starts[i + 1]):
+            g, t = grad[atom[p]], row[p]
+            for b in range(nb):
+                dy = (b + 0.5) / nb - ny[p]
+                if abs(dy) * kpp >= knots:
+                    continue
+                for q in range(nb):
+                    k, f = _knot(dy, q, nb, nx[p], ratio, kpp, knots)
+                    if k >= 0:
+                        gtable[t, k] += g[b, q] * (1.0 - f)
+                        gtable[t, k + 1] += g[b, q] * f
 
 
 def closest_pairs(grids: np.ndarray, offsets: np.ndarray, n_classes: int, reach: float, ratio: float) -> list:
@@ -119,9 +137,12 @@ class PairTerm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, table, n_atoms, nb, atom, row, ny, nx, ratio, kpp):
-        args = (np.ascontiguousarray(atom.cpu().numpy(), np.int64), np.ascontiguousarray(row.cpu().numpy(), np.int64),
-                np.ascontiguousarray(ny.detach().cpu().numpy(), np.float64),
-                np.ascontiguousarray(nx.detach().cpu().numpy(), np.float64), float(ratio), float(kpp))
+        atom = np.ascontiguousarray(atom.cpu().numpy(), np.int64)
+        order = np.argsort(atom, kind="stable") if np.any(np.diff(atom) < 0) else slice(None)
+        args = (atom[order], np.ascontiguousarray(row.cpu().numpy()[order], np.int64),
+                np.ascontiguousarray(ny.detach().cpu().numpy()[order], np.float64),
+                np.ascontiguousarray(nx.detach().cpu().numpy()[order], np.float64), float(ratio), float(kpp),
+                chunk_starts(atom[order]))
         out = np.zeros((n_atoms, nb, nb))
         pair_forward(out, table.detach().cpu().numpy().astype(np.float64), *args)
         ctx.args, ctx.shape, ctx.dtype, ctx.device = args, tuple(table.shape), table.dtype, table.device
@@ -129,6 +150,6 @@ class PairTerm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        gtable = np.zeros(ctx.shape)
-        pair_backward(gtable, np.ascontiguousarray(grad.detach().cpu().numpy(), np.float64), *ctx.args)
-        return (torch.as_tensor(gtable, dtype=ctx.dtype, device=ctx.device),) + (None,) * 8
+        gtables = np.zeros((PAIR_CHUNKS,) + ctx.shape)
+        pair_backward(gtables, np.ascontiguousarray(grad.detach().cpu().numpy(), np.float64), *ctx.args)
+        return (torch.as_tensor(gtables.sum(0), dtype=ctx.dtype, device=ctx.device),) + (None,) * 8
