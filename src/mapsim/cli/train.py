@@ -121,11 +121,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         if args.threads < 1:
             raise MapsimError(f"--threads must be a positive integer, found {args.threads}")
-        import numba
-        import torch
+        from mapsim.reproduce.pipeline import set_threads
 
-        torch.set_num_threads(args.threads)
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))  # the pair term's kernels
+        set_threads(args.threads)  # torch, and numba for the pair term's kernels
     ds = open_dataset(args.data)  # a zarr store is read a crop or a sample at a time
     if getattr(ds, "extra_names", None) and "offsets" in ds.extra_names:
         ds = load_dataset(args.data)  # positions are read whole

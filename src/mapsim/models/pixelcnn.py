@@ -417,9 +417,23 @@ class GatedPixelCNN(MapModel):
     def _class_block(self, out: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Rows of (N, (N_c - 1) B) position logits -> the B logits of each row's class, (N, B)."""
         nb = self.config.position_bins
-        if classes.numel() and int(classes.min()) < 1:
-            raise MapsimError("the position head was asked for class 0 (empty), which holds no atom")
+        _check_occupied(classes)
         return out.view(out.shape[0], -1, nb).gather(1, (classes.long() - 1).view(-1, 1, 1).expand(-1, 1, nb))[:, 0]
+
+    def _x_logits(self, hx: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """The x head's output layer for each row's own class: features ``hx`` (N, ..., S) of rows of
+        class ``classes`` (N,) >= 1 -> logits (N, ..., B); one product per class, not every class's
+        logits for every row."""
+        _check_occupied(classes)
+        nb = self.config.position_bins
+        w, bias = self.pos_x.weight.view(-1, nb, hx.shape[-1]), self.pos_x.bias.view(-1, nb)
+        if w.shape[0] == 1:
+            return F.linear(hx, w[0], bias[0])
+        lx = hx.new_empty(hx.shape[:-1] + (nb,))
+        for c in range(1, w.shape[0] + 1):
+            rows = classes == c
+            lx[rows] = F.linear(hx[rows], w[c - 1], bias[c - 1])
+        return lx
 
     def position_logits_y(self, hidden: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Logits of the y bin, (N, B), from features ``hidden`` (N, S) of pixels of class ``classes`` (N,) >= 1."""
@@ -427,8 +441,7 @@ class GatedPixelCNN(MapModel):
 
     def position_logits_x(self, hidden: torch.Tensor, classes: torch.Tensor, y_bins: torch.Tensor) -> torch.Tensor:
         """Logits of the x bin given the y bin ``y_bins`` (N,), (N, B)."""
-        h = F.relu(self.pos_x_in(hidden) + self.pos_embed(y_bins.long()))
-        return self._class_block(self.pos_x(h), classes)
+        return self._x_logits(F.relu(self.pos_x_in(hidden) + self.pos_embed(y_bins.long())), classes)
 
     def pair_neighbours(self, canvas: torch.Tensor, offsets: torch.Tensor, b: torch.Tensor, r: torch.Tensor,
                         c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -453,18 +466,9 @@ class GatedPixelCNN(MapModel):
         ``hidden`` (N, S) and ``classes`` (N,) as for the heads; ``n_classes`` (N, M) and
         ``n_pos`` (N, M, 2) from :meth:`pair_neighbours`.
         """
-        nb = self.config.position_bins
         ly = torch.log_softmax(self.position_logits_y(hidden, classes), 1)  # (N, B)
         hx = F.relu(self.pos_x_in(hidden)[:, None, :] + self.pos_embed.weight[None])  # (N, B y, S)
-        # each atom needs its own class's x logits only: one product per class, not all classes for all
-        w, bias = self.pos_x.weight.view(-1, nb, hx.shape[-1]), self.pos_x.bias.view(-1, nb)
-        if w.shape[0] == 1:
-            lx = F.linear(hx, w[0], bias[0])
-        else:
-            lx = hx.new_empty(hx.shape[:2] + (nb,))
-            for c in range(1, w.shape[0] + 1):
-                rows = classes == c
-                lx[rows] = F.linear(hx[rows], w[c - 1], bias[c - 1])
+        lx = self._x_logits(hx, classes)  # (N, B y, B x)
         return ly[:, :, None] + torch.log_softmax(lx, 2) + self.pair_term(classes, n_classes, n_pos)
 
     def position_joint_log_probs(self, hidden: torch.Tensor, classes: torch.Tensor, n_classes: torch.Tensor,
@@ -627,6 +631,12 @@ class GatedPixelCNN(MapModel):
                        offsets: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample log-likelihood (nats; positions per unit pixel area), shape (B,)."""
         return self.log_prob_pixels(grids, beta, top, offsets).flatten(1).sum(1)
+
+
+def _check_occupied(classes: torch.Tensor) -> None:
+    """The position head serves occupied classes (>= 1) only."""
+    if classes.numel() and int(classes.min()) < 1:
+        raise MapsimError("the position head was asked for class 0 (empty), which holds no atom")
 
 
 def pair_slots(reach: int) -> list[tuple[int, int]]:
